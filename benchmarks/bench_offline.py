@@ -1,0 +1,136 @@
+"""Offline analysis speed: `inspector analyze` against a bare dpkt loop on the same capture.
+
+Both run in this invocation, on the same file, after a warm-up read (page cache). Printed:
+packets/s and MB/s of each, and the ratio inspector/dpkt (the goal is <= 2.5). Peak memory of
+the analysis is measured in a child process (ru_maxrss), so the dpkt loop does not share it.
+
+    python benchmarks/bench_offline.py CAPTURE [--rules PATH | --no-rules] [--repeat 3]
+    python benchmarks/bench_offline.py --make-capture /tmp/ml.pcap --megabytes 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dpkt
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def dpkt_loop(path: Path) -> int:
+    """The baseline: Ethernet -> IP -> TCP payload length, nothing else."""
+    packets = 0
+    with open(path, "rb") as fh:
+        for _ts, buf in dpkt.pcap.Reader(fh):
+            packets += 1
+            eth = dpkt.ethernet.Ethernet(buf)
+            ip = eth.data
+            if isinstance(ip, (dpkt.ip.IP, dpkt.ip6.IP6)):
+                tcp = ip.data
+                if isinstance(tcp, dpkt.tcp.TCP):
+                    len(tcp.data)
+    return packets
+
+
+def analyze_child(path: Path, rules: list[str] | None) -> dict:
+    """Run the analyzer in a child process; returns its timing and peak RSS."""
+    code = f"""
+import json, resource, sys, time
+sys.path.insert(0, {str(REPO)!r})
+from inspector.analyze import Analyzer
+engine = None
+rules = {rules!r}
+if rules is not None:
+    from inspector.engine import Engine
+    from inspector.rules import load_config, load_rules
+    config = load_config(None)
+    engine = Engine(load_rules(rules or [{str(REPO / 'signatures')!r}], config), config)
+out = open('/dev/null', 'w')
+import json as _j
+enc = _j.JSONEncoder(ensure_ascii=False, separators=(',', ':')).encode
+def write(record):
+    out.write(enc(record)); out.write('\\n')
+a = Analyzer(write, engine=engine)
+t = time.perf_counter()
+a.analyze_file({str(path)!r})
+elapsed = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"elapsed": elapsed, "packets": a.stats.packets, "peak_mib": peak,
+                  "records": sum(a.stats.records.values())}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def make_capture(path: Path, megabytes: int) -> None:
+    """A large capture of ML traffic: the shipped core captures' flows repeated with fresh
+    ports and times until the size is reached (for benchmarks only; not committed)."""
+    import random
+
+    from inspector.lab import corecaps
+    from inspector.lab.craft import Capture
+
+    target = megabytes * 1024 * 1024
+    from inspector.lab.craft import write_pcap
+
+    def frames():
+        written = 0
+        round_ = 0
+        while written < target:
+            for name, make in corecaps.CAPTURES.items():
+                cap = Capture()
+                make(cap, random.Random(f"bench:{round_}:{name}"))
+                for ts, _, frame in sorted(cap.frames):
+                    written += len(frame) + 16
+                    yield ts + round_ * 10.0, frame
+            round_ += 1
+
+    write_pcap(path, frames())
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("capture", nargs="?")
+    parser.add_argument("--rules", action="append")
+    parser.add_argument("--no-rules", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--make-capture", type=Path)
+    parser.add_argument("--megabytes", type=int, default=200)
+    args = parser.parse_args()
+    if args.make_capture:
+        make_capture(args.make_capture, args.megabytes)
+        return 0
+    if not args.capture:
+        parser.error("a capture is required")
+    path = Path(args.capture)
+    size_mb = os.path.getsize(path) / 1e6
+    dpkt_loop(path)  # warm the page cache
+    rules = None if args.no_rules else (args.rules or [])
+    base_times, times, peaks = [], [], []
+    packets = 0
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        packets = dpkt_loop(path)
+        base_times.append(time.perf_counter() - t)
+        result = analyze_child(path, rules)
+        times.append(result["elapsed"])
+        peaks.append(result["peak_mib"])
+    base, ours = statistics.median(base_times), statistics.median(times)
+    print(f"capture: {path} ({size_mb:.1f} MB, {packets:,} packets), medians of {args.repeat}")
+    print(f"dpkt loop          : {base:8.2f} s  {packets / base:12,.0f} pkt/s  {size_mb / base:8.1f} MB/s")
+    print(f"inspector analyze  : {ours:8.2f} s  {packets / ours:12,.0f} pkt/s  {size_mb / ours:8.1f} MB/s"
+          f"  peak {max(peaks):.0f} MiB  ({'no rules' if rules is None else 'rules'})")
+    print(f"ratio inspector/dpkt: {ours / base:.2f}  (goal <= 2.5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The offline pipeline: capture files -> frames -> packets -> flows -> sessions -> records.
+
+`Analyzer` wires the capture layer to the record sinks and, when given one, the rule engine:
+every record goes through `engine.process(record, ts)` (time from the capture) and its alerts are
+written right after it. Each file is its own run of the flow table (captures given together are
+usually unrelated); counters add up across files.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from inspector.capture.decode import PacketDecoder
+from inspector.capture.flows import Flow, FlowTable
+from inspector.capture.packet import IPPROTO_TCP
+from inspector.capture.reader import CaptureFormatError, open_capture
+from inspector.capture.router import StreamRouter
+from inspector.limits import DEFAULT_LIMITS, Limits
+from inspector.records import anomaly_record, base_record, format_ts
+
+_DECODE_LAYERS = {"fragment": "ip", "ipv4": "ip", "ipv6": "ip", "ethernet": "link", "vlan": "link",
+                  "sll": "link", "sll2": "link", "null": "link", "loop": "link", "unsupported": "link"}
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".gz", ".dmp", ".pcap.gz", ".pcapng.gz")
+
+
+class Verdict(Protocol):
+    alerts: list[dict[str, Any]]
+
+
+class RecordEngine(Protocol):
+    def process(self, record: dict[str, Any], ts: float) -> Verdict: ...
+
+
+@dataclass
+class FileResult:
+    path: str
+    packets: int = 0
+    error: str | None = None  # damage found (the part before it was analyzed)
+    format: str = ""
+
+
+@dataclass
+class RunStats:
+    files: list[FileResult] = field(default_factory=list)
+    packets: int = 0
+    frame_bytes: int = 0
+    flows: int = 0
+    flows_by_app: Counter = field(default_factory=Counter)
+    records: Counter = field(default_factory=Counter)  # by event_type
+    transactions: Counter = field(default_factory=Counter)  # by protocol
+    anomalies: Counter = field(default_factory=Counter)  # "layer.event"
+    alerts: Counter = field(default_factory=Counter)  # (sid, signature)
+    decode: Counter = field(default_factory=Counter)
+    tcp: Counter = field(default_factory=Counter)
+    detection: Counter = field(default_factory=Counter)
+
+    @property
+    def damaged(self) -> bool:
+        return any(f.error for f in self.files)
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; directories walked (sorted) for files that look like captures."""
+    out: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            out.extend(sorted(f for f in path.rglob("*")
+                              if f.is_file() and f.name.lower().endswith(CAPTURE_SUFFIXES)))
+        else:
+            out.append(path)
+    return out
+
+
+class Analyzer:
+    """Runs captures through the offline path. `write` receives every record to output."""
+
+    def __init__(self, write: Callable[[dict[str, Any]], None], engine: RecordEngine | None = None,
+                 limits: Limits = DEFAULT_LIMITS, flow_records: bool = True) -> None:
+        self._write = write
+        self._engine = engine
+        self._limits = limits
+        self._flow_records = flow_records
+        self.stats = RunStats()
+        self._alerted_flows: set[int] = set()
+
+    # -- record sink (the routers call this) ------------------------------------------------
+
+    def emit(self, record: dict[str, Any], ts: float) -> None:
+        stats = self.stats
+        event_type = record["event_type"]
+        stats.records[event_type] += 1
+        if event_type == "anomaly":
+            anomaly = record["anomaly"]
+            stats.anomalies[f"{anomaly['layer']}.{anomaly['event']}"] += 1
+        elif event_type != "flow":
+            stats.transactions[event_type] += 1
+        self._write(record)
+        engine = self._engine
+        if engine is not None:
+            verdict = engine.process(record, ts)
+            for alert in verdict.alerts:
+                info = alert["alert"]
+                stats.alerts[(info["signature_id"], info["signature"])] += 1
+                stats.records["alert"] += 1
+                if alert.get("flow_id") is not None:
+                    self._alerted_flows.add(alert["flow_id"])
+                self._write(alert)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def analyze_file(self, path: str | Path, progress: Callable[[int], None] | None = None) -> FileResult:
+        result = FileResult(str(path))
+        self.stats.files.append(result)
+        try:
+            reader = open_capture(path)
+        except CaptureFormatError as exc:
+            result.error = str(exc)
+            return result
+        except OSError as exc:
+            result.error = f"cannot read: {exc.strerror or exc}"
+            return result
+        result.format = reader.format + (" (gzip)" if reader.compressed else "")
+        limits = self._limits
+        decoder = PacketDecoder(limits)
+        table = FlowTable(limits, self._make_handler, self._flow_end)
+        stats = self.stats
+        frame_bytes = 0
+        packets = 0
+        last_ts = 0.0
+        try:
+            for packets, frame in enumerate(self._frames(reader, progress), 1):
+                frame_bytes += frame.wire_len
+                last_ts = frame.ts
+                packet = decoder.decode(frame)
+                if packet is not None:
+                    table.packet(packet)
+                if not packets & 0xFF:
+                    self._decode_anomalies(decoder)
+            decoder.flush()
+            self._decode_anomalies(decoder)
+            table.finish()
+        finally:
+            reader.close()
+        result.packets = packets
+        if reader.error is not None:
+            result.error = str(reader.error)
+            self.emit(anomaly_record(None, last_ts, kind="decode", layer="capture",
+                                     event="capture_damaged", message=str(reader.error)), last_ts)
+        stats.packets += packets
+        stats.frame_bytes += frame_bytes
+        stats.flows += table.flows_total
+        stats.decode.update(decoder.counters)
+        stats.tcp.update(table.tcp_counters.as_dict())
+        stats.tcp["flows_evicted"] += table.flows_evicted
+        stats.tcp["flows_timed_out"] += table.flows_timed_out
+        return result
+
+    @staticmethod
+    def _frames(reader: Any, progress: Callable[[int], None] | None) -> Iterator[Any]:
+        if progress is None:
+            yield from reader
+            return
+        for n, frame in enumerate(reader):
+            if not n & 0x3FF:
+                progress(reader.bytes_read)
+            yield frame
+        progress(reader.bytes_read)
+
+    def _make_handler(self, flow: Flow) -> StreamRouter | None:
+        if flow.proto != IPPROTO_TCP:
+            return None
+        return StreamRouter(flow, self, self._limits, self.stats.detection)
+
+    def _decode_anomalies(self, decoder: PacketDecoder) -> None:
+        for anomaly in decoder.drain_anomalies():
+            layer = anomaly.event.split("_", 1)[0]
+            self.emit(anomaly_record(None, anomaly.ts, kind="decode", layer=_DECODE_LAYERS.get(layer, layer),
+                                     event=anomaly.event, message=anomaly.message,
+                                     packet=anomaly.number), anomaly.ts)
+
+    def _flow_end(self, flow: Flow) -> None:
+        self.stats.flows_by_app[flow.app_proto or flow.proto_name.lower()] += 1
+        if not self._flow_records:
+            return
+        record = base_record(flow, "flow", flow.last_ts)
+        handler = flow.handler
+        record["flow"] = {
+            "pkts_toserver": flow.pkts[0],
+            "pkts_toclient": flow.pkts[1],
+            "bytes_toserver": flow.bytes[0],
+            "bytes_toclient": flow.bytes[1],
+            "start": format_ts(flow.start_ts),
+            "end": format_ts(flow.last_ts),
+            "age": int(flow.last_ts - flow.start_ts),
+            "state": flow.state,
+            "reason": flow.end_reason,
+            "alerted": flow.flow_id in self._alerted_flows,
+        }
+        gap_bytes = getattr(handler, "gap_bytes", 0)
+        if gap_bytes:
+            record["flow"]["gap_bytes"] = gap_bytes
+        self._alerted_flows.discard(flow.flow_id)
+        self.emit(record, flow.last_ts)

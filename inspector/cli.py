@@ -1,0 +1,221 @@
+"""`inspector` command line: analyze captures, list the field catalogue, manage rules.
+
+Exit status: 0 when every input was analyzed whole; 1 when an input was damaged or unreadable
+(everything readable was still analyzed and written); 2 for usage errors (bad arguments, rules
+that fail validation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from inspector import __version__
+
+EXIT_OK = 0
+EXIT_DAMAGED = 1
+EXIT_USAGE = 2
+
+
+def _console(eve_to_stdout: bool) -> Console:
+    return Console(stderr=eve_to_stdout, highlight=False)
+
+
+# -- analyze -------------------------------------------------------------------------------
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from inspector.analyze import Analyzer, expand_paths
+    from inspector.sinks.eve import EveWriter
+
+    eve_to_stdout = args.eve == "-"
+    console = _console(eve_to_stdout)
+    files = expand_paths(args.paths)
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        console.print(f"[red]error:[/red] no such file or directory: {', '.join(map(str, missing))}")
+        return EXIT_USAGE
+    if not files:
+        console.print("[red]error:[/red] no capture files found in the given paths")
+        return EXIT_USAGE
+    engine = None
+    if not args.no_rules:
+        engine = _load_engine(args, console)
+        if engine is False:
+            return EXIT_USAGE
+    writer = EveWriter(args.eve)
+    analyzer = Analyzer(writer.write, engine=engine or None, flow_records=not args.no_flow_records)
+    started = time.perf_counter()
+    try:
+        _run_files(analyzer, files, console, show_progress=not args.quiet and console.is_terminal)
+    finally:
+        writer.close()
+    elapsed = time.perf_counter() - started
+    if not args.quiet:
+        _print_summary(console, analyzer, elapsed, args.eve)
+    return EXIT_DAMAGED if analyzer.stats.damaged else EXIT_OK
+
+
+def _load_engine(args: argparse.Namespace, console: Console) -> Any:
+    """The rule engine for `--rules` (default: the shipped signatures), or False on errors."""
+    try:
+        from inspector.engine import Engine
+        from inspector.rules import RuleLoadError, load_config, load_rules
+    except ImportError:  # rule engine not installed in this build
+        return None
+    rules_paths = args.rules or [str(default_signatures())]
+    try:
+        config = load_config(args.config)
+        ruleset = load_rules(rules_paths, config)
+    except RuleLoadError as exc:
+        for error in exc.errors:
+            console.print(f"[red]{error}[/red]")
+        return False
+    return Engine(ruleset, config)
+
+
+def default_signatures() -> Path:
+    return Path(__file__).resolve().parent.parent / "signatures"
+
+
+def _run_files(analyzer: Any, files: list[Path], console: Console, show_progress: bool) -> None:
+    if not show_progress:
+        for path in files:
+            analyzer.analyze_file(path)
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    total = sum(p.stat().st_size for p in files if p.is_file())
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("analyzing", total=total)
+        done = 0
+        for path in files:
+            size = path.stat().st_size if path.is_file() else 0
+            progress.update(task, description=f"analyzing {path.name}")
+            analyzer.analyze_file(path, progress=lambda n, base=done: progress.update(task, completed=base + n))
+            done += size
+            progress.update(task, completed=done)
+
+
+def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) -> None:
+    stats = analyzer.stats
+    rate = stats.packets / elapsed if elapsed > 0 else 0.0
+    files = Table(title="Captures", title_justify="left")
+    for column in ("file", "format", "packets", "status"):
+        files.add_column(column, justify="right" if column == "packets" else "left")
+    for f in stats.files:
+        status = f"[red]{f.error}[/red]" if f.error else "ok"
+        files.add_row(f.path, f.format or "-", str(f.packets), status)
+    console.print(files)
+
+    overview = Table(title="Summary", title_justify="left", show_header=False)
+    overview.add_column("what")
+    overview.add_column("count", justify="right")
+    overview.add_row("packets", f"{stats.packets:,}")
+    overview.add_row("flows", f"{stats.flows:,}")
+    for app, n in sorted(stats.flows_by_app.items(), key=lambda kv: -kv[1]):
+        overview.add_row(f"  flows {app}", f"{n:,}")
+    for proto, n in sorted(stats.transactions.items(), key=lambda kv: -kv[1]):
+        overview.add_row(f"transactions {proto}", f"{n:,}")
+    overview.add_row("anomalies", f"{sum(stats.anomalies.values()):,}")
+    overview.add_row("alerts", f"{sum(stats.alerts.values()):,}")
+    overview.add_row("time", f"{elapsed:.2f} s ({rate:,.0f} packets/s)")
+    overview.add_row("EVE", "stdout" if eve == "-" else eve)
+    console.print(overview)
+
+    if stats.anomalies:
+        table = Table(title="Anomalies", title_justify="left")
+        table.add_column("layer.event")
+        table.add_column("count", justify="right")
+        for name, n in stats.anomalies.most_common(15):
+            table.add_row(name, str(n))
+        console.print(table)
+    if stats.alerts:
+        table = Table(title="Alerts by rule", title_justify="left")
+        table.add_column("sid", justify="right")
+        table.add_column("signature")
+        table.add_column("count", justify="right")
+        for (sid, signature), n in stats.alerts.most_common():
+            table.add_row(str(sid), signature, str(n))
+        console.print(table)
+
+
+# -- fields --------------------------------------------------------------------------------
+
+
+def cmd_fields(args: argparse.Namespace) -> int:
+    from inspector.fields import catalogue
+
+    specs = catalogue().values()
+    if args.event:
+        specs = [s for s in specs if args.event in s.events or "*" in s.events]
+    if args.json:
+        import json
+
+        print(json.dumps([{"name": s.name, "type": s.type, "description": s.description,
+                           "events": list(s.events)} for s in specs], indent=2))
+        return EXIT_OK
+    console = Console(highlight=False)
+    table = Table(title="Field catalogue (rule field = EVE JSON path)", title_justify="left")
+    for column in ("field", "type", "events", "description"):
+        table.add_column(column)
+    for s in specs:
+        table.add_row(s.name, s.type, ",".join(s.events), s.description)
+    console.print(table)
+    return EXIT_OK
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inspector", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"inspector {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    analyze = sub.add_parser("analyze", help="analyze pcap/pcapng files or directories, write EVE JSON")
+    analyze.add_argument("paths", nargs="+", help="capture files or directories")
+    analyze.add_argument("--eve", default="eve.json", help="EVE output file, or - for stdout (default: eve.json)")
+    analyze.add_argument("--rules", action="append", help="rule file or directory (repeatable; "
+                         "default: the shipped signatures/)")
+    analyze.add_argument("--config", help="site config with variables and suppressions "
+                         "(default: the shipped default config)")
+    analyze.add_argument("--no-rules", action="store_true", help="parse and log only, no detection")
+    analyze.add_argument("--no-flow-records", action="store_true", help="do not write flow records")
+    analyze.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    analyze.set_defaults(func=cmd_analyze)
+
+    fields = sub.add_parser("fields", help="list the field catalogue rules can match on")
+    fields.add_argument("--event", help="only fields carried by this event type")
+    fields.add_argument("--json", action="store_true", help="machine-readable output")
+    fields.set_defaults(func=cmd_fields)
+
+    try:
+        from inspector.rules.cli import add_rules_commands
+    except ImportError:
+        pass
+    else:
+        add_rules_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

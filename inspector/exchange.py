@@ -1,0 +1,260 @@
+"""Session events -> complete HTTP exchanges: bodies capped, content decoded, observers fed.
+
+Both paths use this builder: offline the HTTP/1 and HTTP/2 sessions feed it, live the mitmproxy
+addon does. For each message head the registered *body observer* factories are asked whether
+they want the body (gRPC does, for `application/grpc`); an observer sees every body chunk, so
+framing is counted over the whole stream while only a bounded prefix of the body is kept.
+
+Content-Encoding gzip/deflate is decoded into `HttpMessage.body` up to `Limits.body_keep_bytes`;
+the ratio of decoded to encoded bytes is watched for decompression bombs.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import Protocol
+
+from inspector.http import (
+    TO_SERVER,
+    BodyReceived,
+    HeadReceived,
+    HttpExchange,
+    HttpMessage,
+    MessageEnded,
+    SessionAnomaly,
+    SessionEvent,
+    StreamReset,
+)
+from inspector.limits import Limits
+
+
+class BodyObserver(Protocol):
+    def feed(self, data: bytes, ts: float) -> None: ...
+    def end(self, ts: float) -> None: ...
+
+
+#: A factory looks at a message head and returns (name, observer) when it wants the body.
+ObserverFactory = Callable[[HttpMessage, Limits], "tuple[str, BodyObserver] | None"]
+
+_DECODABLE = {"gzip": 47, "x-gzip": 47, "deflate": 15}  # zlib wbits (47 = gzip or zlib header)
+
+
+class _BodyState:
+    """Per-message body bookkeeping while it streams."""
+
+    __slots__ = ("chunks", "decoder", "encoded_in", "kept", "observers", "raw_deflate_tried")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.kept = 0
+        self.decoder: zlib._Decompress | None = None
+        self.encoded_in = 0
+        self.observers: list[tuple[str, BodyObserver]] = []
+        self.raw_deflate_tried = False
+
+
+class ExchangeBuilder:
+    """Assembles exchanges for one connection. Call :meth:`feed` with session events; complete
+    exchanges and anomalies are returned."""
+
+    def __init__(self, limits: Limits, observer_factories: tuple[ObserverFactory, ...] = ()) -> None:
+        self._limits = limits
+        self._factories = observer_factories
+        self._open: dict[int, HttpExchange] = {}
+        self._bodies: dict[tuple[int, int], _BodyState] = {}
+        self._anomalies: list[SessionAnomaly] = []
+
+    def feed(self, events: list[SessionEvent]) -> list[HttpExchange | SessionAnomaly]:
+        out: list[HttpExchange | SessionAnomaly] = []
+        for event in events:
+            if isinstance(event, BodyReceived):
+                self._body(event)
+            elif isinstance(event, HeadReceived):
+                self._head(event, out)
+            elif isinstance(event, MessageEnded):
+                self._end(event, out)
+            elif isinstance(event, StreamReset):
+                exchange = self._open.get(event.stream_id)
+                if exchange is not None:
+                    exchange.reset_code = event.error_code
+                    self._close(event.stream_id, event.ts, out)
+            else:
+                out.append(event)
+        if self._anomalies:
+            out.extend(self._anomalies)
+            self._anomalies.clear()
+        return out
+
+    def alias(self, new_stream_id: int, old_stream_id: int) -> None:
+        """Continue exchange `old_stream_id` under a new id (HTTP/1 -> h2c upgrade: stream 1)."""
+        exchange = self._open.pop(old_stream_id, None)
+        if exchange is not None:
+            exchange.stream_id = new_stream_id
+            self._open[new_stream_id] = exchange
+
+    def alias_upgraded(self, new_stream_id: int) -> None:
+        """After an h2c upgrade: the exchange answered by `101` continues as `new_stream_id`."""
+        for stream_id, exchange in list(self._open.items()):
+            if any(m.status == 101 for m in exchange.interim):
+                self.alias(new_stream_id, stream_id)
+                for direction in (TO_SERVER, 1 - TO_SERVER):
+                    state = self._bodies.pop((stream_id, direction), None)
+                    if state is not None:
+                        self._bodies[(new_stream_id, direction)] = state
+                return
+
+    def finish(self, ts: float) -> list[HttpExchange | SessionAnomaly]:
+        """Connection ended: every open exchange is emitted as it stands."""
+        out: list[HttpExchange | SessionAnomaly] = []
+        for stream_id in list(self._open):
+            self._close(stream_id, ts, out)
+        out.extend(self._anomalies)
+        self._anomalies.clear()
+        return out
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _head(self, event: HeadReceived, out: list) -> None:
+        message = event.message
+        message.ts_start = message.ts_start or event.ts
+        stream_id = event.stream_id
+        exchange = self._open.get(stream_id)
+        if event.direction == TO_SERVER:
+            if exchange is not None:
+                self._close(stream_id, event.ts, out)
+            exchange = HttpExchange(request=message, response=None, stream_id=stream_id)
+            self._open[stream_id] = exchange
+        else:
+            if exchange is None:
+                exchange = HttpExchange(request=None, response=None, stream_id=stream_id)
+                self._open[stream_id] = exchange
+            if 100 <= message.status < 200:  # 100-continue, 101 (h2c continues), 103
+                exchange.interim.append(message)
+                return
+            if exchange.response is not None:
+                # A second final response on one stream: keep the first, note the oddity.
+                out.append(SessionAnomaly(layer="http", event="duplicate_response",
+                                          message=f"second response on stream {stream_id}",
+                                          ts=event.ts, direction=event.direction, stream_id=stream_id))
+                return
+            exchange.response = message
+        state = _BodyState()
+        for factory in self._factories:
+            made = factory(message, self._limits)
+            if made is not None:
+                state.observers.append(made)
+        encoding = (message.header("content-encoding") or "").strip().lower()
+        if encoding in _DECODABLE:
+            state.decoder = zlib.decompressobj(_DECODABLE[encoding])
+            message.decoded = "gzip" if encoding == "x-gzip" else encoding
+        self._bodies[(stream_id, event.direction)] = state
+        if event.end_stream:
+            message.complete = True
+            message.ts_end = event.ts
+            self._finish_body(stream_id, event.direction, message, event.ts, out)
+            if event.direction != TO_SERVER:
+                self._close(stream_id, event.ts, out)
+
+    def _message(self, stream_id: int, direction: int) -> HttpMessage | None:
+        exchange = self._open.get(stream_id)
+        if exchange is None:
+            return None
+        return exchange.request if direction == TO_SERVER else exchange.response
+
+    def _body(self, event: BodyReceived) -> None:
+        key = (event.stream_id, event.direction)
+        state = self._bodies.get(key)
+        message = self._message(event.stream_id, event.direction)
+        if state is None or message is None:
+            return
+        data = event.data
+        message.body_length += len(data)
+        for _, observer in state.observers:
+            observer.feed(data, event.ts)
+        limit = self._limits.body_keep_bytes
+        if state.kept >= limit:
+            message.body_truncated = True
+            return
+        if state.decoder is not None:
+            data = self._decode(state, message, data)
+        if not data:
+            return
+        room = limit - state.kept
+        if len(data) > room:
+            data = data[:room]
+            message.body_truncated = True
+        state.chunks.append(data)
+        state.kept += len(data)
+
+    def _decode(self, state: _BodyState, message: HttpMessage, data: bytes) -> bytes:
+        limits = self._limits
+        room = min(limits.body_keep_bytes - state.kept, limits.max_decompressed_bytes - state.kept)
+        state.encoded_in += len(data)
+        decoder = state.decoder
+        assert decoder is not None
+        try:
+            decoded = decoder.decompress(data, max(room, 1))
+        except zlib.error:
+            if message.decoded == "deflate" and not state.raw_deflate_tried and state.kept == 0:
+                # "deflate" is often sent raw (no zlib header): retry once as raw deflate.
+                state.raw_deflate_tried = True
+                state.decoder = zlib.decompressobj(-15)
+                state.encoded_in -= len(data)
+                return self._decode(state, message, data)
+            state.decoder = None
+            message.body_truncated = True
+            message.decoded = ""
+            self._pending_anomaly(message, "content_decode_error",
+                                  f"Content-Encoding body does not decode after {state.kept} bytes")
+            return b""
+        if decoder.unconsumed_tail:
+            # The cap stopped decoding: look at how much input made that much output.
+            message.body_truncated = True
+            produced = state.kept + len(decoded)
+            consumed = state.encoded_in - len(decoder.unconsumed_tail)
+            if produced > limits.max_decompression_ratio * max(consumed, 1):
+                self._pending_anomaly(message, "decompression_bomb",
+                                      f"{state.encoded_in} encoded bytes expand past {produced} bytes")
+            state.decoder = None
+        return decoded
+
+    def _pending_anomaly(self, message: HttpMessage, event: str, text: str) -> None:
+        self._anomalies.append(SessionAnomaly(layer="http", event=event, message=text,
+                                              ts=message.ts_start))
+
+    def _end(self, event: MessageEnded, out: list) -> None:
+        message = self._message(event.stream_id, event.direction)
+        if message is None:
+            return
+        message.trailers = list(event.trailers)
+        message.complete = event.complete
+        message.ts_end = event.ts
+        self._finish_body(event.stream_id, event.direction, message, event.ts, out)
+        if event.direction != TO_SERVER:
+            self._close(event.stream_id, event.ts, out)
+
+    def _finish_body(self, stream_id: int, direction: int, message: HttpMessage, ts: float,
+                     out: list) -> None:
+        state = self._bodies.pop((stream_id, direction), None)
+        if state is None:
+            return
+        if state.chunks:
+            message.body = state.chunks[0] if len(state.chunks) == 1 else b"".join(state.chunks)
+        exchange = self._open.get(stream_id)
+        for name, observer in state.observers:
+            observer.end(ts)
+            if exchange is not None:
+                side = "request" if direction == TO_SERVER else "response"
+                exchange.observations[f"{name}.{side}"] = observer
+
+    def _close(self, stream_id: int, ts: float, out: list) -> None:
+        exchange = self._open.pop(stream_id, None)
+        if exchange is None:
+            return
+        for direction, message in ((TO_SERVER, exchange.request), (1 - TO_SERVER, exchange.response)):
+            if message is not None and (stream_id, direction) in self._bodies:
+                if not message.ts_end:
+                    message.ts_end = ts
+                self._finish_body(stream_id, direction, message, ts, out)
+        out.append(exchange)

@@ -1,0 +1,187 @@
+"""TCP reassembly: ordering, retransmissions, overlaps (first wins), gaps, caps, wraparound."""
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inspector.capture.tcp import TcpCounters, TcpDirection, seq_diff
+from inspector.limits import Limits
+
+
+class Recorder:
+    """Collects what the reassembler hands on, in order."""
+
+    def __init__(self):
+        self.items = []
+
+    def on_data(self, direction, data, ts):
+        self.items.append(("data", bytes(data)))
+
+    def on_gap(self, direction, length, ts):
+        self.items.append(("gap", length))
+
+    def on_eof(self, direction, ts):
+        self.items.append(("eof",))
+
+    def on_stream_anomaly(self, direction, event, message, ts):
+        self.items.append(("anomaly", event))
+
+    @property
+    def data(self):
+        return b"".join(i[1] for i in self.items if i[0] == "data")
+
+
+def make(limits=None, isn=1000):
+    rec = Recorder()
+    counters = TcpCounters()
+    d = TcpDirection(0, rec, limits or Limits(), counters)
+    d.syn(isn)
+    return d, rec, counters
+
+
+def test_in_order_and_fin():
+    d, rec, _ = make()
+    d.segment(1001, b"hello ", False, 1.0)
+    d.segment(1007, b"world", True, 1.1)
+    assert rec.data == b"hello world"
+    assert rec.items[-1] == ("eof",)
+
+
+def test_out_of_order_is_reordered():
+    d, rec, c = make()
+    d.segment(1007, b"world", False, 1.0)
+    assert rec.data == b""
+    d.segment(1001, b"hello ", False, 1.1)
+    assert rec.data == b"hello world"
+    assert c.ooo_segments == 1
+
+
+def test_fin_waits_for_missing_bytes():
+    d, rec, _ = make()
+    d.segment(1007, b"world", True, 1.0)
+    assert ("eof",) not in rec.items
+    d.segment(1001, b"hello ", False, 1.1)
+    assert rec.items[-1] == ("eof",) and rec.data == b"hello world"
+
+
+def test_retransmission_same_bytes_is_silent():
+    d, rec, c = make()
+    d.segment(1001, b"abcdef", False, 1.0)
+    d.segment(1001, b"abcdef", False, 1.1)
+    assert rec.data == b"abcdef"
+    assert c.retransmissions == 1 and c.overlap_mismatches == 0
+
+
+def test_overlap_with_different_bytes_first_wins_and_is_reported():
+    d, rec, c = make()
+    d.segment(1001, b"GET /benign", False, 1.0)
+    d.segment(1005, b"/hacked and more", False, 1.1)
+    # first copy kept for the overlapping range, new tail delivered
+    assert rec.data == b"GET /benign" + b"/hacked and more"[7:]
+    assert ("anomaly", "overlap_mismatch") in rec.items
+    assert c.overlap_mismatches == 1
+
+
+def test_overlapping_out_of_order_segments_disagreeing():
+    d, rec, c = make()
+    d.segment(1005, b"XXXX", False, 1.0)
+    d.segment(1005, b"YYYYZZ", False, 1.1)
+    d.segment(1001, b"abcd", False, 1.2)
+    assert rec.data == b"abcdXXXXZZ"
+    assert c.overlap_mismatches == 1
+
+
+def test_partial_overlap_in_buffer_is_trimmed():
+    d, rec, _ = make()
+    d.segment(1004, b"defgh", False, 1.0)
+    d.segment(1006, b"fghij", False, 1.0)
+    d.segment(1001, b"abc", False, 1.0)
+    assert rec.data == b"abcdefghij"
+
+
+def test_gap_declared_when_peer_acks_unseen_bytes():
+    d, rec, c = make()
+    d.segment(1001, b"aaaa", False, 1.0)
+    d.segment(1009, b"cccc", False, 1.1)  # 1005..1008 never captured
+    d.peer_ack(1013, 1.2)
+    assert rec.items == [("data", b"aaaa"), ("gap", 4), ("data", b"cccc")]
+    assert c.gaps == 1 and c.gap_bytes == 4
+
+
+def test_ack_without_buffered_data_is_not_a_gap():
+    """Capture ordering can show an ACK before the data it acknowledges."""
+    d, rec, c = make()
+    d.segment(1001, b"aaaa", False, 1.0)
+    d.peer_ack(1009, 1.1)
+    d.segment(1005, b"bbbb", False, 1.2)
+    assert rec.data == b"aaaabbbb" and c.gaps == 0
+
+
+def test_out_of_order_cap_forces_a_gap():
+    d, rec, c = make(Limits(max_out_of_order_bytes=10))
+    d.segment(1001, b"a", False, 1.0)
+    d.segment(1010, b"123456", False, 1.0)
+    assert c.ooo_cap_hits == 0
+    d.segment(1016, b"789012", False, 1.0)
+    assert c.ooo_cap_hits == 1
+    assert rec.items[:2] == [("data", b"a"), ("gap", 8)]
+    assert rec.data == b"a123456789012"
+
+
+def test_flush_declares_trailing_gaps_and_ends():
+    d, rec, _ = make()
+    d.segment(1001, b"ab", False, 1.0)
+    d.segment(1010, b"zz", False, 1.0)
+    d.flush(2.0)
+    assert rec.items == [("data", b"ab"), ("gap", 7), ("data", b"zz"), ("eof",)]
+
+
+def test_pickup_without_syn():
+    rec = Recorder()
+    counters = TcpCounters()
+    d = TcpDirection(0, rec, Limits(), counters)
+    d.segment(555, b"mid", False, 1.0)
+    d.segment(558, b"stream", False, 1.1)
+    assert rec.data == b"midstream" and counters.midstream_pickups == 1
+
+
+def test_sequence_wraparound():
+    d, rec, _ = make(isn=0xFFFFFFF0)
+    d.segment(0xFFFFFFF1, b"0123456789abcdef", False, 1.0)  # crosses 2**32
+    d.segment(0x00000001, b"XYZ", False, 1.1)
+    assert rec.data == b"0123456789abcdefXYZ"
+    assert seq_diff(5, 0xFFFFFFFE) == 7
+
+
+def test_data_after_end_is_ignored():
+    d, rec, _ = make()
+    d.segment(1001, b"x", True, 1.0)
+    d.segment(1003, b"late", False, 1.1)
+    assert rec.data == b"x" and rec.items.count(("eof",)) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=3000), st.integers(0, 2**32 - 1), st.randoms(use_true_random=False),
+       st.integers(1, 400))
+def test_any_segmentation_and_order_gives_the_stream(payload, isn, rnd, mss):
+    """Whatever the segmentation, order and duplication, the stream comes out whole."""
+    d, rec, c = make(isn=isn)
+    segments = [((isn + 1 + i) & 0xFFFFFFFF, payload[i:i + mss]) for i in range(0, len(payload), mss)]
+    shuffled = segments + rnd.sample(segments, k=len(segments) // 3)  # some duplicates
+    rnd.shuffle(shuffled)
+    for seq, chunk in shuffled:
+        d.segment(seq, chunk, False, 1.0)
+    d.flush(2.0)
+    assert rec.data == payload
+    assert c.gaps == 0 and c.overlap_mismatches == 0
+
+
+def test_random_garbage_never_raises():
+    rnd = random.Random(3)
+    d, _, _ = make()
+    for _ in range(5000):
+        d.segment(rnd.randrange(2**32), rnd.randbytes(rnd.randrange(0, 50)), rnd.random() < 0.01, 1.0)
+        if rnd.random() < 0.05:
+            d.peer_ack(rnd.randrange(2**32), 1.0)
+    d.flush(2.0)
