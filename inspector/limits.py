@@ -16,6 +16,7 @@ class Limits:
     # IPv4 fragments
     max_fragment_sets: int = 4096
     max_fragment_bytes: int = 65535 + 1024
+    max_fragment_total_bytes: int = 16 * 1024 * 1024  # all fragment sets together
     fragment_timeout: float = 30.0
     # flows and reassembly
     max_flows: int = 200_000

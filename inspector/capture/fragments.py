@@ -5,7 +5,8 @@ a buffer and the list of byte ranges filled so far. Overlapping fragments keep t
 arrived first; an overlap whose bytes disagree is reported (`fragment_overlap`), the classic IDS
 evasion. Sets expire on capture time (Limits.fragment_timeout, counted from a set's first
 fragment), their number is capped (Limits.max_fragment_sets, oldest evicted first) and so is the
-size of one datagram (Limits.max_fragment_bytes, and what the IP header can express).
+size of one datagram (Limits.max_fragment_bytes, and what the IP header can express), and so are
+the bytes held by all sets together (Limits.max_fragment_total_bytes, oldest evicted first).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class FragmentReassembler:
         self._timeout = limits.fragment_timeout
         self._max_sets = limits.max_fragment_sets
         self._max_bytes = limits.max_fragment_bytes
+        self._max_total = limits.max_fragment_total_bytes
+        self._held = 0  # bytes in every set's buffer
         self._counters = counters
         self._report = report
         self._sets: dict[FragmentKey, _FragmentSet] = {}  # insertion order = age
@@ -69,7 +72,7 @@ class FragmentReassembler:
         fragments = sets.get(key)
         if fragments is None:
             if len(sets) >= self._max_sets:
-                del sets[next(iter(sets))]
+                self._drop(next(iter(sets)))
                 counters["fragment_sets_evicted"] += 1
             fragments = sets[key] = _FragmentSet(ts)
         fragments.wire_len += wire_len
@@ -77,7 +80,7 @@ class FragmentReassembler:
         stop = offset + len(data)
         limit = min(max_payload, self._max_bytes)
         if stop > limit:
-            del sets[key]
+            self._drop(key)
             counters["fragments_dropped"] += 1
             self._report("fragment_oversize", f"fragment ends at byte {stop} of a datagram limited to "
                          f"{limit} bytes; set dropped", ts, number)
@@ -95,11 +98,24 @@ class FragmentReassembler:
                 return None
             fragments.total = stop
         if start < stop:
+            before = len(fragments.buffer)
             self._merge(fragments, start, stop, data, ts, number)
+            self._held += len(fragments.buffer) - before
         if fragments.total >= 0 and fragments.filled == [(0, fragments.total)]:
-            del sets[key]
+            self._drop(key)
             return bytes(fragments.buffer[:fragments.total]), fragments.wire_len
+        while self._held > self._max_total and sets:
+            oldest = next(iter(sets))
+            self._drop(oldest)
+            counters["fragment_sets_evicted"] += 1
+            if oldest == key:
+                break
         return None
+
+    def _drop(self, key: FragmentKey) -> None:
+        fragments = self._sets.pop(key, None)
+        if fragments is not None:
+            self._held -= len(fragments.buffer)
 
     def _merge(self, fragments: _FragmentSet, start: int, stop: int, data: bytes, ts: float,
                number: int) -> None:
@@ -143,10 +159,11 @@ class FragmentReassembler:
             key = next(iter(sets))
             if sets[key].first_ts >= deadline:
                 break
-            del sets[key]
+            self._drop(key)
             self._counters["fragments_expired"] += 1
 
     def flush(self) -> None:
         """End of capture: count and drop every unfinished set."""
         self._counters["fragments_incomplete"] += len(self._sets)
         self._sets.clear()
+        self._held = 0

@@ -175,3 +175,16 @@ def test_any_split_in_any_order_with_duplicates_reassembles(payload: bytes, data
     done = [result for result in results if result is not None]
     assert done and done[0][0] == payload
     assert recorder.reports == []
+
+
+def test_total_fragment_bytes_are_capped_oldest_evicted_first() -> None:
+    """Many unfinished datagrams cannot hold more than max_fragment_total_bytes together."""
+    counters: dict[str, int] = {}
+    reports: list[tuple] = []
+    limits = Limits(max_fragment_total_bytes=100_000, max_fragment_sets=10_000)
+    reassembler = FragmentReassembler(limits, counters, lambda *a: reports.append(a))
+    for ident in range(100):  # each set: one 8-byte fragment at offset 40,000 -> a 40 KB buffer
+        key = (4, b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02", ident, 17)
+        assert reassembler.add(key, 40_000, b"x" * 8, True, 1.0, ident, 60, 65535) is None
+    assert len(reassembler) == 2
+    assert counters["fragment_sets_evicted"] == 98
