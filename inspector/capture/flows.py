@@ -215,7 +215,9 @@ class FlowTable:
                 stream.syn(p.seq)
             if flags & ACK:
                 streams[1 - direction].peer_ack(p.ack, p.ts)
-            if p.payload or flags & FIN:
+            if flags & SYN and p.payload:
+                stream.syn_data(p.payload, p.ts)
+            elif p.payload or flags & FIN:
                 stream.segment(p.seq, p.payload, bool(flags & FIN), p.ts)
         if flags & FIN:
             flow.fin[direction] = True

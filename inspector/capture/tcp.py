@@ -13,6 +13,8 @@ Policies (stated once, here):
   never replaced. When a retransmission carries different bytes for a range we still remember
   (the last `_RECENT_SEGMENTS` delivered segments), that is an `overlap_mismatch` anomaly: a classic
   IDS-evasion shape.
+- **Data on a SYN** counts only once the peer acknowledges it (TCP Fast Open); a SYN-ACK that
+  acknowledges just the SYN, or a data segment that reuses its sequence numbers, discards it.
 - **End.** FIN ends the direction once every byte before it was delivered; RST ends both
   directions at once (the flow decides).
 
@@ -55,6 +57,7 @@ class TcpCounters:
         "ooo_segments",
         "overlap_mismatches",
         "retransmissions",
+        "syn_data_ignored",
     )
 
     def __init__(self) -> None:
@@ -65,6 +68,7 @@ class TcpCounters:
         self.ooo_segments = 0
         self.overlap_mismatches = 0
         self.retransmissions = 0
+        self.syn_data_ignored = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -80,6 +84,7 @@ class TcpDirection:
         "_ooo",
         "_ooo_bytes",
         "_recent",
+        "_syn_data",
         "delivered",
         "direction",
         "ended",
@@ -102,6 +107,7 @@ class TcpDirection:
         self._ooo: dict[int, bytes] = {}  # seq -> payload waiting for earlier bytes
         self._ooo_bytes = 0
         self._recent: deque[tuple[int, bytes]] = deque(maxlen=_RECENT_SEGMENTS)
+        self._syn_data: tuple[bytes, float] | None = None  # data on our SYN, until the peer ACKs it
 
     # -- input -------------------------------------------------------------------------------
 
@@ -111,8 +117,24 @@ class TcpDirection:
             self.isn = seq
             self.next_seq = (seq + 1) & 0xFFFFFFFF
 
+    def syn_data(self, payload: bytes, ts: float) -> None:
+        """Data carried on this direction's SYN: held until the peer says whether it took it."""
+        if self._syn_data is None and self.delivered == 0:
+            self._syn_data = (payload, ts)
+
+    def _resolve_syn_data(self, accepted: bool) -> None:
+        payload, ts = self._syn_data  # type: ignore[misc]
+        self._syn_data = None
+        if accepted and self.isn is not None:
+            self.segment((self.isn + 1) & 0xFFFFFFFF, payload, False, ts)
+        else:
+            self._counters.syn_data_ignored += 1
+
     def segment(self, seq: int, payload: bytes, fin: bool, ts: float) -> None:
         """A segment with data and/or FIN (SYN handled by :meth:`syn`)."""
+        if self._syn_data is not None and payload:
+            # Our next data reusing the SYN's sequence space: the SYN data was not taken.
+            self._resolve_syn_data(accepted=seq != self.next_seq)
         if self.ended:
             if payload:
                 self._counters.retransmissions += 1
@@ -136,6 +158,8 @@ class TcpDirection:
 
     def peer_ack(self, ack: int, ts: float) -> None:
         """The other direction acknowledged up to `ack`: bytes we never saw are lost to us."""
+        if self._syn_data is not None and self.next_seq is not None:
+            self._resolve_syn_data(accepted=seq_diff(ack, self.next_seq) > 0)
         if not self._ooo or self.next_seq is None:
             return
         first = min(self._ooo, key=lambda s: seq_diff(s, self.next_seq))  # type: ignore[arg-type]
@@ -146,6 +170,8 @@ class TcpDirection:
 
     def flush(self, ts: float) -> None:
         """The flow ends: declare what is missing, deliver what waits, end the stream."""
+        if self._syn_data is not None:
+            self._resolve_syn_data(accepted=True)  # nobody refused it
         while self._ooo and not self.ended:
             first = min(self._ooo, key=lambda s: seq_diff(s, self.next_seq))  # type: ignore[arg-type]
             self._gap_to(first, ts)

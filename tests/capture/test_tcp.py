@@ -185,3 +185,28 @@ def test_random_garbage_never_raises():
         if rnd.random() < 0.05:
             d.peer_ack(rnd.randrange(2**32), 1.0)
     d.flush(2.0)
+
+
+def test_syn_data_counts_when_acknowledged():
+    """TCP Fast Open: the SYN-ACK acknowledges the SYN's data."""
+    d, rec, _ = make()
+    d.syn_data(b"GET / HTTP/1.1\r\n\r\n", 1.0)
+    d.peer_ack(1001 + 18, 1.1)
+    d.segment(1019, b"more", False, 1.2)
+    assert rec.data == b"GET / HTTP/1.1\r\n\r\nmore"
+
+
+def test_syn_data_not_acknowledged_is_discarded():
+    """A SYN-ACK acknowledging only the SYN: the data was refused, the client sends again."""
+    d, rec, c = make()
+    d.syn_data(b"\0" * 16, 1.0)
+    d.peer_ack(1001, 1.1)
+    d.segment(1001, b"GET / HTTP/1.1\r\n\r\n", False, 1.2)
+    assert rec.data == b"GET / HTTP/1.1\r\n\r\n" and c.syn_data_ignored == 1
+
+
+def test_syn_data_superseded_by_data_at_the_same_sequence():
+    d, rec, c = make()
+    d.syn_data(b"\0" * 16, 1.0)
+    d.segment(1001, b"real", False, 1.2)
+    assert rec.data == b"real" and c.syn_data_ignored == 1
