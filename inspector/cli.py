@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inspector import __version__
+from inspector.rules.cli import add_rules_commands
 
 EXIT_OK = 0
 EXIT_DAMAGED = 1
@@ -64,12 +65,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def _load_engine(args: argparse.Namespace, console: Console) -> Any:
     """The rule engine for `--rules` (default: the shipped signatures), or False on errors."""
-    try:
-        from inspector.engine import Engine
-        from inspector.rules import RuleLoadError, load_config, load_rules
-    except ImportError:  # rule engine not installed in this build
-        return None
-    rules_paths = args.rules or [str(default_signatures())]
+    from inspector.engine import Engine
+    from inspector.rules import RuleLoadError, load_config, load_rules
+    from inspector.rules.cli import default_rules_path
+
+    rules_paths = args.rules or [str(default_rules_path())]
     try:
         config = load_config(args.config)
         ruleset = load_rules(rules_paths, config)
@@ -78,10 +78,6 @@ def _load_engine(args: argparse.Namespace, console: Console) -> Any:
             console.print(f"[red]{error}[/red]")
         return False
     return Engine(ruleset, config)
-
-
-def default_signatures() -> Path:
-    return Path(__file__).resolve().parent.parent / "signatures"
 
 
 def _run_files(analyzer: Any, files: list[Path], console: Console, show_progress: bool) -> None:
@@ -151,23 +147,23 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
 
 
 def cmd_fields(args: argparse.Namespace) -> int:
-    from inspector.fields import catalogue
+    from inspector.rules.tables import fields_table
 
-    specs = catalogue().values()
-    if args.event:
-        specs = [s for s in specs if args.event in s.events or "*" in s.events]
+    rows = fields_table(event=args.event)
     if args.json:
         import json
 
-        print(json.dumps([{"name": s.name, "type": s.type, "description": s.description,
-                           "events": list(s.events)} for s in specs], indent=2))
+        print(json.dumps(rows, indent=2))
         return EXIT_OK
     console = Console(highlight=False)
-    table = Table(title="Field catalogue (rule field = EVE JSON path)", title_justify="left")
-    for column in ("field", "type", "events", "description"):
+    title = "Field catalogue: a rule's field is the EVE record's JSON path"
+    if args.event:
+        title += f" (fields a rule with `event: {args.event}` may use)"
+    table = Table(title=title, title_justify="left")
+    for column in ("name", "type", "events", "description"):
         table.add_column(column)
-    for s in specs:
-        table.add_row(s.name, s.type, ",".join(s.events), s.description)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in ("name", "type", "events", "description")))
     console.print(table)
     return EXIT_OK
 
@@ -193,16 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.set_defaults(func=cmd_analyze)
 
     fields = sub.add_parser("fields", help="list the field catalogue rules can match on")
-    fields.add_argument("--event", help="only fields carried by this event type")
+    fields.add_argument("--event", help="only the fields a rule for this event type may use")
     fields.add_argument("--json", action="store_true", help="machine-readable output")
     fields.set_defaults(func=cmd_fields)
 
-    try:
-        from inspector.rules.cli import add_rules_commands
-    except ImportError:
-        pass
-    else:
-        add_rules_commands(sub)
+    add_rules_commands(sub)
     return parser
 
 

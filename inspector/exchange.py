@@ -226,6 +226,12 @@ class ExchangeBuilder:
     def _end(self, event: MessageEnded, out: list) -> None:
         message = self._message(event.stream_id, event.direction)
         if message is None:
+            exchange = self._open.get(event.stream_id)
+            if (event.direction != TO_SERVER and exchange is not None and exchange.interim
+                    and exchange.interim[-1].status == 101):
+                # A 101 that ends the response (websocket, other upgrades): it is the final one.
+                exchange.response = exchange.interim.pop()
+                self._close(event.stream_id, event.ts, out)
             return
         message.trailers = list(event.trailers)
         message.complete = event.complete

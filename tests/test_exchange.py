@@ -146,3 +146,15 @@ def test_response_without_request_and_unfinished_exchanges_are_emitted():
     exchanges, _ = exchange_of(events)
     assert [(e.request is None, e.response.status if e.response else None) for e in exchanges] == [
         (True, 204), (False, None)]
+
+
+def test_101_that_ends_the_response_is_final():
+    """Websocket: the 101 is the response; the tunnel that follows is not HTTP."""
+    events = [
+        HeadReceived(stream_id=0, direction=TO_SERVER, message=request("/ws"), end_stream=True, ts=1.0),
+        MessageEnded(stream_id=0, direction=TO_SERVER, trailers=[], ts=1.0),
+        HeadReceived(stream_id=0, direction=TO_CLIENT, message=response(101), end_stream=True, ts=1.1),
+        MessageEnded(stream_id=0, direction=TO_CLIENT, trailers=[], ts=1.1),
+    ]
+    (ex,), _ = exchange_of(events)
+    assert ex.response.status == 101 and ex.interim == []

@@ -101,6 +101,19 @@ def detect_http(client: bytes, server: bytes) -> Detection | bool | None:
     return False
 
 
+class _Tunnel:
+    """What follows an upgrade we do not parse (websocket, CONNECT): bytes counted, not parsed."""
+
+    def receive_data(self, direction: int, data: bytes, ts: float) -> list:
+        return []
+
+    def receive_gap(self, direction: int, length: int, ts: float) -> list:
+        return []
+
+    def receive_eof(self, direction: int, ts: float) -> list:
+        return []
+
+
 class StreamRouter:
     """The flow handler the flow table drives for one TCP (or UDP) flow."""
 
@@ -216,11 +229,16 @@ class StreamRouter:
         self._stats[reason] = self._stats.get(reason, 0) + 1
 
     def _after_session_input(self, ts: float) -> None:
-        """Hand an HTTP/1 connection upgraded to h2c over to an HTTP/2 session."""
+        """Hand an HTTP/1 connection upgraded to h2c over to an HTTP/2 session; stop parsing
+        after other upgrades (websocket, CONNECT tunnels), whose bytes are not HTTP."""
         session = self._session
-        if not isinstance(session, Http1Session) or session.upgraded_to != "h2c":
+        if not isinstance(session, Http1Session) or session.upgraded_to is None:
             return
         assert self._builder is not None
+        if session.upgraded_to != "h2c":
+            self._stats[f"upgrade_{session.upgraded_to}"] = self._stats.get(f"upgrade_{session.upgraded_to}", 0) + 1
+            self._session = _Tunnel()
+            return
         h2 = Http2Session(self._limits, upgraded=True)
         self._session = h2
         self._flow.app_proto = "http2"

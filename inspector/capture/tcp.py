@@ -4,7 +4,9 @@ One :class:`TcpDirection` per direction of a connection. It is fed segments (seq
 flags, payload) and calls its `StreamConsumer` with contiguous data, gaps and end of stream.
 
 Policies (stated once, here):
-- **Pickup.** Without a SYN the first data segment seen fixes the stream position.
+- **Pickup.** Without a SYN the first data segment seen fixes the stream position, unless the
+  peer already acknowledged a later position: bytes before it are old (a keep-alive probe, a
+  retransmission) and are skipped.
 - **Out of order.** Segments ahead of the expected sequence number wait in a bounded buffer
   (`Limits.max_out_of_order_bytes` / `max_out_of_order_segments`). When the buffer is full, when
   the peer acknowledges bytes we never saw, or when the flow ends, the missing range is declared a
@@ -91,6 +93,7 @@ class TcpDirection:
         "fin_seq",
         "isn",
         "next_seq",
+        "peer_acked",
     )
 
     def __init__(self, direction: int, consumer: StreamConsumer, limits: Limits,
@@ -108,6 +111,7 @@ class TcpDirection:
         self._ooo_bytes = 0
         self._recent: deque[tuple[int, bytes]] = deque(maxlen=_RECENT_SEGMENTS)
         self._syn_data: tuple[bytes, float] | None = None  # data on our SYN, until the peer ACKs it
+        self.peer_acked: int | None = None  # before pickup: the peer's latest ACK of our bytes
 
     # -- input -------------------------------------------------------------------------------
 
@@ -140,8 +144,18 @@ class TcpDirection:
                 self._counters.retransmissions += 1
             return
         if self.next_seq is None:
-            self.next_seq = seq
             self._counters.midstream_pickups += 1
+            acked = self.peer_acked
+            if acked is not None and payload and seq_diff(acked, seq) > 0:
+                # The peer already has bytes up to `acked`: what comes before is old.
+                old = seq_diff(acked, seq)
+                if old >= len(payload):
+                    self._counters.retransmissions += 1
+                    self.next_seq = acked
+                    self._check_fin(ts)
+                    return
+                seq, payload = acked, payload[old:]
+            self.next_seq = seq
         if fin:
             self.fin_seq = (seq + len(payload)) & 0xFFFFFFFF
         if payload:
@@ -158,7 +172,10 @@ class TcpDirection:
 
     def peer_ack(self, ack: int, ts: float) -> None:
         """The other direction acknowledged up to `ack`: bytes we never saw are lost to us."""
-        if self._syn_data is not None and self.next_seq is not None:
+        if self.next_seq is None:
+            self.peer_acked = ack
+            return
+        if self._syn_data is not None:
             self._resolve_syn_data(accepted=seq_diff(ack, self.next_seq) > 0)
         if not self._ooo or self.next_seq is None:
             return

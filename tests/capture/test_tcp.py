@@ -210,3 +210,22 @@ def test_syn_data_superseded_by_data_at_the_same_sequence():
     d.syn_data(b"\0" * 16, 1.0)
     d.segment(1001, b"real", False, 1.2)
     assert rec.data == b"real" and c.syn_data_ignored == 1
+
+
+def test_pickup_skips_bytes_the_peer_already_acknowledged():
+    """A keep-alive probe (one old byte) seen first must not become the stream's first byte."""
+    rec = Recorder()
+    counters = TcpCounters()
+    d = TcpDirection(0, rec, Limits(), counters)
+    d.peer_ack(5000, 1.0)
+    d.segment(4999, b"\x00", False, 1.1)  # keep-alive probe
+    d.segment(5000, b"GET / HTTP/1.1\r\n", False, 1.2)
+    assert rec.data == b"GET / HTTP/1.1\r\n"
+
+
+def test_pickup_trims_a_partly_old_segment():
+    rec = Recorder()
+    d = TcpDirection(0, rec, Limits(), TcpCounters())
+    d.peer_ack(100, 1.0)
+    d.segment(96, b"oldXnew", False, 1.1)
+    assert rec.data == b"new"

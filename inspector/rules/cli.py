@@ -1,0 +1,144 @@
+"""`inspector rules validate|list|test`: the rule commands of the command line.
+
+`validate` loads every rule against the field catalogue and the site config and prints each
+problem as `file:line: reason`; `list` prints the set as a table (or JSON); `test` runs the
+suricata-verify style fixtures under a folder through the offline pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from inspector.rules.config import load_config
+from inspector.rules.errors import RuleLoadError
+from inspector.rules.fixtures import run_rule_tests
+from inspector.rules.loader import load_rules, validate_paths
+from inspector.rules.model import RuleSet
+from inspector.rules.tables import rules_table
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def default_rules_path() -> Path:
+    return Path(__file__).resolve().parent.parent.parent / "signatures"
+
+
+def analyze_captures(paths: Iterable[Path], ruleset: RuleSet) -> list[dict[str, Any]]:
+    """Run captures through the offline pipeline with `ruleset`; every EVE record, in order."""
+    from inspector.analyze import Analyzer
+    from inspector.engine import Engine
+
+    records: list[dict[str, Any]] = []
+    analyzer = Analyzer(records.append, engine=Engine(ruleset))
+    for path in paths:
+        analyzer.analyze_file(path)
+    return records
+
+
+def _paths(args: argparse.Namespace) -> list[str]:
+    return args.paths or [str(default_rules_path())]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    console = Console(highlight=False)
+    try:
+        config = load_config(args.config)
+    except RuleLoadError as exc:
+        for error in exc.errors:
+            console.print(f"[red]{error}[/red]")
+        return EXIT_USAGE
+    errors = validate_paths(_paths(args), args.config)
+    for error in errors:
+        console.print(f"[red]{error}[/red]")
+    if errors:
+        console.print(f"{len(errors)} problem(s); nothing was loaded")
+        return EXIT_FAILED
+    ruleset = load_rules(_paths(args), config)
+    console.print(f"{len(ruleset)} rule(s) valid")
+    return EXIT_OK
+
+
+def _load(args: argparse.Namespace, console: Console) -> RuleSet | None:
+    try:
+        return load_rules(_paths(args), load_config(args.config))
+    except RuleLoadError as exc:
+        for error in exc.errors:
+            console.print(f"[red]{error}[/red]")
+        return None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    console = Console(highlight=False)
+    ruleset = _load(args, console)
+    if ruleset is None:
+        return EXIT_FAILED
+    rows = rules_table(ruleset)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    table = Table(title=f"{len(rows)} rule(s)", title_justify="left")
+    for column in ("sid", "title", "level", "event", "action", "rate", "file"):
+        table.add_column(column, justify="right" if column == "sid" else "left")
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in ("sid", "title", "level", "event", "action", "rate", "file")))
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    console = Console(highlight=False)
+    ruleset = None
+    if args.rules:
+        try:
+            ruleset = load_rules(args.rules, load_config(args.config))
+        except RuleLoadError as exc:
+            for error in exc.errors:
+                console.print(f"[red]{error}[/red]")
+            return EXIT_FAILED
+    root = Path(args.fixtures)
+    if not root.exists():
+        console.print(f"[red]error:[/red] {root} does not exist")
+        return EXIT_USAGE
+    results = run_rule_tests(root, analyze_captures, ruleset)
+    if not results:
+        console.print(f"[red]error:[/red] no test.yaml found under {root}")
+        return EXIT_FAILED
+    failed = [r for r in results if not r.ok]
+    for result in results:
+        mark = "[green]ok[/green]  " if result.ok else "[red]FAIL[/red]"
+        console.print(f"{mark} {result.path} ({result.checks} check(s))")
+        for failure in result.failures:
+            console.print(f"       {failure}")
+    console.print(f"{len(results) - len(failed)} of {len(results)} fixture(s) passed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def add_rules_commands(sub: Any) -> None:
+    """Register `rules validate|list|test` on the top-level subparsers."""
+    rules = sub.add_parser("rules", help="validate, list and test rules")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+
+    validate = rules_sub.add_parser("validate", help="check rule files: every problem with file and line")
+    validate.add_argument("paths", nargs="*", help="rule files or directories (default: signatures/)")
+    validate.add_argument("--config", help="site config (default: the shipped default config)")
+    validate.set_defaults(func=cmd_validate)
+
+    listing = rules_sub.add_parser("list", help="list rules as a table")
+    listing.add_argument("paths", nargs="*", help="rule files or directories (default: signatures/)")
+    listing.add_argument("--config", help="site config")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=cmd_list)
+
+    test = rules_sub.add_parser("test", help="run rule fixtures (folders with test.yaml) offline")
+    test.add_argument("fixtures", help="folder holding fixture folders (e.g. tests/signatures)")
+    test.add_argument("--rules", action="append", help="rules to test with when a fixture names none "
+                      "(repeatable)")
+    test.add_argument("--config", help="site config for --rules")
+    test.set_defaults(func=cmd_test)
