@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,13 @@ def analyze_captures(paths: Iterable[Path], ruleset: RuleSet) -> list[dict[str, 
     for path in paths:
         analyzer.analyze_file(path)
     return records
+
+
+def _relative(path: str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
 
 
 def _paths(args: argparse.Namespace) -> list[str]:
@@ -87,6 +95,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for column in ("sid", "title", "level", "event", "action", "rate", "file"):
         table.add_column(column, justify="right" if column == "sid" else "left")
     for row in rows:
+        row["file"] = _relative(str(row["file"]))
         table.add_row(*(str(row[c]) for c in ("sid", "title", "level", "event", "action", "rate", "file")))
     console.print(table)
     return EXIT_OK
