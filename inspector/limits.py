@@ -21,7 +21,7 @@ class Limits:
     # flows and reassembly
     max_flows: int = 200_000
     flow_idle_timeout: float = 600.0
-    tcp_closed_linger: float = 5.0
+    tcp_closed_linger: float = 60.0  # a closed flow absorbs late retransmissions (Suricata: 60 s)
     max_out_of_order_bytes: int = 2 * 1024 * 1024  # per direction, held waiting for a gap to fill
     max_out_of_order_segments: int = 2048
     # HTTP

@@ -191,6 +191,9 @@ class StreamRouter:
     def _detect(self, ts: float, final: bool) -> None:
         client, server = self._pending_bytes
         found = detect_http(client, server)
+        if not isinstance(found, Detection) and not self._flow.syn:
+            found = self._skip_keepalive_byte() or found
+            client, server = self._pending_bytes
         if found is None and not final and len(client) < DETECTION_BYTES and len(server) < DETECTION_BYTES:
             return
         if not isinstance(found, Detection):
@@ -204,6 +207,24 @@ class StreamRouter:
                 self._give_up("unknown_protocol")
             return
         self._start(found, ts)
+
+    def _skip_keepalive_byte(self) -> Detection | None:
+        """A flow picked up without its handshake may show a keep-alive probe first: one old
+        byte (often 0x00) re-sent below the stream position. When dropping that single byte
+        makes the direction recognizable, it was the probe."""
+        for direction in (TO_SERVER, TO_CLIENT):
+            first = next((item for item in self._pending if item[0] == direction), None)
+            if first is None or len(first[1]) != 1:
+                continue
+            trial = list(self._pending_bytes)
+            trial[direction] = trial[direction][1:]
+            found = detect_http(trial[0], trial[1])
+            if isinstance(found, Detection):
+                self._pending.remove(first)
+                self._pending_bytes = trial
+                self._stats["keepalive_bytes_skipped"] = self._stats.get("keepalive_bytes_skipped", 0) + 1
+                return found
+        return None
 
     def _start(self, detection: Detection, ts: float) -> None:
         flow = self._flow
