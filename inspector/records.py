@@ -94,6 +94,7 @@ declare(ALL_EVENTS, [
     ("dest_port", "integer", "Server port (ICMP: code)."),
     ("proto", "string", "Transport protocol: TCP, UDP, ICMP, IPv6-ICMP."),
     ("app_proto", "string", "Session protocol detected by content: http, http2, failed, ..."),
+    ("tx_id", "integer", "Transaction number within the flow (transaction records and their alerts)."),
 ])
 
 declare("flow", [

@@ -28,6 +28,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def default_rules_path() -> Path:
+    """$INSPECTOR_SIGNATURES, else the signatures/ folder of the source tree."""
+    configured = os.environ.get("INSPECTOR_SIGNATURES")
+    if configured:
+        return Path(configured)
     return Path(__file__).resolve().parent.parent.parent / "signatures"
 
 
