@@ -25,7 +25,7 @@ EXIT_USAGE = 2
 
 
 def _console(eve_to_stdout: bool) -> Console:
-    return Console(stderr=eve_to_stdout, highlight=False)
+    return Console(stderr=eve_to_stdout, highlight=False, soft_wrap=True)
 
 
 # -- analyze -------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def cmd_fields(args: argparse.Namespace) -> int:
 
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     title = "Field catalogue: a rule's field is the EVE record's JSON path"
     if args.event:
         title += f" (fields a rule with `event: {args.event}` may use)"

@@ -59,7 +59,7 @@ def _paths(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     try:
         config = load_config(args.config)
     except RuleLoadError as exc:
@@ -87,7 +87,7 @@ def _load(args: argparse.Namespace, console: Console) -> RuleSet | None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     ruleset = _load(args, console)
     if ruleset is None:
         return EXIT_FAILED
@@ -106,7 +106,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     ruleset = None
     if args.rules:
         try:

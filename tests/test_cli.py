@@ -1,0 +1,105 @@
+"""The command line end to end: analyze (EVE, summary, exit status), rules, fields."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from inspector.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+CORE = REPO / "pcaps" / "core"
+
+
+def eve(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def alerts(records: list[dict]) -> list[int]:
+    return sorted(r["alert"]["signature_id"] for r in records if r["event_type"] == "alert")
+
+
+def test_analyze_directory_writes_eve_and_summary(tmp_path, capsys):
+    out = tmp_path / "eve.json"
+    assert main(["analyze", str(CORE), "--eve", str(out)]) == 0
+    records = eve(out)
+    assert {r["event_type"] for r in records} >= {"http", "grpc", "flow", "anomaly", "alert"}
+    assert alerts(records) == [1002001, 3100001, 3100002]
+    summary = capsys.readouterr().out
+    assert "transactions grpc" in summary and "Alerts by rule" in summary and "3100001" in summary
+
+
+def test_eve_to_stdout_keeps_stdout_pure_json(capsys):
+    assert main(["analyze", str(CORE / "grpc.pcap"), "--eve", "-", "--no-rules"]) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert len(records) == 11 and "Summary" in captured.err
+
+
+def test_site_config_suppression_and_variables(tmp_path):
+    config = tmp_path / "site.yaml"
+    config.write_text("vars:\n  ADMIN_NETS: [10.10.1.0/24]\n"
+                      "suppress:\n  - sid: 3100001\n    src_ip: 10.10.2.40\n    reason: lab client\n")
+    out = tmp_path / "eve.json"
+    assert main(["analyze", str(CORE), "--eve", str(out), "--config", str(config), "-q"]) == 0
+    # 3100001 suppressed for its only client; 3100002 silenced because the REST caller is an admin now
+    assert alerts(eve(out)) == [1002001]
+
+
+def test_damaged_capture_is_analyzed_up_to_the_damage_and_exit_1(tmp_path, capsys):
+    data = (CORE / "http1.pcap").read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) // 2 + 7])
+    out = tmp_path / "eve.json"
+    assert main(["analyze", str(cut), "--eve", str(out), "--no-rules"]) == 1
+    records = eve(out)
+    assert any(r["event_type"] == "http" for r in records)
+    damaged = [r for r in records if r["event_type"] == "anomaly" and r["anomaly"]["event"] == "capture_damaged"]
+    assert len(damaged) == 1 and "record" in damaged[0]["anomaly"]["message"]
+    assert "byte" in capsys.readouterr().out
+
+
+def test_not_a_capture_and_missing_paths(tmp_path):
+    junk = tmp_path / "notes.pcap"
+    junk.write_text("this is not a capture\n")
+    assert main(["analyze", str(junk), "--eve", str(tmp_path / "e.json"), "-q"]) == 1
+    assert main(["analyze", str(tmp_path / "missing.pcap"), "-q"]) == 2
+
+
+def test_broken_rules_refuse_to_run(tmp_path, capsys):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("title: broken\nid: 1\nsid: x\n")
+    assert main(["analyze", str(CORE), "--rules", str(bad), "--eve", str(tmp_path / "e.json"), "-q"]) == 2
+    assert f"{bad}:" in capsys.readouterr().out
+
+
+def test_rules_validate_list_and_test(capsys):
+    assert main(["rules", "validate"]) == 0
+    assert "10 rule(s) valid" in capsys.readouterr().out
+    assert main(["rules", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {row["sid"] for row in rows} >= {1002001, 3100001}
+    assert main(["rules", "test", str(REPO / "tests" / "signatures" / "http_request_smuggling")]) == 0
+    assert "2 of 2 fixture(s) passed" in capsys.readouterr().out
+
+
+def test_rules_validate_reports_file_and_line(tmp_path, capsys):
+    rule = (REPO / "signatures" / "grpc" / "grpc_failed_call_burst.yml").read_text()
+    broken = tmp_path / "grpc_broken.yml"
+    broken.write_text(rule.replace("grpc.status|gt: 0", "grpc.statuz|gt: 0"))
+    assert main(["rules", "validate", str(broken)]) == 1
+    out = capsys.readouterr().out
+    line = rule.splitlines().index("    grpc.status|gt: 0") + 1
+    assert f"{broken}:{line}:" in out and "grpc.statuz" in out
+
+
+@pytest.mark.parametrize("event", [None, "grpc"])
+def test_fields_catalogue(capsys, event):
+    argv = ["fields", "--json"] + (["--event", event] if event else [])
+    assert main(argv) == 0
+    names = {row["name"] for row in json.loads(capsys.readouterr().out)}
+    assert {"src_ip", "http.url", "grpc.method"} <= names
+    if event is None:
+        assert "anomaly.event" in names and "flow.pkts_toserver" in names
