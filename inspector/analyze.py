@@ -9,7 +9,7 @@ usually unrelated); counters add up across files.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +29,7 @@ CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".gz", ".dmp", ".pcap.gz", ".pca
 
 
 class Verdict(Protocol):
-    alerts: list[dict[str, Any]]
+    alerts: Sequence[dict[str, Any]]
 
 
 class RecordEngine(Protocol):

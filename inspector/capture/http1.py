@@ -157,6 +157,19 @@ class _Side:
         self.resync_mid_line = False  # resync buffer starts inside a line
 
 
+def _blank_line(work: bytes | bytearray, scan: int, stop: int) -> tuple[int, int]:
+    """The blank line ending a head or trailer section, searched in work[scan:stop]: (index of
+    the last field line's LF, index just past the blank line), or (-1, -1) when not there yet.
+    Bare-LF endings are accepted as well as CRLF ones, whichever comes first."""
+    crlf = work.find(b"\n\r\n", scan, stop)
+    lf = work.find(b"\n\n", scan, crlf + 1 if crlf >= 0 else stop)
+    if lf >= 0:
+        return lf, lf + 2
+    if crlf >= 0:
+        return crlf, crlf + 3
+    return -1, -1
+
+
 class Http1Session:
     """Both directions of one HTTP/1.x connection. See the module docstring."""
 
@@ -373,18 +386,8 @@ class Http1Session:
                    head_ts: float, ts: float) -> int:
         """Parse the head at `pos` if it is complete: its end, or -1 when more bytes are needed."""
         max_bytes = self._limits.max_header_bytes
-        scan = pos + side.scan
-        stop = pos + max_bytes + 3
-        if stop > n:
-            stop = n
-        crlf = work.find(b"\n\r\n", scan, stop)
-        lf = work.find(b"\n\n", scan, crlf + 1 if crlf >= 0 else stop)
-        if lf >= 0:
-            last, end = lf, lf + 2
-        elif crlf >= 0:
-            last, end = crlf, crlf + 3
-        else:
-            last = end = -1
+        stop = min(n, pos + max_bytes + 3)
+        last, end = _blank_line(work, pos + side.scan, stop)
         if last < 0 or last - pos > max_bytes:
             # Incomplete or too large. Junk is refused as soon as its start line shows; only the
             # bytes within the cap are looked at, so the verdict does not depend on the splits.
@@ -755,15 +758,8 @@ class Http1Session:
                 self._end_message(side, ts)
                 return pos + 2
         max_bytes = self._limits.max_header_bytes
-        scan = pos + side.scan
-        stop = min(n, pos + max_bytes + 3)
-        crlf = work.find(b"\n\r\n", scan, stop)
-        lf = work.find(b"\n\n", scan, crlf + 1 if crlf >= 0 else stop)
-        if lf >= 0:
-            last, end = lf, lf + 2
-        elif crlf >= 0:
-            last, end = crlf, crlf + 3
-        else:
+        last, end = _blank_line(work, pos + side.scan, min(n, pos + max_bytes + 3))
+        if last < 0:
             if n - pos >= max_bytes + 3:  # no blank line can start within the cap
                 self._anomaly("header_too_large", f"trailer section longer than {max_bytes} bytes", ts,
                               side.direction, side.stream_id)
