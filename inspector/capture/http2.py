@@ -2,7 +2,7 @@
 
 We watch a connection from the outside, so this is not an HTTP/2 endpoint (h2's connection object
 enforces endpoint state and wants to send data): we parse frames ourselves (RFC 9113 section 4)
-and decode header blocks with one `hpack.Decoder` per direction.
+and decode header blocks with one `inspector.capture.hpack.HpackDecoder` per direction.
 
 Theory of operation
 -------------------
@@ -43,9 +43,7 @@ from __future__ import annotations
 
 import struct
 
-from hpack import Decoder, HPACKError, OversizedHeaderListError
-from hpack.table import HeaderTable
-
+from inspector.capture.hpack import HpackDecoder, HpackError, HpackHeaderListTooLarge
 from inspector.http import (
     TO_CLIENT,
     TO_SERVER,
@@ -121,32 +119,8 @@ _ONCE = frozenset({"data_without_headers", "frame_on_closed_stream", "stream_id_
 #: Streams recently reset, remembered so that frames already in flight are ignored quietly.
 _RESET_MEMORY = 1024
 
-#: Decoded header blocks remembered per direction (see _CountingTable).
+#: Table-neutral header blocks each decoder remembers (gRPC repeats them: see HpackDecoder).
 _BLOCK_CACHE = 128
-
-#: Library errors that mean "this header block does not decode" (hpack raises some stray ones).
-_HPACK_ERRORS = (HPACKError, ValueError, IndexError, UnicodeError)
-
-
-class _CountingTable(HeaderTable):
-    """hpack's dynamic table, counting its changes.
-
-    While the table is unchanged, the same header block bytes decode to the same fields, so
-    repeated blocks (gRPC's are mostly table indexes) are decoded once.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.generation = 0
-
-    def add(self, name: bytes, value: bytes) -> None:
-        self.generation += 1
-        super().add(name, value)
-
-    @HeaderTable.maxsize.setter
-    def maxsize(self, newmax: int) -> None:
-        self.generation += 1
-        HeaderTable.maxsize.fset(self, newmax)
 
 
 class _Stream:
@@ -176,19 +150,17 @@ class _HeaderBlock:
 class _Direction:
     """Frame reader and HPACK decoder state of one direction."""
 
-    __slots__ = ("advertised_table_size", "block", "block_cache", "buf", "cache_generation",
-                 "data_end_stream", "data_left", "data_stream", "decoder", "direction", "first_frame",
-                 "headers_ok", "max_frame_size", "mode", "pad_left", "skip_block_id", "skip_left", "table")
+    __slots__ = ("advertised_table_size", "block", "buf", "data_end_stream", "data_left", "data_stream",
+                 "decoder", "direction", "first_frame", "headers_ok", "max_frame_size", "mode", "pad_left",
+                 "skip_block_id", "skip_left")
 
     def __init__(self, direction: int, mode: int, limits: Limits) -> None:
         self.direction = direction
         self.mode = mode
         self.buf = bytearray()
         self.first_frame = True
-        self.decoder = Decoder(max_header_list_size=limits.max_header_list_size)
-        self.decoder.header_table = self.table = _CountingTable()
-        self.block_cache: dict[bytes, tuple[tuple[str, str], ...]] = {}
-        self.cache_generation = 0
+        self.decoder = HpackDecoder(DEFAULT_HEADER_TABLE_SIZE, limits.max_header_list_size,
+                                    cache_blocks=_BLOCK_CACHE)
         self.advertised_table_size = DEFAULT_HEADER_TABLE_SIZE
         self.max_frame_size = DEFAULT_MAX_FRAME_SIZE  # largest the receiver of this direction allowed
         self.headers_ok = True
@@ -601,28 +573,13 @@ class Http2Session:
 
     def _decode_block(self, d: _Direction, block: _HeaderBlock, data: bytes, ts: float) -> Headers | None:
         """HPACK-decode one header block (names lower-case, latin-1), or None after an anomaly."""
-        table = d.table
-        if table.generation != d.cache_generation:
-            d.block_cache.clear()
-            d.cache_generation = table.generation
-        cached = d.block_cache.get(data)
-        if cached is not None:
-            return list(cached)
         try:
-            decoded = d.decoder.decode(data, raw=True)
-        except OversizedHeaderListError as exc:
+            return d.decoder.decode(data)
+        except HpackHeaderListTooLarge as exc:
             self._hpack_failed(d, block, "header_list_too_large", f"{exc}", ts)
-            return None
-        except _HPACK_ERRORS as exc:
+        except HpackError as exc:
             self._hpack_failed(d, block, "hpack_error", f"{type(exc).__name__}: {exc}", ts)
-            return None
-        fields: Headers = [(name.decode("latin-1").lower(), value.decode("latin-1"))
-                           for name, value in decoded]
-        if table.generation == d.cache_generation:  # the block left the table as it was
-            if len(d.block_cache) >= _BLOCK_CACHE:
-                d.block_cache.clear()
-            d.block_cache[data] = tuple(fields)
-        return fields
+        return None
 
     def _hpack_failed(self, d: _Direction, block: _HeaderBlock, event: str, message: str, ts: float) -> None:
         d.headers_ok = False
@@ -769,7 +726,7 @@ class Http2Session:
             if setting == SETTINGS_HEADER_TABLE_SIZE:
                 peer.advertised_table_size = max(peer.advertised_table_size, value)
                 cap = max(self.limits.max_hpack_table_size, DEFAULT_HEADER_TABLE_SIZE)
-                peer.decoder.max_allowed_table_size = min(peer.advertised_table_size, cap)
+                peer.decoder.max_table_size = min(peer.advertised_table_size, cap)
             elif setting == SETTINGS_MAX_FRAME_SIZE:
                 peer.max_frame_size = max(peer.max_frame_size, value)
 
