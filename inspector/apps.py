@@ -1,55 +1,100 @@
 """HTTP-borne application protocols: one exchange in, one layered transaction record out.
 
-Layers run from generic to specific; each may add its object to the record, and the last one
-that does names the record's `event_type` (ARCHITECTURE.md: "one record per transaction, not
-one per layer"). A gRPC call is `{"event_type": "grpc", "http": {...}, "grpc": {...}}`; a Triton
-call over gRPC will add `"triton"` on top. Body observers (gRPC framing) are registered here too,
-so the exchange builder feeds them whichever path produced the exchange.
+Layers run in the order of `HTTP_LAYER_MODULES`, generic to specific; each may add its object
+to the record, and the last one that does names the record's `event_type` (ARCHITECTURE.md:
+"one record per transaction, not one per layer"). A gRPC call is `{"event_type": "grpc",
+"http": {...}, "grpc": {...}}`; a Triton call over gRPC adds `"triton"` on top.
+
+A layer module provides:
+
+    LAYER = "triton"                                  # its event type and record key
+    def build(ctx: LayerContext) -> dict | None: ...  # its object, or None: not this protocol
+
+`ctx.exchange` is the normalized exchange (bodies capped, gRPC messages in
+`exchange.observations["grpc.request"]` / `["grpc.response"]`), `ctx.record` the record built so
+far (lower layers' objects included), and `ctx.anomaly(event, message)` reports malformed
+input. A module that wants to see bodies as they stream also provides
+`observer_for(message, limits) -> BodyObserver | None` (gRPC framing does).
+
+Both paths use this: offline the stream router, live the mitmproxy addon.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from inspector.exchange import BodyObserver
 from inspector.http import HttpExchange, HttpMessage
 from inspector.limits import Limits
-from inspector.protocols import grpc
 from inspector.protocols.http import http_object
 from inspector.records import FlowInfo, base_record
 
-#: (layer name, builder). A builder returns the layer's object or None when it does not apply.
-LayerBuilder = Callable[[HttpExchange, dict[str, Any]], "dict[str, Any] | None"]
+#: HTTP-borne protocol modules, generic to specific.
+HTTP_LAYER_MODULES = (
+    "inspector.protocols.grpc",
+    "inspector.protocols.triton",
+    "inspector.protocols.s3",
+    "inspector.protocols.feast",
+    "inspector.protocols.ray",
+    "inspector.protocols.torchserve",
+    "inspector.protocols.mlflow",
+    "inspector.protocols.ollama",
+    "inspector.protocols.jupyter",
+    "inspector.protocols.llm",
+)
 
 
-def _grpc_layer(exchange: HttpExchange, record: dict[str, Any]) -> dict[str, Any] | None:
-    return grpc.grpc_record(exchange)
+@dataclass(slots=True)
+class LayerContext:
+    """What a layer sees: the exchange, the record so far, and where to report anomalies."""
+
+    exchange: HttpExchange
+    record: dict[str, Any]
+    anomalies: list[tuple[str, str, str]] = field(default_factory=list)  # (layer, event, message)
+    layer: str = ""
+
+    def anomaly(self, event: str, message: str) -> None:
+        self.anomalies.append((self.layer, event, message))
 
 
-HTTP_LAYERS: list[tuple[str, LayerBuilder]] = [
-    ("grpc", _grpc_layer),
+def _load(names: tuple[str, ...]) -> list[ModuleType]:
+    return [importlib.import_module(name) for name in names]
+
+
+_MODULES = _load(HTTP_LAYER_MODULES)
+HTTP_LAYERS: list[tuple[str, Callable[[LayerContext], dict[str, Any] | None]]] = [
+    (module.LAYER, module.build) for module in _MODULES
 ]
 
 
-def _grpc_observer(message: HttpMessage, limits: Limits) -> tuple[str, BodyObserver] | None:
-    framer = grpc.grpc_observer_for(message, limits)
-    return ("grpc", framer) if framer is not None else None
+def _observer_factory(module: ModuleType) -> Callable[[HttpMessage, Limits], tuple[str, BodyObserver] | None]:
+    def factory(message: HttpMessage, limits: Limits) -> tuple[str, BodyObserver] | None:
+        observer = module.observer_for(message, limits)
+        return (module.LAYER, observer) if observer is not None else None
+
+    return factory
 
 
-OBSERVER_FACTORIES = (_grpc_observer,)
+OBSERVER_FACTORIES = tuple(_observer_factory(m) for m in _MODULES if hasattr(m, "observer_for"))
 
 
-def transaction_record(flow: FlowInfo | None, exchange: HttpExchange) -> dict[str, Any]:
-    """The layered EVE record of one exchange."""
+def transaction_record(flow: FlowInfo | None, exchange: HttpExchange) -> tuple[dict[str, Any], list]:
+    """The layered EVE record of one exchange, and the anomalies its layers reported."""
     record = base_record(flow, "http", exchange.ts)
     record["http"] = http_object(exchange)
+    ctx = LayerContext(exchange, record)
     for name, build in HTTP_LAYERS:
-        obj = build(exchange, record)
+        ctx.layer = name
+        obj = build(ctx)
         if obj is not None:
             record[name] = obj
             record["event_type"] = name
-    return record
+    ctx.anomalies.extend(observer_anomalies(exchange))
+    return record, ctx.anomalies
 
 
 def observer_anomalies(exchange: HttpExchange) -> list[tuple[str, str, str]]:

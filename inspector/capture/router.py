@@ -12,18 +12,21 @@ exchange continues as HTTP/2 stream 1.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, Protocol
 
-from inspector.apps import OBSERVER_FACTORIES, observer_anomalies, transaction_record
+from inspector.apps import OBSERVER_FACTORIES, transaction_record
 from inspector.capture.flows import Flow
 from inspector.capture.http1 import Http1Session
 from inspector.capture.http2 import Http2Session
 from inspector.exchange import ExchangeBuilder
 from inspector.http import TO_CLIENT, TO_SERVER, HttpExchange, SessionAnomaly
 from inspector.limits import Limits
-from inspector.records import anomaly_record
+from inspector.rawtcp import SWAPPED, Transaction
+from inspector.records import anomaly_record, base_record
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _HTTP1_REQUEST = re.compile(rb"[A-Z][A-Z0-9_-]{1,19} [^\s]{1,8192} HTTP/1\.[019]\r?\n")
@@ -59,9 +62,27 @@ class Detection:
         self.swap = swap
 
 
-#: Raw-TCP protocol detectors: f(client_bytes, server_bytes) -> Detection | None. Protocol
-#: modules add theirs here (NCCL, TCPStore, TLS ...); HTTP is tried first.
-RAW_DETECTORS: list[Callable[[bytes, bytes], Detection | None]] = []
+#: Raw-TCP protocol modules (the interface of inspector.rawtcp), tried in order after HTTP.
+RAW_PROTOCOL_MODULES = (
+    "inspector.protocols.nccl",
+    "inspector.protocols.tcpstore",
+)
+
+
+def _raw_detector(module: ModuleType) -> Callable[[bytes, bytes], Detection | None | bool]:
+    def detector(client: bytes, server: bytes) -> Detection | None | bool:
+        answer = module.detect(client, server)
+        if answer is True or answer == SWAPPED:
+            return Detection(module.APP_PROTO, module.Session, swap=answer == SWAPPED)
+        return answer  # None: undecided, False: not this protocol
+
+    return detector
+
+
+#: f(client_bytes, server_bytes) -> Detection, None (undecided) or False (no).
+RAW_DETECTORS: list[Callable[[bytes, bytes], Detection | None | bool]] = [
+    _raw_detector(importlib.import_module(name)) for name in RAW_PROTOCOL_MODULES
+]
 
 
 def _looks_like_request(data: bytes) -> bool | None:
@@ -194,16 +215,17 @@ class StreamRouter:
         if not isinstance(found, Detection) and not self._flow.syn:
             found = self._skip_keepalive_byte() or found
             client, server = self._pending_bytes
-        if found is None and not final and len(client) < DETECTION_BYTES and len(server) < DETECTION_BYTES:
-            return
+        undecided = found is None
         if not isinstance(found, Detection):
             found = None
             for detector in RAW_DETECTORS:
-                found = detector(client, server)
-                if found is not None:
+                answer = detector(client, server)
+                if isinstance(answer, Detection):
+                    found = answer
                     break
+                undecided = undecided or answer is None
         if found is None:
-            if final or len(client) >= DETECTION_BYTES or len(server) >= DETECTION_BYTES:
+            if final or len(client) >= DETECTION_BYTES or len(server) >= DETECTION_BYTES or not undecided:
                 self._give_up("unknown_protocol")
             return
         self._start(found, ts)
@@ -238,7 +260,8 @@ class StreamRouter:
         flow.app_proto = detection.app_proto
         self._stats[f"app_{detection.app_proto}"] = self._stats.get(f"app_{detection.app_proto}", 0) + 1
         self._session = detection.make(self._limits)
-        self._builder = ExchangeBuilder(self._limits, OBSERVER_FACTORIES)
+        if detection.app_proto in ("http", "http2"):
+            self._builder = ExchangeBuilder(self._limits, OBSERVER_FACTORIES)
         for direction, data, t in pending:
             self._handle(self._session.receive_data(direction, data, t), t)
             self._after_session_input(t)
@@ -273,22 +296,32 @@ class StreamRouter:
     # -- output ------------------------------------------------------------------------------
 
     def _handle(self, events: list, ts: float) -> None:
-        if events and self._builder is not None:
+        if not events:
+            return
+        if self._builder is not None:
             self._emit_results(self._builder.feed(events), ts)
+        else:
+            self._emit_results(events, ts)
 
     def _emit_results(self, results: list, ts: float) -> None:
         sink = self._sink
         flow = self._flow
         for item in results:
             if isinstance(item, HttpExchange):
-                record = transaction_record(flow, item)
+                record, anomalies = transaction_record(flow, item)
+                record["tx_id"] = self._tx_id
+                self._tx_id += 1
+                at = item.ts or ts
+                sink.emit(record, at)
+                for layer, event, message in anomalies:
+                    sink.emit(anomaly_record(flow, at, kind="applayer", layer=layer, event=event,
+                                             message=message, stream_id=item.stream_id), at)
+            elif isinstance(item, Transaction):
+                record = base_record(flow, item.event_type, item.ts or ts)
+                record[item.event_type] = item.data
                 record["tx_id"] = self._tx_id
                 self._tx_id += 1
                 sink.emit(record, item.ts or ts)
-                for layer, event, message in observer_anomalies(item):
-                    sink.emit(anomaly_record(flow, item.ts or ts, kind="applayer", layer=layer,
-                                             event=event, message=message,
-                                             stream_id=item.stream_id), item.ts or ts)
             elif isinstance(item, SessionAnomaly):
                 at = item.ts or ts
                 sink.emit(anomaly_record(flow, at, kind="applayer", layer=item.layer, event=item.event,

@@ -326,6 +326,19 @@ def grpc_kind(content_type: str) -> str | None:
     return None
 
 
+LAYER = "grpc"
+
+
+def build(ctx: object) -> dict[str, object] | None:
+    """The layer interface of inspector.apps: the `grpc` object of an exchange."""
+    return grpc_record(ctx.exchange)  # type: ignore[attr-defined]
+
+
+def observer_for(message: HttpMessage, limits: Limits = DEFAULT_LIMITS) -> GrpcFramer | None:
+    """The body-observer interface of inspector.apps: a framer for gRPC bodies."""
+    return grpc_observer_for(message, limits)
+
+
 def grpc_observer_for(message: HttpMessage, limits: Limits = DEFAULT_LIMITS) -> GrpcFramer | None:
     """A framer for `message`'s body when its content type is gRPC or gRPC-Web, else None."""
     kind = grpc_kind(message.content_type)

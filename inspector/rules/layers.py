@@ -32,6 +32,7 @@ LAYER_PARENTS: dict[str, tuple[str, ...]] = {
     "ray": ("http",),
     "torchserve": ("grpc", "http"),
     "mlflow": ("http",),
+    "jupyter": ("http",),
     "tls": (),
     "nccl": (),
     "tcpstore": (),
