@@ -69,8 +69,8 @@ RAW_PROTOCOL_MODULES = (
 )
 
 
-def _raw_detector(module: ModuleType) -> Callable[[bytes, bytes], Detection | None | bool]:
-    def detector(client: bytes, server: bytes) -> Detection | None | bool:
+def _raw_detector(module: ModuleType) -> Callable[[bytes, bytes], Detection | bool | None]:
+    def detector(client: bytes, server: bytes) -> Detection | bool | None:
         answer = module.detect(client, server)
         if answer is True or answer == SWAPPED:
             return Detection(module.APP_PROTO, module.Session, swap=answer == SWAPPED)
@@ -80,7 +80,7 @@ def _raw_detector(module: ModuleType) -> Callable[[bytes, bytes], Detection | No
 
 
 #: f(client_bytes, server_bytes) -> Detection, None (undecided) or False (no).
-RAW_DETECTORS: list[Callable[[bytes, bytes], Detection | None | bool]] = [
+RAW_DETECTORS: list[Callable[[bytes, bytes], Detection | bool | None]] = [
     _raw_detector(importlib.import_module(name)) for name in RAW_PROTOCOL_MODULES
 ]
 
