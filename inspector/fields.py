@@ -39,11 +39,22 @@ class FieldSpec:
 
 _CATALOGUE: dict[str, FieldSpec] = {}
 
-#: Modules whose import declares fields. Parser modules add themselves here by being listed.
+#: Modules whose import declares fields: the records module and every protocol parser.
 FIELD_MODULES = (
     "inspector.records",
     "inspector.protocols.http",
     "inspector.protocols.grpc",
+    "inspector.protocols.triton",
+    "inspector.protocols.s3",
+    "inspector.protocols.feast",
+    "inspector.protocols.ray",
+    "inspector.protocols.torchserve",
+    "inspector.protocols.mlflow",
+    "inspector.protocols.ollama",
+    "inspector.protocols.jupyter",
+    "inspector.protocols.llm",
+    "inspector.protocols.nccl",
+    "inspector.protocols.tcpstore",
 )
 
 
