@@ -4,7 +4,7 @@ Both run in this invocation, on the same file, after a warm-up read (page cache)
 packets/s and MB/s of each, and the ratio inspector/dpkt (the goal is <= 2.5). Peak memory of
 the analysis is measured in a child process (ru_maxrss), so the dpkt loop does not share it.
 
-    python benchmarks/bench_offline.py CAPTURE [--rules PATH | --no-rules] [--repeat 3]
+    python benchmarks/bench_offline.py CAPTURE [--rules PATH | --no-rules] [--repeat 3] [--tshark]
     python benchmarks/bench_offline.py --make-capture /tmp/ml.pcap --megabytes 200
 """
 
@@ -69,6 +69,26 @@ print(json.dumps({{"elapsed": elapsed, "packets": a.stats.packets, "peak_mib": p
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def tshark_grpc(path: Path, ports: list[int]) -> tuple[float, float]:
+    """tshark's gRPC extraction over the same file: (wall seconds, peak MiB)."""
+    import resource
+    import shutil
+
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        raise SystemExit("tshark not found (apt-get install tshark)")
+    decode = [arg for port in ports for arg in ("-d", f"tcp.port=={port},http2")]
+    started = time.perf_counter()
+    # tshark exits 2 on a capture cut short (as inspector exits 1): the timing still counts.
+    done = subprocess.run([tshark, "-n", "-r", str(path), *decode, "-Y", "grpc", "-T", "fields",
+                           "-e", "grpc.message_length"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if done.returncode not in (0, 2):
+        raise SystemExit(f"tshark failed: {done.stderr.decode(errors='replace')[-500:]}")
+    elapsed = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return elapsed, peak
+
+
 def make_capture(path: Path, megabytes: int) -> None:
     """A large capture of ML traffic: the shipped core captures' flows repeated with fresh
     ports and times until the size is reached (for benchmarks only; not committed)."""
@@ -104,6 +124,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--make-capture", type=Path)
     parser.add_argument("--megabytes", type=int, default=200)
+    parser.add_argument("--tshark", action="store_true",
+                        help="also time tshark's gRPC extraction (-d tcp.port==P,http2 for --grpc-port)")
+    parser.add_argument("--grpc-port", type=int, action="append", help="gRPC ports for tshark (default 8001 50051 443)")
     args = parser.parse_args()
     if args.make_capture:
         make_capture(args.make_capture, args.megabytes)
@@ -123,12 +146,22 @@ def main() -> int:
         result = analyze_child(path, rules)
         times.append(result["elapsed"])
         peaks.append(result["peak_mib"])
+    shark_times, shark_peak = [], 0.0
+    if args.tshark:
+        for _ in range(args.repeat):
+            elapsed, shark_peak = tshark_grpc(path, args.grpc_port or [8001, 50051, 443])
+            shark_times.append(elapsed)
     base, ours = statistics.median(base_times), statistics.median(times)
     print(f"capture: {path} ({size_mb:.1f} MB, {packets:,} packets), medians of {args.repeat}")
     print(f"dpkt loop          : {base:8.2f} s  {packets / base:12,.0f} pkt/s  {size_mb / base:8.1f} MB/s")
     print(f"inspector analyze  : {ours:8.2f} s  {packets / ours:12,.0f} pkt/s  {size_mb / ours:8.1f} MB/s"
           f"  peak {max(peaks):.0f} MiB  ({'no rules' if rules is None else 'rules'})")
     print(f"ratio inspector/dpkt: {ours / base:.2f}  (goal <= 2.5)")
+    if shark_times:
+        shark = statistics.median(shark_times)
+        print(f"tshark gRPC fields : {shark:8.2f} s  {packets / shark:12,.0f} pkt/s  {size_mb / shark:8.1f} MB/s"
+              f"  peak {shark_peak:.0f} MiB")
+        print(f"ratio inspector/tshark: {ours / shark:.2f}  (goal <= 1.0)")
     return 0
 
 
