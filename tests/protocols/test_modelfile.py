@@ -1,0 +1,490 @@
+"""Model-file detection (inspector.protocols.modelfile): formats from bytes made by the real libraries.
+
+Pickles come from `pickle.dumps`, arrays from `numpy.save`/`savez`, archives from `zipfile`
+(seekable, streamed with data descriptors, zip64, deflated). Formats with no writer installed here
+(safetensors, GGUF, ONNX, HDF5 superblocks, legacy torch) are built byte-exact from their specs.
+Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import builtins
+import gzip
+import io
+import json
+import os
+import pickle
+import struct
+import subprocess
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inspector.protocols.modelfile import EXTENSION_FORMATS, format_from_name, inspect_model, model_fields
+from inspector.protocols.protobuf import encode_field, encode_message
+
+
+class ShellOnLoad:
+    def __reduce__(self):
+        return (os.system, ("echo owned",))
+
+
+class EvalOnLoad:
+    def __reduce__(self):
+        return (builtins.eval, ("1+1",))
+
+
+class SubprocessOnLoad:
+    def __reduce__(self):
+        return (subprocess.check_output, (["id"],))
+
+
+def _touch(path: str) -> None:  # what a pickle below would call if anything loaded it
+    Path(path).write_text("loaded")
+
+
+class TouchOnLoad:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (_touch, (self.path,))
+
+
+class Plain:
+    """A model's own class: neither safe nor unsafe for picklescan."""
+
+    def __init__(self) -> None:
+        self.w = [1, 2, 3]
+
+
+def inspect(data: bytes, name: str | None = None, complete: bool = True, **kw):
+    model = inspect_model(data, name=name, body_complete=complete, **kw)
+    assert model is not None
+    return model
+
+
+def zip_bytes(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+class _Unseekable(io.RawIOBase):
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.data += b
+        return len(b)
+
+
+def streamed_zip(entries: dict[str, bytes]) -> bytes:
+    """zipfile writing to a pipe-like stream: sizes go to data descriptors (flag bit 3)."""
+    sink = _Unseekable()
+    with zipfile.ZipFile(sink, "w") as archive:
+        for name, data in entries.items():
+            with archive.open(name, "w") as member:
+                member.write(data)
+    return bytes(sink.data)
+
+
+def safetensors(header: dict, data: bytes) -> bytes:
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+GOOD_HEADER = {"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+               "b": {"dtype": "BF16", "shape": [4], "data_offsets": [16, 24]}}
+
+
+# --- pickles --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_pickle_protocols_2_to_5(protocol):
+    model = inspect(pickle.dumps({"w": [1.5, 2.5]}, protocol=protocol), "m.pkl")
+    assert model.record() == {"format": "pickle", "format_source": "magic", "confidence": "high",
+                              "extension_format": "pickle", "extension_mismatch": False,
+                              "pickle": {"scan": "complete", "scanned_bytes": model.pickle.scanned_bytes,
+                                         "globals": [], "dangerous": [], "protocol": protocol}}
+
+
+@pytest.mark.parametrize(("payload", "dangerous"), [
+    (ShellOnLoad(), "posix.system"),
+    (EvalOnLoad(), "builtins.eval"),
+    (SubprocessOnLoad(), "subprocess.check_output"),
+])
+def test_dangerous_globals_are_named(payload, dangerous):
+    scan = inspect(pickle.dumps(payload, protocol=4)).pickle
+    assert scan.dangerous == (dangerous,) and scan.globals == (dangerous,) and scan.status == "complete"
+
+
+def test_a_models_own_class_is_suspicious_not_dangerous():
+    scan = inspect(pickle.dumps(Plain(), protocol=4)).pickle
+    assert scan.suspicious == (f"{__name__}.Plain",) and scan.dangerous == ()
+
+
+def test_protocol_0_pickle_is_found_by_its_global_opcode():
+    model = inspect(pickle.dumps(ShellOnLoad(), protocol=0), "x.bin")
+    assert (model.format, model.confidence, model.pickle.protocol) == ("pickle", "medium", None)
+    assert model.pickle.dangerous == ("posix.system",)
+
+
+def test_scanning_never_loads_the_pickle(tmp_path):
+    marker = tmp_path / "marker"
+    data = pickle.dumps(TouchOnLoad(str(marker)), protocol=4)
+    scan = inspect(data, "x.pkl").pickle
+    assert scan.suspicious == (f"{__name__}._touch",)
+    assert not marker.exists()
+    pickle.loads(data)  # the control: loading it would have run the call
+    assert marker.read_text() == "loaded"
+
+
+def test_truncated_pickle_scan_is_partial_and_keeps_what_it_saw():
+    data = pickle.dumps([ShellOnLoad(), list(range(2000))], protocol=4)
+    scan = inspect(data[:200], "x.pkl", complete=False).pickle
+    assert (scan.status, scan.dangerous) == ("partial", ("posix.system",))
+
+
+def test_garbage_after_a_pickle_in_a_complete_body_is_an_error():
+    scan = inspect(pickle.dumps({"a": 1}, protocol=4) + b"\xff\xfe not a pickle").pickle
+    assert scan.status == "error"
+
+
+def test_scan_cap_makes_the_scan_partial():
+    data = pickle.dumps([0.5] * 10_000 + [ShellOnLoad()], protocol=4)
+    model = inspect_model(data, name="x.pkl", body_complete=True, scan_cap=1024)
+    assert model.pickle.status == "partial" and model.pickle.scanned_bytes == 1024
+    assert model.pickle.dangerous == ()  # the call sits past the cap: the record says partial
+
+
+def test_joblib_by_its_globals_and_by_compression():
+    wrapper = (b"\x80\x04cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\x81}b.")
+    assert inspect(wrapper, "m.pkl").format == "joblib"
+    model = inspect(zlib.compress(pickle.dumps(ShellOnLoad(), protocol=4)), "model.joblib")
+    assert (model.format, model.compression, model.pickle.dangerous) == ("joblib", "zlib", ("posix.system",))
+    model = inspect(gzip.compress(pickle.dumps({"a": 1}, protocol=4)), "weights.bin")
+    assert (model.format, model.compression, model.pickle.status) == ("pickle", "gzip", "complete")
+    assert inspect_model(gzip.compress(b"just some text"), name=None, body_complete=True) is None
+
+
+def test_legacy_torch_file_scans_its_five_pickles_not_the_storage():
+    magic = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."
+    pickles = [pickle.dumps(1001, protocol=2), pickle.dumps({"protocol_version": 1001}, protocol=2),
+               pickle.dumps(ShellOnLoad(), protocol=2), pickle.dumps(["0"], protocol=2)]
+    data = magic + b"".join(pickles) + b"\x07" * 64  # raw tensor storage follows
+    model = inspect(data, "old.pt")
+    assert (model.format, model.pickle.status, model.pickle.dangerous) == ("torch_legacy", "complete",
+                                                                            ("posix.system",))
+
+
+# --- archives -------------------------------------------------------------------------------------
+
+
+def test_torch_zip_entries_and_data_pkl():
+    data = zip_bytes({"archive/data.pkl": pickle.dumps(ShellOnLoad(), protocol=2),
+                      "archive/data/0": b"\x80\x02" + bytes(30), "archive/version": b"3\n"})
+    record = inspect(data, "m.pth").record()
+    assert record["format"] == "torch_zip" and record["extension_mismatch"] is False
+    assert record["archive"] == {"entries": ["archive/data.pkl", "archive/data/0", "archive/version"],
+                                 "entry_count": 3, "complete": True, "pickle_entries": ["archive/data.pkl"]}
+    assert record["pickle"]["dangerous"] == ["posix.system"]
+
+
+@pytest.mark.parametrize("writer", ["streamed", "deflated", "zip64"])
+def test_zip_variants_zipfile_writes(writer):
+    payload = pickle.dumps(EvalOnLoad(), protocol=4)
+    if writer == "streamed":
+        data = streamed_zip({"m/data.pkl": payload, "m/version": b"3\n"})
+    elif writer == "deflated":
+        data = zip_bytes({"m/data.pkl": payload, "m/version": b"3\n"}, zipfile.ZIP_DEFLATED)
+    else:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            with archive.open("m/data.pkl", "w", force_zip64=True) as member:
+                member.write(payload)
+            archive.writestr("m/version", b"3\n")
+        data = buffer.getvalue()
+    model = inspect(data, "m.pt")
+    assert model.format == "torch_zip" and model.archive["entries"] == ["m/data.pkl", "m/version"]
+    assert (model.pickle.status, model.pickle.dangerous) == ("complete", ("builtins.eval",))
+    assert model.anomalies == []
+
+
+def test_prefix_of_a_torch_zip_is_partial():
+    data = zip_bytes({"archive/data.pkl": pickle.dumps({"x": 1}, protocol=2), "archive/data/0": bytes(5000),
+                      "archive/version": b"3\n"})
+    model = inspect(data[:1000], "m.pt", complete=False)
+    assert model.archive == {"entries": ["archive/data.pkl", "archive/data/0"], "entry_count": 2,
+                             "complete": False, "pickle_entries": ["archive/data.pkl"]}
+    assert model.pickle.status == "partial" and model.anomalies == []
+
+
+def test_npz_with_an_object_array_is_scanned_inside_deflate():
+    buffer = io.BytesIO()
+    numpy.savez_compressed(buffer, weights=numpy.ones(4), extra=numpy.array([ShellOnLoad()], dtype=object))
+    model = inspect(buffer.getvalue(), "arrays.npz")
+    assert model.format == "numpy_zip" and model.archive["pickle_entries"] == ["extra.npy"]
+    assert model.pickle.dangerous == ("posix.system",)
+
+
+def test_keras_zip_with_a_lambda_layer():
+    config = json.dumps({"class_name": "Functional", "config": {"layers": [
+        {"class_name": "Lambda", "config": {"function": "…"}}]}}, separators=(", ", ": ")).encode()
+    model = inspect(zip_bytes({"metadata.json": b"{}", "config.json": config, "model.weights.h5": b"\x89HDF"}),
+                    "m.keras")
+    assert (model.format, model.keras_lambda, model.extension_mismatch) == ("keras", True, False)
+
+
+def test_corrupt_zip_is_an_anomaly_not_an_exception():
+    data = bytearray(zip_bytes({"a.txt": b"x" * 100, "b.txt": b"y" * 100}))
+    second = data.find(b"PK\x03\x04", 4)
+    data[second:second + 4] = b"XXXX"
+    model = inspect(bytes(data), "m.zip")
+    assert model.format == "zip" and model.archive["entry_count"] == 1
+    assert [event for event, _ in model.anomalies] == ["model_zip_corrupt"]
+    deflated = bytearray(zip_bytes({"data.pkl": pickle.dumps(list(range(500)))}, zipfile.ZIP_DEFLATED))
+    deflated[40:60] = b"\xff" * 20
+    model = inspect(bytes(deflated), "m.pt")
+    assert [event for event, _ in model.anomalies] == ["model_zip_corrupt"]
+
+
+def test_complete_zip_without_central_directory_is_corrupt():
+    data = zip_bytes({"data.pkl": pickle.dumps({"a": 1}, protocol=2)})
+    cut = data.find(b"PK\x01\x02")
+    assert [e for e, _ in inspect(data[:cut], "m.pt").anomalies] == ["model_zip_corrupt"]
+    assert inspect(data[:cut], "m.pt", complete=False).anomalies == []
+
+
+# --- formats without code -------------------------------------------------------------------------
+
+
+def test_safetensors_valid_header():
+    data = safetensors({**GOOD_HEADER, "__metadata__": {"format": "pt"}}, bytes(24))
+    model = inspect(data, "model.safetensors", total_size=len(data))
+    assert model.details["safetensors"] == {"header_length": len(data) - 32, "metadata_keys": ["format"],
+                                            "tensor_count": 2, "dtypes": ["BF16", "F32"], "header_valid": True}
+    assert model.anomalies == [] and model.confidence == "high"
+
+
+@pytest.mark.parametrize(("header", "event", "why"), [
+    ({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 12]}}, "model_safetensors_header_invalid",
+     "needs 16 bytes"),
+    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+      "b": {"dtype": "F32", "shape": [1], "data_offsets": [2, 6]}}, "model_safetensors_header_invalid", "overlaps"),
+    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}}, "model_safetensors_header_invalid", "gap"),
+    ({"a": {"dtype": "Q7", "shape": [1], "data_offsets": [0, 1]}}, "model_safetensors_header_invalid", "dtype"),
+    ({"a": {"dtype": "F32", "shape": "big", "data_offsets": [0, 4]}}, "model_safetensors_header_invalid", "shape"),
+    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}}, "model_safetensors_header_invalid", "offsets"),
+    ({"a": 5}, "model_safetensors_header_invalid", "is not an object"),
+    ({"__metadata__": ["x"]}, "model_safetensors_header_invalid", "__metadata__"),
+])
+def test_safetensors_header_that_lies(header, event, why):
+    model = inspect(safetensors(header, bytes(16)), "model.safetensors")
+    assert model.format == "safetensors" and model.confidence == "medium"
+    assert model.details["safetensors"]["header_valid"] is False
+    assert [e for e, _ in model.anomalies] == [event] and why in model.anomalies[0][1]
+
+
+def test_safetensors_size_disagrees_with_the_object():
+    data = safetensors(GOOD_HEADER, bytes(24))
+    model = inspect(data, "m.safetensors", total_size=len(data) + 100)
+    assert [e for e, _ in model.anomalies] == ["model_safetensors_size_mismatch"]
+
+
+def test_safetensors_truncated_and_absurd_headers():
+    data = safetensors(GOOD_HEADER, bytes(24))
+    assert [e for e, _ in inspect(data[:40], "m.safetensors").anomalies] == ["model_safetensors_header_truncated"]
+    partial = inspect(data[:40], "m.safetensors", complete=False)
+    assert partial.anomalies == [] and partial.details["safetensors"] == {"header_length": len(data) - 32}
+    absurd = struct.pack("<Q", 10**12) + b'{"a": 1}'
+    assert [e for e, _ in inspect(absurd, "m.safetensors").anomalies] == ["model_safetensors_header_too_large"]
+    assert inspect_model(absurd, name="blob", body_complete=True) is None  # without the name: not claimed
+    broken = struct.pack("<Q", 9) + b'{"a": [1,'
+    assert [e for e, _ in inspect(broken, "m.safetensors").anomalies] == ["model_safetensors_header_invalid"]
+
+
+def _gguf_string(text: str) -> bytes:
+    return struct.pack("<Q", len(text.encode())) + text.encode()
+
+
+def gguf(version: int = 3, tensors: int = 1, pairs: list[tuple[str, int, bytes]] | None = None) -> bytes:
+    pairs = pairs if pairs is not None else [
+        ("general.architecture", 8, _gguf_string("qwen2")),
+        ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 3) + b"".join(_gguf_string(t) for t in "abc")),
+        ("qwen2.block_count", 4, struct.pack("<I", 24)),
+        ("tokenizer.chat_template", 8, _gguf_string("{{ ''.__class__.__mro__ }}")),
+    ]
+    body = b"".join(_gguf_string(k) + struct.pack("<I", t) + v for k, t, v in pairs)
+    return b"GGUF" + struct.pack("<IQQ", version, tensors, len(pairs)) + body
+
+
+def test_gguf_metadata_walk():
+    model = inspect(gguf(), "m.gguf")
+    assert model.details["gguf"] == {"version": 3, "tensor_count": 1, "metadata_count": 4,
+                                     "architecture": "qwen2", "chat_template": "{{ ''.__class__.__mro__ }}",
+                                     "metadata_read": 4}
+    assert model.anomalies == []
+
+
+def test_gguf_bad_headers():
+    assert [e for e, _ in inspect(b"GGUF" + struct.pack("<IQQ", 9, 0, 0), "m.gguf").anomalies] == [
+        "model_gguf_unknown_version"]
+    assert [e for e, _ in inspect(b"GGUF" + struct.pack("<IQQ", 3, 2**40, 1), "m.gguf").anomalies] == [
+        "model_gguf_bad_header"]
+    data = gguf()
+    assert [e for e, _ in inspect(data[:60], "m.gguf").anomalies] == ["model_gguf_bad_header"]
+    assert inspect(data[:60], "m.gguf", complete=False).anomalies == []
+    bad_type = gguf(pairs=[("x", 99, b"")])
+    assert [e for e, _ in inspect(bad_type, "m.gguf").anomalies] == ["model_gguf_bad_header"]
+
+
+def test_numpy_plain_and_object_arrays():
+    buffer = io.BytesIO()
+    numpy.save(buffer, numpy.zeros((2, 5), dtype="<i8"))
+    model = inspect(buffer.getvalue(), "a.npy")
+    assert model.details["numpy"] == {"version": "1.0", "dtype": "<i8", "shape": [2, 5], "object_dtype": False}
+    assert model.pickle is None
+    buffer = io.BytesIO()
+    numpy.save(buffer, numpy.array([ShellOnLoad(), 1], dtype=object), allow_pickle=True)
+    model = inspect(buffer.getvalue(), "a.npy")
+    assert model.details["numpy"]["object_dtype"] is True and model.pickle.dangerous == ("posix.system",)
+
+
+def test_numpy_bad_header():
+    bad = b"\x93NUMPY\x01\x00" + struct.pack("<H", 12) + b"{'descr': ((("
+    assert [e for e, _ in inspect(bad, "a.npy").anomalies] == ["model_numpy_bad_header"]
+    assert [e for e, _ in inspect(b"\x93NUMPY\x07\x00zzzz", "a.npy").anomalies] == ["model_numpy_bad_header"]
+
+
+def onnx_model(ir_version: int = 8) -> bytes:
+    graph = encode_field(1, encode_message([(1, "x"), (2, "y"), (4, "Relu")])) + encode_field(2, "g")
+    return (encode_field(1, ir_version) + encode_field(2, "onnx-example") + encode_field(3, "1.0")
+            + encode_field(7, graph) + encode_field(8, encode_message([(2, 17)])))
+
+
+def test_onnx_structure_and_confidence():
+    model = inspect(onnx_model(), "m.onnx")
+    assert (model.format, model.confidence) == ("onnx", "high")
+    assert model.details["onnx"] == {"ir_version": 8, "producer": "onnx-example", "producer_version": "1.0"}
+    assert inspect(onnx_model(), "weights").confidence == "medium"
+    truncated = inspect(onnx_model()[:30], "m.onnx", complete=False)
+    assert (truncated.format, truncated.source) == ("onnx", "magic")
+
+
+def test_protobufs_that_are_not_onnx():
+    saved_model = encode_field(1, 1) + encode_field(2, bytes(range(200)))  # TF SavedModel's first fields
+    assert inspect_model(saved_model, name=None, body_complete=True) is None
+    assert inspect_model(onnx_model(ir_version=99), name=None, body_complete=True) is None
+    no_graph = encode_field(1, 8) + encode_field(2, "x")
+    assert inspect_model(no_graph, name=None, body_complete=True) is None
+
+
+def test_hdf5_signature_and_user_block():
+    assert inspect(b"\x89HDF\r\n\x1a\n" + bytes(100), "w.h5").format == "hdf5"
+    model = inspect(bytes(512) + b"\x89HDF\r\n\x1a\n" + b'{"class_name": "Lambda"}', "w.keras")
+    assert (model.format, model.keras_lambda, model.extension_mismatch) == ("hdf5", True, False)
+
+
+def test_tflite_magic():
+    assert inspect(b"\x1c\x00\x00\x00TFL3" + bytes(40), "m.tflite").confidence == "high"
+
+
+# --- names ----------------------------------------------------------------------------------------
+
+
+def test_extension_only_when_the_bytes_are_not_seen():
+    model = inspect_model(b"", name="llama/model-00001-of-00002.safetensors", body_complete=False, body_seen=False)
+    assert model.record() == {"format": "safetensors", "format_source": "extension", "confidence": "low"}
+    assert inspect_model(pickle.dumps(1), name="x.pkl", body_complete=True, body_seen=False).source == "extension"
+    assert inspect_model(b"hello", name="readme.md", body_complete=True) is None
+    assert format_from_name("a/b/.pkl") is None and format_from_name("MODEL.PT") == "torch"
+    assert format_from_name("org/pytorch_model-00001-of-00002.bin") == "torch"
+    assert format_from_name("fw/001030-0000.bin") is None
+    assert set(EXTENSION_FORMATS.values()) >= {"pickle", "torch", "safetensors", "onnx", "gguf", "numpy", "hdf5"}
+
+
+def test_extension_mismatch_and_ambiguous_bin():
+    model = inspect(pickle.dumps(ShellOnLoad()), "model.safetensors")
+    assert model.record()["extension_mismatch"] is True and model.record()["extension_format"] == "safetensors"
+    model = inspect(gguf(), "pytorch_model.bin")
+    assert "extension_format" not in model.record()
+
+
+def test_declared_model_fields_match_what_records_hold():
+    declared = {name for name, _, _ in model_fields("m")}
+    produced: set[str] = set()
+
+    def walk(prefix: str, value) -> None:
+        produced.add(prefix)
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}", inner)
+
+    buffer = io.BytesIO()
+    numpy.save(buffer, numpy.array([Plain()], dtype=object), allow_pickle=True)
+    samples = [
+        inspect(buffer.getvalue(), "a.npy"), inspect(gguf(), "m.gguf"),
+        inspect(gguf(pairs=[("general.name", 8, _gguf_string("tiny"))]), "m.gguf"),
+        inspect(safetensors({**GOOD_HEADER, "__metadata__": {"k": "v"}}, bytes(24)), "m.safetensors"),
+        inspect(onnx_model(), "m.onnx"), inspect(zlib.compress(pickle.dumps(1)), "m.pkl"),
+        inspect(zip_bytes({"data.pkl": pickle.dumps(1)}), "m.pt"),
+        inspect(b"\x89HDF\r\n\x1a\n" + b'"class_name":"Lambda"', "m.h5"),
+        inspect(pickle.dumps(Plain()), "m.safetensors"),
+    ]
+    for sample in samples:
+        walk("m", sample.record())
+    assert produced <= declared, produced - declared
+    assert declared <= produced, declared - produced
+
+
+# --- never raises -------------------------------------------------------------------------------
+
+MAGIC_PREFIXES = [b"", b"GGUF", b"GGUF\x03\x00\x00\x00", b"\x93NUMPY\x01\x00", b"PK\x03\x04", b"PK\x05\x06",
+                  b"\x80\x02", b"\x80\x05", b"\x89HDF\r\n\x1a\n", b"x\x9c", b"\x1f\x8b\x08", b"\x08\x07\x12",
+                  b"cos\nsystem\n", struct.pack("<Q", 20) + b"{"]
+NAMES = [None, "m.pt", "m.safetensors", "m.npy", "m.gguf", "m.onnx", "m.bin", "m.joblib", "m.keras"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(prefix=st.sampled_from(MAGIC_PREFIXES), tail=st.binary(max_size=600), name=st.sampled_from(NAMES),
+       complete=st.booleans(), seen=st.booleans(), total=st.none() | st.integers(0, 2**64))
+def test_inspect_model_never_raises_on_random_bytes(prefix, tail, name, complete, seen, total):
+    model = inspect_model(prefix + tail, name=name, body_complete=complete, body_seen=seen, total_size=total)
+    if model is not None:
+        json.dumps(model.record())
+        assert all(event.startswith("model_") for event, _ in model.anomalies)
+
+
+VALID_SAMPLES = [
+    pickle.dumps(ShellOnLoad(), protocol=2),
+    zip_bytes({"archive/data.pkl": pickle.dumps(EvalOnLoad(), protocol=2), "archive/version": b"3\n"}),
+    streamed_zip({"a/data.pkl": pickle.dumps({"a": 1}, protocol=4)}),
+    safetensors(GOOD_HEADER, bytes(24)),
+    gguf(),
+    onnx_model(),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(index=st.integers(0, len(VALID_SAMPLES) - 1), data=st.data())
+def test_inspect_model_never_raises_on_mutated_models(index, data):
+    sample = bytearray(VALID_SAMPLES[index])
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(sample) - 1))
+        sample[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(sample)))
+    model = inspect_model(bytes(sample[:cut]), name="m.pt", body_complete=data.draw(st.booleans()))
+    if model is not None:
+        json.dumps(model.record())
