@@ -1,0 +1,105 @@
+"""inspector.protocols.webapi: query strings, URL redaction, lenient scalars, event streams, JSON lines."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inspector.protocols import webapi
+
+
+def reference_sse(body: bytes) -> list[tuple[str, str]]:
+    """The event-stream rules, line by line, written plainly (the oracle for the fast path)."""
+    text = body.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+    events, name, data = [], "", []
+    for line in text.split("\n"):
+        if line == "":
+            if data:
+                events.append((name, "\n".join(data)))
+            name, data = "", []
+            continue
+        field, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
+    if data:
+        events.append((name, "\n".join(data)))
+    return events
+
+
+SSE_PIECES = st.sampled_from([b"data: {\"a\": 1}\n\n", b"data:x\n\n", b"data: \n\n", b"data:  two spaces\n\n",
+                              b"event: ping\n", b": comment\n", b"\n", b"\r\n", b"data: a\r\ndata: b\r\n\r\n",
+                              b"id: 7\n", b"data", b"retry: 10\n", b"data: [DONE]\n\n", b"\xff"])
+
+
+@given(st.lists(SSE_PIECES, max_size=12).map(b"".join))
+def test_sse_events_match_the_line_by_line_rules(body):
+    assert webapi.sse_events(body)[0] == reference_sse(body)
+
+
+def test_sse_fast_path_on_a_typical_stream():
+    body = b"".join(b'data: {"n": %d}\n\n' % i for i in range(3)) + b"data: [DONE]\n\n"
+    assert webapi.sse_events(body)[0] == [("", '{"n": 0}'), ("", '{"n": 1}'), ("", '{"n": 2}'), ("", "[DONE]")]
+
+
+def test_ndjson_values_counts_bad_lines():
+    assert webapi.ndjson_values(b'{"a": 1}\n\nnope\n[2]\n{"cut') == ([{"a": 1}, [2]], 2)
+
+
+@pytest.mark.parametrize(("target", "params"), [
+    ("/p?a=1&b=%2F..%2F&a=2&c&d=x+y", {"a": "1", "b": "/../", "c": "", "d": "x y"}),
+    ("/p", {}),
+    ("/p?", {}),
+    ("/p?x=%ff#frag", {"x": "\ufffd"}),
+])
+def test_query_params(target, params):
+    assert webapi.query_params(target) == params
+
+
+def test_query_params_are_capped():
+    assert len(webapi.query_params("/p?" + "&".join(f"k{i}=v" for i in range(500)))) == webapi.MAX_QUERY_PARAMS
+
+
+@pytest.mark.parametrize(("url", "redacted"), [
+    ("https://user:pass@host:8443/p?token=t&x=1", "https://user:[redacted]@host:8443/p?token=[redacted]&x=1"),
+    ("https://user@host/p", "https://user@host/p"),
+    ("s3://bucket/key?X-Amz-Signature=abc", "s3://bucket/key?X-Amz-Signature=[redacted]"),
+    ("file:///etc/passwd", "file:///etc/passwd"),
+    ("//proc/self/root", "//proc/self/root"),
+    ("http:///#/../../etc/", "http:///#/../../etc/"),
+])
+def test_redact_inner_url(url, redacted):
+    assert webapi.redact_inner_url(url) == redacted
+
+
+@pytest.mark.parametrize(("url", "parts"), [
+    ("HTTP://Evil.Example:8888/x.mar", ("http", "evil.example")),
+    ("https://u:p@[2001:db8::1]:443/m", ("https", "2001:db8::1")),
+    ("file:///etc/passwd", ("file", None)),
+    ("s3://bucket/key", ("s3", "bucket")),
+    ("models/local.mar", (None, None)),
+    ("c:stuff", ("c", None)),
+])
+def test_url_parts(url, parts):
+    assert webapi.url_parts(url) == parts
+
+
+@pytest.mark.parametrize(("value", "as_int", "as_number", "as_bool"), [
+    (3, 3, 3, None), (True, None, None, True), ("12", 12, 12.0, None), ("-4", -4, -4.0, None),
+    ("1", 1, 1.0, True), ("yes", None, None, True), ("0.5", None, 0.5, None), (2.0, 2, 2.0, None),
+    ("nan", None, None, None), ("9" * 30, None, 1e30, None), (None, None, None, None),
+])
+def test_lenient_scalars(value, as_int, as_number, as_bool):
+    assert (webapi.integer(value), webapi.number(value), webapi.boolean(value)) == (as_int, as_number, as_bool)
+
+
+@given(st.text(max_size=60))
+def test_url_helpers_never_raise(url):
+    webapi.redact_inner_url(url)
+    webapi.url_parts(url)
+    webapi.query_params(url)
+    webapi.path_only(url)
