@@ -2,7 +2,10 @@
 
 Layers run in the order of `HTTP_LAYER_MODULES`, generic to specific; each may add its object
 to the record, and the last one that does names the record's `event_type` (ARCHITECTURE.md:
-"one record per transaction, not one per layer"). A gRPC call is `{"event_type": "grpc",
+"one record per transaction, not one per layer"). A layer is offered a record only while the
+record's type so far is one its protocol rides on (`LAYER_PARENTS`): S3 claimed an exchange,
+so TorchServe does not read `PUT /models/<key>` to a bucket named `models` as its own API; a
+Triton `generate` call may still become an `llm` record. A gRPC call is `{"event_type": "grpc",
 "http": {...}, "grpc": {...}}`; a Triton call over gRPC adds `"triton"` on top.
 
 A layer module provides:
@@ -32,6 +35,7 @@ from inspector.http import HttpExchange, HttpMessage
 from inspector.limits import Limits
 from inspector.protocols.http import http_object
 from inspector.records import FlowInfo, base_record
+from inspector.rules.layers import LAYER_PARENTS
 
 #: HTTP-borne protocol modules, generic to specific.
 HTTP_LAYER_MODULES = (
@@ -66,8 +70,8 @@ def _load(names: tuple[str, ...]) -> list[ModuleType]:
 
 
 _MODULES = _load(HTTP_LAYER_MODULES)
-HTTP_LAYERS: list[tuple[str, Callable[[LayerContext], dict[str, Any] | None]]] = [
-    (module.LAYER, module.build) for module in _MODULES
+HTTP_LAYERS: list[tuple[str, Callable[[LayerContext], dict[str, Any] | None], frozenset[str]]] = [
+    (module.LAYER, module.build, frozenset(LAYER_PARENTS.get(module.LAYER, ("http",)))) for module in _MODULES
 ]
 
 
@@ -87,7 +91,9 @@ def transaction_record(flow: FlowInfo | None, exchange: HttpExchange) -> tuple[d
     record = base_record(flow, "http", exchange.ts)
     record["http"] = http_object(exchange)
     ctx = LayerContext(exchange, record)
-    for name, build in HTTP_LAYERS:
+    for name, build, rides_on in HTTP_LAYERS:
+        if record["event_type"] not in rides_on:
+            continue
         ctx.layer = name
         obj = build(ctx)
         if obj is not None:

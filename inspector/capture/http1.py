@@ -157,6 +157,10 @@ class _Side:
         self.resync_mid_line = False  # resync buffer starts inside a line
 
 
+#: RFC 9112 absolute-form: a request target that begins with `scheme://`.
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def _blank_line(work: bytes | bytearray, scan: int, stop: int) -> tuple[int, int]:
     """The blank line ending a head or trailer section, searched in work[scan:stop]: (index of
     the last field line's LF, index just past the blank line), or (-1, -1) when not there yet.
@@ -555,7 +559,7 @@ class Http1Session:
         scheme, authority = "http", host
         if method == "CONNECT":  # authority-form target; no scheme (as HTTP/2 has none)
             scheme, authority = "", target
-        elif "://" in target:
+        elif _ABSOLUTE_FORM.match(target):  # only a target that starts with a scheme, not /x?u=http://
             scheme, _, rest = target.partition("://")
             scheme = scheme.lower()
             cut = len(rest)

