@@ -14,6 +14,7 @@ the committed captures and compare; regenerating with the same seed gives identi
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import random
@@ -33,6 +34,11 @@ TRITON = "/inference.GRPCInferenceService/"
 Truth = dict[str, Any]
 
 
+#: Bytes per element of Triton datatypes (BYTES has no fixed size).
+DATATYPE_BYTES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "BF16": 2,
+                  "UINT32": 4, "INT32": 4, "FP32": 4, "UINT64": 8, "INT64": 8, "FP64": 8}
+
+
 def model_infer_request(model: str, shape: list[int], datatype: str = "FP32", request_id: str = "") -> bytes:
     """A Triton ModelInferRequest (field numbers from grpc_service.proto) with raw contents."""
     packed_shape = b"".join(encode_varint(d) for d in shape)
@@ -40,7 +46,7 @@ def model_infer_request(model: str, shape: list[int], datatype: str = "FP32", re
     elements = 1
     for d in shape:
         elements *= d
-    raw = bytes(4 * elements)
+    raw = bytes(DATATYPE_BYTES[datatype] * elements)
     message = encode_field(1, model) + encode_field(2, "1")
     if request_id:
         message += encode_field(3, request_id)
@@ -86,7 +92,7 @@ def http1_capture(cap: Capture, rng: random.Random) -> Truth:
     answer = b'{"model_name":"resnet","outputs":[{"name":"OUTPUT0","shape":[1,4],"datatype":"FP32"}]}'
     conv.send(SERVER, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
               % (len(answer), answer), think=0.004)
-    txs.append(_tx("http", http__http_method="POST", http__url="/v2/models/resnet/infer", http__status=200,
+    txs.append(_tx("triton", http__http_method="POST", http__url="/v2/models/resnet/infer", http__status=200,
                    http__hostname="triton.local", http__request_length=len(body), http__length=len(answer)))
     # chunked response with trailers
     conv.send(CLIENT, b"GET /v2/models/resnet/stats HTTP/1.1\r\nHost: triton.local:8000\r\n\r\n", think=0.01)
@@ -94,7 +100,7 @@ def http1_capture(cap: Capture, rng: random.Random) -> Truth:
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\nX-Checksum: abc\r\n\r\n"
     conv.send(SERVER, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
               + chunked, think=0.002)
-    txs.append(_tx("http", http__http_method="GET", http__url="/v2/models/resnet/stats", http__status=200,
+    txs.append(_tx("triton", http__http_method="GET", http__url="/v2/models/resnet/stats", http__status=200,
                    http__length=sum(len(c) for c in chunks)))
     # gzip-encoded response
     conv.send(CLIENT, b"GET /v2/models/resnet/config HTTP/1.1\r\nHost: triton.local:8000\r\n"
@@ -103,23 +109,26 @@ def http1_capture(cap: Capture, rng: random.Random) -> Truth:
     packed = gzip.compress(config, mtime=0)
     conv.send(SERVER, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
                       b"Content-Length: %d\r\n\r\n%s" % (len(packed), packed), think=0.002)
-    txs.append(_tx("http", http__url="/v2/models/resnet/config", http__status=200, http__length=len(packed)))
+    txs.append(_tx("triton", http__url="/v2/models/resnet/config", http__status=200, http__length=len(packed)))
     # pipelining: three requests back to back, then three responses
     pipelined = b"".join(b"GET /v2/health/%s HTTP/1.1\r\nHost: triton.local:8000\r\n\r\n" % p
                          for p in (b"live", b"ready", b"live"))
     conv.send(CLIENT, pipelined, think=0.02)
     conv.send(SERVER, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * 3, think=0.001)
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/health/live"):
-        txs.append(_tx("http", http__url=path, http__status=200, http__length=0))
+        txs.append(_tx("triton", http__url=path, http__status=200, http__length=0))
     # HEAD: a response with Content-Length but no body
     conv.send(CLIENT, b"HEAD /v2 HTTP/1.1\r\nHost: triton.local:8000\r\n\r\n", think=0.01)
     conv.send(SERVER, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 120\r\n\r\n")
-    txs.append(_tx("http", http__http_method="HEAD", http__url="/v2", http__status=200, http__length=0))
+    txs.append(_tx("triton", http__http_method="HEAD", http__url="/v2", http__status=200, http__length=0))
     conv.close()
 
     # 100-continue upload, request body larger than one segment, on a second connection
     conv = _conversation(cap, rng, "10.10.1.21", "10.20.0.5", 8000, EPOCH + 0.5).handshake()
-    upload = bytes(range(256)) * 40
+    model_config = json.dumps({"name": "resnet", "platform": "onnxruntime_onnx", "max_batch_size": 8,
+                               "input": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [3, 224, 224]}]})
+    weights = base64.b64encode(bytes(range(256)) * 12).decode()
+    upload = json.dumps({"parameters": {"config": model_config, "file:1/model.onnx": weights}}).encode()
     conv.send(CLIENT, b"POST /v2/repository/models/resnet/load HTTP/1.1\r\nHost: triton.local:8000\r\n"
                       b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
                       b"Content-Length: %d\r\n\r\n" % len(upload))
@@ -127,7 +136,8 @@ def http1_capture(cap: Capture, rng: random.Random) -> Truth:
     conv.send(CLIENT, upload)
     conv.send(SERVER, b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 24\r\n"
                       b"Connection: close\r\n\r\n" + b'{"error":"bad model cfg"}'[:24])
-    txs.append(_tx("http", http__http_method="POST", http__url="/v2/repository/models/resnet/load",
+    txs.append(_tx("triton", triton__api="model_load", triton__repository__file_overrides=["1/model.onnx"],
+                   http__http_method="POST", http__url="/v2/repository/models/resnet/load",
                    http__status=400, http__request_length=len(upload), http__interim_status=[100]))
     conv.close(SERVER)
     return {"transactions": txs, "flows": 2, "anomalies": []}
@@ -162,7 +172,7 @@ def http2_capture(cap: Capture, rng: random.Random) -> Truth:
     txs += [
         _tx("http", http__url="/v1/models", http__status=200, http__protocol="HTTP/2", http__length=len(models),
             http__http2__stream_id=1, http__http_user_agent="OpenAI/Python 1.99.0"),
-        _tx("http", http__url="/v1/chat/completions", http__http_method="POST", http__status=200,
+        _tx("llm", http__url="/v1/chat/completions", http__http_method="POST", http__status=200,
             http__length=len(completion), http__http2__stream_id=3),
         _tx("http", http__url="/v1/models/llama-3-8b", http__status=404, http__http2__stream_id=5),
         _tx("http", http__url="/v1/models/slow", http__http2__stream_id=7, http__http2__reset_code=8),
@@ -172,8 +182,6 @@ def http2_capture(cap: Capture, rng: random.Random) -> Truth:
     conv = _conversation(cap, rng, "10.10.1.31", "10.20.0.6", 8080, EPOCH + 1.5).handshake()
     wire = H2Wire(upgraded=True)
     settings = wire.upgrade_settings or b""
-    import base64
-
     token = base64.urlsafe_b64encode(settings).rstrip(b"=")
     conv.send(CLIENT, b"GET /v1/health HTTP/1.1\r\nHost: llm.local:8080\r\nConnection: Upgrade, HTTP2-Settings\r\n"
                       b"Upgrade: h2c\r\nHTTP2-Settings: " + token + b"\r\n\r\n")
@@ -217,7 +225,7 @@ def grpc_capture(cap: Capture, rng: random.Random) -> Truth:
         method = call.path.rsplit("/", 1)[1]
         request_lengths = [len(gzip.compress(m, mtime=0)) if call.compress_requests else len(m)
                            for m in call.requests]
-        txs.append(_tx("grpc", grpc__service="inference.GRPCInferenceService", grpc__method=method,
+        txs.append(_tx("triton", grpc__service="inference.GRPCInferenceService", grpc__method=method,
                        grpc__status=call.status, grpc__request__messages=len(call.requests),
                        grpc__request__lengths=request_lengths,
                        grpc__response__messages=len(call.responses),
@@ -233,7 +241,7 @@ def grpc_capture(cap: Capture, rng: random.Random) -> Truth:
     wire.grpc(1, GrpcCall(TRITON + "ModelInfer", [big], [reply], authority="[fd00:20::8]:443"))
     _send_h2(conv, wire)
     conv.close()
-    txs.append(_tx("grpc", grpc__method="ModelInfer", grpc__request__lengths=[len(big)], grpc__status=0,
+    txs.append(_tx("triton", grpc__method="ModelInfer", grpc__request__lengths=[len(big)], grpc__status=0,
                    src_ip="fd00:10::41", dest_port=443))
 
     # a deflate-compressed stream on a second connection to the default gRPC example port
@@ -263,7 +271,7 @@ def _kserve_exchange(conv: TcpConversation, model: str, size: int, **faults: Any
     conv.send(CLIENT, b"POST /v2/models/%s/infer HTTP/1.1\r\nHost: kserve.local\r\nContent-Type: application/json\r\n"
                       b"Content-Length: %d\r\n\r\n%s" % (model.encode(), len(body), body), **faults)
     conv.send(SERVER, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", think=0.003)
-    return _tx("http", http__url=f"/v2/models/{model}/infer", http__status=200, http__request_length=len(body))
+    return _tx("triton", http__url=f"/v2/models/{model}/infer", http__status=200, http__request_length=len(body))
 
 
 def tcp_faults_capture(cap: Capture, rng: random.Random) -> Truth:
@@ -284,11 +292,11 @@ def tcp_faults_capture(cap: Capture, rng: random.Random) -> Truth:
     conv._emit(CLIENT, "PA", seq, conv.seq[SERVER], evil)
     conv.send(SERVER, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", think=0.002)
     conv.close()
-    txs.append(_tx("http", http__url="/v2/models/benign/ready", http__status=200))
+    txs.append(_tx("triton", http__url="/v2/models/benign/ready", http__status=200))
     anomalies.append("tcp.overlap_mismatch")
     # a segment missing from the capture inside a request body: the exchange is still reported
     conv = _conversation(cap, rng, "10.10.3.52", "10.20.2.8", 8080, EPOCH + 5).handshake()
-    txs.append(_tx("http", http__url="/v2/models/gappy/infer", http__status=200, http__request_complete=False))
+    txs.append(_tx("triton", http__url="/v2/models/gappy/infer", http__status=200, http__request_complete=False))
     _kserve_exchange(conv, "gappy", 3000, drop=1)
     conv.close()
     # capture starts mid-connection (no handshake), from a low client port that makes the port

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.events import WindowUpdated
+from h2.events import DataReceived
 
 from inspector.lab.craft import CLIENT, SERVER
 
@@ -71,8 +71,9 @@ class H2Wire:
                     moved = True
                     self.chunks.append((side, data))
                     for event in peer.receive_data(data):
-                        if isinstance(event, WindowUpdated):
-                            continue
+                        if isinstance(event, DataReceived) and event.flow_controlled_length:
+                            # the receiving application consumed it: open the window again
+                            peer.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
 
     def request(self, stream_id: int, headers: list[Header], body: bytes = b"",
                 end_stream: bool = True, pad_length: int | None = None) -> None:

@@ -43,7 +43,7 @@ class Fixture:
     positive: Build
     negative: Build
     #: (event_type, records in the positive, records in the negative): the near miss is parsed.
-    parsed: tuple[str, int, int] = ("http", 1, 1)
+    parsed: tuple[str, int, int] = ("triton", 1, 1)
     positive_count: int = 1
     config: dict[str, Any] | None = None
     notes: str = ""
@@ -225,26 +225,26 @@ FIXTURES: dict[str, Fixture] = {
         notes="A request retransmitted with one word changed; the near miss retransmits it unchanged."),
     "http_request_smuggling": Fixture(
         2100001, lambda c, r: _smuggling(c, r, True), lambda c, r: _smuggling(c, r, False),
-        parsed=("http", 2, 1),
+        parsed=("triton", 2, 1),
         notes="A POST with both Content-Length and Transfer-Encoding; the near miss is chunked only."),
     "http_decompression_bomb": Fixture(
         2100002, lambda c, r: _bomb(c, r, True), lambda c, r: _bomb(c, r, False),
         notes="24 MiB of zeros gzip'd in a request body; the near miss gzips 190 KB of JSON."),
     "http2_header_flood": Fixture(
         2110001, lambda c, r: _continuations(c, r, 400), lambda c, r: _continuations(c, r, 6),
-        parsed=("http", 0, 1),
+        parsed=("triton", 0, 1),
         notes="A header block split over 400 CONTINUATION frames; the near miss uses 6."),
     "grpc_uninspectable_compression": Fixture(
         2200001, lambda c, r: _snappy(c, r, True), lambda c, r: _snappy(c, r, False),
-        parsed=("grpc", 1, 1),
+        parsed=("triton", 1, 1),
         notes="ModelInfer with grpc-encoding snappy; the near miss is gzip, which is inspected."),
     "grpc_failed_call_burst": Fixture(
         2200002, lambda c, r: _failed_calls(c, r, 50), lambda c, r: _failed_calls(c, r, 49),
-        parsed=("grpc", 50, 49),
+        parsed=("triton", 50, 49),
         notes="50 NOT_FOUND answers within a minute; the near miss stops at 49 (count 50/60s)."),
     "triton_grpc_management_outside_admin": Fixture(
         3100001, lambda c, r: _management(c, r, OUTSIDE), lambda c, r: _management(c, r, ADMIN),
-        parsed=("grpc", 2, 2),
+        parsed=("triton", 2, 2),
         config=ADMIN_CONFIG,
         notes="LogSettings(log_file) then ModelInfer, from outside ADMIN_NETS; the near miss comes from inside."),
     "triton_rest_management_outside_admin": Fixture(
@@ -253,12 +253,12 @@ FIXTURES: dict[str, Fixture] = {
         notes="POST /v2/logging setting log_file from outside ADMIN_NETS; the near miss only reads it (GET)."),
     "triton_grpc_inference_rate": Fixture(
         3100003, lambda c, r: _infer_rate(c, r, 0.1), lambda c, r: _infer_rate(c, r, 0.6),
-        parsed=("grpc", 25, 25),
+        parsed=("triton", 25, 25),
         config=RATE_CONFIG,
         notes="25 ModelInfer calls 0.1 s apart (count 20 in 10 s); the near miss spaces them 0.6 s apart."),
     "triton_rest_inference_rate": Fixture(
         3100004, lambda c, r: _rest_infer_rate(c, r, 0.1), lambda c, r: _rest_infer_rate(c, r, 0.6),
-        parsed=("http", 25, 25),
+        parsed=("triton", 25, 25),
         config=RATE_CONFIG,
         notes="25 KServe infer POSTs 0.1 s apart (count 20 in 10 s); the near miss spaces them 0.6 s apart."),
 }

@@ -68,14 +68,17 @@ def build(ctx: Any) -> dict[str, Any] | None:
         obj, inputs = rest_call(exchange, route, report)
         unseen = 0
     if obj["api"] == "infer" and (inputs or "input_count" in obj):
-        _add_inputs(obj, inputs, unseen, report)
+        # A request the capture cut short (a gap, a lost tail) is not a size lie: no anomaly.
+        request = exchange.request
+        _add_inputs(obj, inputs, unseen, report, complete=request is None or request.complete)
     return {key: obj[key] for key in _KEYS if key in obj and obj[key] != {}}
 
 
-def _add_inputs(obj: dict[str, Any], inputs: list[TensorInput], unseen: int, report: AnomalyOnce) -> None:
+def _add_inputs(obj: dict[str, Any], inputs: list[TensorInput], unseen: int, report: AnomalyOnce,
+                complete: bool = True) -> None:
     obj["inputs"] = [tensor.as_record() for tensor in inputs]
     obj.update(input_totals(inputs, unseen))
-    for tensor in inputs:
+    for tensor in inputs if complete else ():
         if tensor.mismatched():
             sent = f"{tensor.bytes_sent} bytes"
             if tensor.elements_sent is not None:
