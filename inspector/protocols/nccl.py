@@ -299,7 +299,7 @@ class Session:
     """One NCCL connection; direction TO_SERVER is the connecting side."""
 
     def __init__(self, limits: Limits) -> None:
-        self._max_message = getattr(limits, "nccl_max_message_bytes", MAX_MESSAGE_BYTES)
+        self._max_message = limits.nccl_max_message_bytes
         self._start: Start | None = None
         self._held = bytearray()
         self._held_server: list[bytes] = []

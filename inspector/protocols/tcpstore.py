@@ -344,10 +344,10 @@ class Session:
     """One TCPStore connection: queries from the client, replies from the server, paired in order."""
 
     def __init__(self, limits: Limits) -> None:
-        self._max_key = getattr(limits, "tcpstore_max_key_bytes", MAX_KEY_BYTES)
-        self._max_value = getattr(limits, "tcpstore_max_value_bytes", MAX_VALUE_BYTES)
-        self._max_keys = getattr(limits, "tcpstore_max_keys", MAX_KEYS)
-        self._keep = getattr(limits, "tcpstore_value_keep_bytes", VALUE_KEEP_BYTES)
+        self._max_key = limits.tcpstore_max_key_bytes
+        self._max_value = limits.tcpstore_max_value_bytes
+        self._max_keys = limits.tcpstore_max_keys
+        self._keep = limits.tcpstore_value_keep_bytes
         self._numbering: str | None = None
         self._validated = False
         self._held = bytearray()
