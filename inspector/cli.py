@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inspector import __version__
+from inspector.live.proxy import add_live_commands
 from inspector.rules.cli import add_rules_commands
 
 EXIT_OK = 0
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     fields.set_defaults(func=cmd_fields)
 
     add_rules_commands(sub)
+    add_live_commands(sub)
     return parser
 
 

@@ -24,11 +24,18 @@ the live sidecar). Offline (the default) they alert like `alert` rules, with
 `alert.action: "allowed"` and `metadata.rule_action: ["block"]` saying what live would do. In
 blocking mode a `block` rate rule blocks every event over its threshold, and writes an alert
 once per window.
+
+Progressive transactions (the live sidecar): a transaction may be evaluated more than once as
+it progresses (the request before it goes upstream, then the whole exchange).
+`Engine.evaluate(record, ts, skip)` also returns the sids of every rule that matched; passing
+those of the earlier evaluations as `skip` makes a rule match a transaction at most once, so
+alerts are not repeated and rate windows count the transaction once.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +57,7 @@ class Verdict:
 
 
 ALLOWED = Verdict(action=ALLOW)
+_NONE: frozenset[int] = frozenset()
 
 
 class Engine:
@@ -60,7 +68,8 @@ class Engine:
         self.ruleset = ruleset
         self.config = config if config is not None else ruleset.config
         self.blocking = blocking
-        self.rate_store: RateStore = rate_store or MemoryRateStore(self.config.rate_max_keys)
+        self.rate_store: RateStore = (rate_store if rate_store is not None
+                                     else MemoryRateStore(self.config.rate_max_keys))
         self.dispatcher = Dispatcher(ruleset.rules)
         self._suppressions = self.config.suppressions
         self._alert_objects = {rule.sid: self._alert_objects_for(rule) for rule in ruleset.rules}
@@ -74,14 +83,24 @@ class Engine:
 
     def process(self, record: dict[str, Any], ts: float) -> Verdict:
         """Evaluate one transaction record at time `ts` (epoch seconds)."""
+        return self.evaluate(record, ts)[0]
+
+    def evaluate(self, record: dict[str, Any], ts: float,
+                 skip: AbstractSet[int] = frozenset()) -> tuple[Verdict, frozenset[int]]:
+        """:meth:`process` for a transaction seen in steps: rules whose sid is in `skip` are not
+        offered the record; also returns the sids of every rule that matched (suppressed,
+        rate-pending and quiet ones included)."""
         self.records += 1
         candidates = self.dispatcher.candidates(record)
+        if skip and candidates:
+            candidates = [rule for rule in candidates if rule.sid not in skip]
         if not candidates:
-            return ALLOWED
+            return ALLOWED, _NONE
         self.evaluations += len(candidates)
         matched = [rule for rule in candidates if rule.match(record)]
         if not matched:
-            return ALLOWED
+            return ALLOWED, _NONE
+        matched_sids = frozenset(rule.sid for rule in matched)
         self.matches += len(matched)
         alerts: list[dict[str, Any]] = []
         deciding: list[Rule] = []
@@ -108,10 +127,10 @@ class Engine:
             deciding.append(rule)
             block = block or blocks
         if not deciding:
-            return ALLOWED
+            return ALLOWED, matched_sids
         if block:
             self.blocks += 1
-        return Verdict(action=BLOCK if block else ALERT, alerts=tuple(alerts), rules=tuple(deciding))
+        return Verdict(action=BLOCK if block else ALERT, alerts=tuple(alerts), rules=tuple(deciding)), matched_sids
 
     def counters(self) -> dict[str, Any]:
         """A snapshot of the engine's counters."""
@@ -134,7 +153,7 @@ class Engine:
         alert["event_type"] = "alert"
         alert["alert"] = dict(self._alert_objects[rule.sid][blocked])
         for key, value in record.items():
-            if value.__class__ is dict:
+            if value.__class__ is dict and key not in ("event_type", "alert"):
                 alert[key] = value
         return alert
 

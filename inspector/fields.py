@@ -55,6 +55,7 @@ FIELD_MODULES = (
     "inspector.protocols.llm",
     "inspector.protocols.nccl",
     "inspector.protocols.tcpstore",
+    "inspector.live.principal",
 )
 
 

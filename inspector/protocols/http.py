@@ -26,7 +26,7 @@ def _split_host(authority: str) -> tuple[str, int | None]:
         host = host[1:end] if end != -1 else host
     else:
         host, _, port_text = host.partition(":")
-    port = int(port_text) if port_text.isdigit() and len(port_text) <= 5 else None
+    port = int(port_text) if port_text.isascii() and port_text.isdigit() and len(port_text) <= 5 else None
     return host.lower(), port
 
 

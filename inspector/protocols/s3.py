@@ -214,7 +214,7 @@ def _auth_fields(ctx: Any, obj: dict[str, Any], credential: wire.Credential | No
         obj["anonymous"] = False
     obj["session_token"] = "x-amz-security-token" in headers or "x-amz-security-token" in params
     expires = params.get("x-amz-expires")
-    if expires is not None and expires.isdigit() and len(expires) <= 12:
+    if expires is not None and expires.isascii() and expires.isdigit() and len(expires) <= 12:
         obj["presign_expires"] = int(expires)
     signing = wire.payload_signing(headers.get("x-amz-content-sha256"))
     if signing is not None:
@@ -302,7 +302,7 @@ def _multipart_fields(obj: dict[str, Any], op: str, params: dict[str, str], requ
     if upload_id:
         obj["upload_id"] = upload_id[:MAX_VALUE_CHARS]
     part = params.get("partnumber")
-    if part is not None and part.isdigit() and len(part) <= 6:
+    if part is not None and part.isascii() and part.isdigit() and len(part) <= 6:
         obj["part_number"] = int(part)
     if op == "CompleteMultipartUpload":
         obj["part_count"] = wire.xml_count(request.body, "PartNumber")
@@ -361,7 +361,7 @@ def _int_header(value: str | None) -> tuple[int | None, bool]:
     if value is None:
         return None, False
     text = value.strip()
-    if text.isdigit() and len(text) <= 19:
+    if text.isascii() and text.isdigit() and len(text) <= 19:
         return int(text), False
     return None, True
 

@@ -91,7 +91,7 @@ def _classify(word: str, position: int) -> str:
         return "keyword"
     if word.lower() in KEYWORDS:
         raise ConditionError(f"keywords are lower-case: write {word.lower()!r}, not {word!r}", position)
-    if word.isdigit():
+    if word.isascii() and word.isdigit():
         return "number"
     if "*" in word:
         return "pattern"

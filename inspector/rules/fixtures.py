@@ -136,7 +136,7 @@ def _matches(record: Mapping[str, Any], path: str, expected: Any) -> bool:
     for part in path.split("."):
         if isinstance(value, Mapping):
             value = value.get(part, _MISSING)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+        elif isinstance(value, list) and part.isascii() and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
         else:
             return False

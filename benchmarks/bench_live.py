@@ -1,0 +1,223 @@
+"""The live sidecar's cost: requests/s and latency through `inspector proxy` (shipped rules, every
+record written) vs plain mitmdump in the same mode, measured in the same run, printed as ratios.
+
+Both proxies terminate TLS with the same certificate and forward to the same upstreams: a KServe
+v2 REST server (HTTP/1.1, JSON inference) and a Triton-protocol gRPC server (HTTP/2 over TLS,
+ModelInfer). Runs alternate between the two proxies scenario by scenario so drift hits both.
+Clients, proxies and servers share this machine's cores: absolute numbers mean little, the
+ratios are the figures to watch.
+
+    python benchmarks/bench_live.py [--seconds 5] [--concurrency 8] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "live"))
+
+import http.client  # noqa: E402
+import ssl  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tritonclient.grpc as grpcclient  # noqa: E402
+from live_servers import RestServer, start_grpc  # noqa: E402
+from live_sidecar import Sidecar, free_port, wait_for  # noqa: E402
+
+from inspector.live.certs import cert_pem, key_pem, make_ca, make_leaf  # noqa: E402
+from inspector.live.proxy import write_private  # noqa: E402
+
+INFER_JSON = json.dumps({"inputs": [
+    {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": list(range(16))},
+    {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": [1] * 16}]}).encode()
+
+
+class Certs:
+    def __init__(self, directory: Path) -> None:
+        ca, ca_key = make_ca("bench CA")
+        leaf, leaf_key = make_leaf(ca, ca_key, ["localhost", "127.0.0.1"], client=False)
+        self.ca = directory / "ca.pem"
+        self.ca.write_bytes(cert_pem(ca))
+        self.cert = directory / "server.pem"
+        self.cert.write_bytes(cert_pem(leaf) + cert_pem(ca))
+        self.key = directory / "server-key.pem"
+        write_private(self.key, key_pem(leaf_key))
+        self.combined = directory / "combined.pem"
+        write_private(self.combined, key_pem(leaf_key) + cert_pem(leaf) + cert_pem(ca))
+
+
+class Mitmdump:
+    """Plain mitmdump, same modes and options as `inspector proxy` sets, no addon."""
+
+    def __init__(self, workdir: Path, certs: Certs, rest_port: int, grpc_port: int) -> None:
+        self.rest = free_port()
+        self.grpc = free_port()
+        self.command = [str(Path(sys.executable).with_name("mitmdump")), "-q",
+                        "--mode", f"reverse:http://127.0.0.1:{rest_port}@127.0.0.1:{self.rest}",
+                        "--mode", f"reverse:https://localhost:{grpc_port}@127.0.0.1:{self.grpc}",
+                        "--set", f"certs=*={certs.combined}", "--set", "keep_host_header=true",
+                        "--set", "connection_strategy=lazy", "--set", f"ssl_verify_upstream_trusted_ca={certs.ca}",
+                        "--set", f"confdir={workdir}"]
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> Mitmdump:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _listening(self.rest) and _listening(self.grpc), timeout=20)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(15)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_load(worker, concurrency: int, seconds: float) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) of `concurrency` threads calling `worker()` for `seconds`."""
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    stop = time.perf_counter() + seconds
+    errors: list[BaseException] = []
+
+    def loop(index: int) -> None:
+        call = worker()
+        own = latencies[index]
+        try:
+            while time.perf_counter() < stop:
+                started = time.perf_counter()
+                call()
+                own.append(time.perf_counter() - started)
+        except BaseException as exc:  # report, don't hang the benchmark
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(concurrency)]
+    begun = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - begun
+    if errors:
+        raise RuntimeError(f"load failed: {errors[0]!r}")
+    merged = [x for own in latencies for x in own]
+    return len(merged) / elapsed, _percentile(merged, 0.5) * 1000, _percentile(merged, 0.99) * 1000
+
+
+def rest_worker(port: int, ca: Path):
+    def make():
+        context = ssl.create_default_context(cafile=str(ca))
+        conn = http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
+
+        def call() -> None:
+            conn.request("POST", "/v2/models/simple/infer", body=INFER_JSON,
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200 or b"OUTPUT0" not in body:
+                raise RuntimeError(f"REST answer {response.status}: {body[:200]!r}")
+
+        return call
+
+    return make
+
+
+def grpc_worker(port: int, ca: Path):
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    b = np.ones((1, 16), dtype=np.int32)
+
+    def make():
+        client = grpcclient.InferenceServerClient(f"localhost:{port}", ssl=True, root_certificates=str(ca))
+        inputs = [grpcclient.InferInput("INPUT0", [1, 16], "INT32"), grpcclient.InferInput("INPUT1", [1, 16], "INT32")]
+        inputs[0].set_data_from_numpy(a)
+        inputs[1].set_data_from_numpy(b)
+
+        def call() -> None:
+            result = client.infer("simple", inputs)
+            if result.as_numpy("OUTPUT0")[0, 1] != 2:
+                raise RuntimeError("wrong gRPC answer")
+
+        return call
+
+    return make
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
+    parser.add_argument("--concurrency", type=int, default=8, help="clients for the throughput runs (default 8)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per scenario (default 2)")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    certs = Certs(workdir)
+    rest = RestServer()
+    grpc_server, grpc_port, _ = start_grpc(cert=certs.cert.read_bytes(), key=certs.key.read_bytes())
+    inspector = Sidecar(workdir, f"http://127.0.0.1:{rest.port}", [], cert=certs.cert, key=certs.key,
+                        args=["--upstream", f"https://localhost:{grpc_port}", "--listen",
+                              f"127.0.0.1:{free_port()}", "--upstream-ca", str(certs.ca), "-q"], name="inspector")
+    inspector.command = [arg for arg in inspector.command if arg != "--rules"]
+    inspector_grpc = int(inspector.command[inspector.command.index("--upstream-ca") - 1].rsplit(":", 1)[1])
+    plain = Mitmdump(workdir, certs, rest.port, grpc_port)
+    scenarios = [("REST infer, 1 client", "rest", 1), (f"REST infer, {args.concurrency} clients", "rest",
+                                                        args.concurrency),
+                 ("gRPC ModelInfer, 1 client", "grpc", 1), (f"gRPC ModelInfer, {args.concurrency} clients",
+                                                            "grpc", args.concurrency)]
+    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    with plain, inspector:
+        ports = {"mitmdump": {"rest": plain.rest, "grpc": plain.grpc},
+                 "inspector": {"rest": inspector.port, "grpc": inspector_grpc}}
+        rules = inspector.health()["rules"]
+        print(f"inspector proxy with {rules} shipped rules, every record to {inspector.eve.name}; "
+              f"{os.cpu_count()} cores shared by clients, proxies and servers")
+        for name, kind, concurrency in scenarios:
+            for _ in range(args.rounds):
+                for proxy in ("mitmdump", "inspector"):
+                    port = ports[proxy][kind]
+                    worker = rest_worker(port, certs.ca) if kind == "rest" else grpc_worker(port, certs.ca)
+                    run_load(worker, concurrency, 0.5)  # warm connections and caches
+                    results.setdefault((name, proxy), []).append(run_load(worker, concurrency, args.seconds))
+        records = len(inspector.records())
+        peak = inspector.peak_rss_mib()
+    grpc_server.stop(0)
+    rest.stop()
+
+    print(f"{'scenario':32} {'mitmdump req/s':>14} {'inspector req/s':>15} {'ratio':>6} "
+          f"{'p50 ms (m/i)':>14} {'added p50':>10} {'p99 ms (m/i)':>14}")
+    for name, _, _ in scenarios:
+        plain_runs, live_runs = results[(name, "mitmdump")], results[(name, "inspector")]
+        rps_plain = statistics.median(r[0] for r in plain_runs)
+        rps_live = statistics.median(r[0] for r in live_runs)
+        p50_plain = statistics.median(r[1] for r in plain_runs)
+        p50_live = statistics.median(r[1] for r in live_runs)
+        p99_plain = statistics.median(r[2] for r in plain_runs)
+        p99_live = statistics.median(r[2] for r in live_runs)
+        print(f"{name:32} {rps_plain:14.0f} {rps_live:15.0f} {rps_live / rps_plain:6.2f} "
+              f"{p50_plain:6.2f}/{p50_live:<7.2f} {p50_live - p50_plain:+10.2f} {p99_plain:6.1f}/{p99_live:<7.1f}")
+    print(f"inspector wrote {records} EVE records; its peak RSS {peak:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Large bodies streamed with bounded memory, their first part inspected before it is forwarded.
+
+A model upload or a model pull can be gigabytes: mitmproxy must not buffer it. For a body over
+the stream threshold (or of unknown length over HTTP/1) the addon sets a :class:`HeldBodyStream`
+as the message's stream callable. It holds back the first `hold_bytes` (the part parsers look at:
+file format, pickle opcodes, ...), has the exchange inspected as it stands, then forwards what it
+held and everything after it without keeping it. Memory per flow stays near `2 x hold_bytes`
+whatever the body's size.
+
+A block decided on the held part drops it and everything after it, and aborts the transfer: the
+message's head already went out (mitmproxy sends it when streaming starts), so the only way to
+stop the server from waiting for the rest (a request), or the client from taking a partial body
+as complete (a response), is to close the upstream connection; the client sees the request fail.
+Blocks decided before a body starts streaming (heads, small bodies) get the protocol's block
+response instead (see blocking.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from inspector.engine import BLOCK
+from inspector.http import HttpExchange, SessionAnomaly
+from inspector.live.inspection import Decision
+from inspector.live.messages import StreamedMessage
+
+#: f(held bytes, complete) -> the decision on the exchange as it stands.
+Inspect = Callable[[bytes, bool], Decision]
+
+
+class HeldBodyStream:
+    """A stream callable for one message body (request or response).
+
+    It returns lists of chunks, never `b""` for "nothing yet": mitmproxy forwards every returned
+    chunk, and an empty chunk on an HTTP/1 chunked body is its terminator."""
+
+    def __init__(self, body: StreamedMessage, inspect: Inspect, abort: Callable[[str], None],
+                 on_error: Callable[[BaseException], bool], now: Callable[[], float], hold_bytes: int) -> None:
+        self.body = body
+        self.inspect = inspect
+        self.abort = abort
+        self.on_error = on_error
+        self.now = now
+        self.hold_bytes = hold_bytes
+        self.decision: Decision | None = None
+        self.blocked = False
+        self.forwarded = 0
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+
+    def __call__(self, data: bytes) -> bytes | list[bytes]:
+        if self.blocked:
+            return []
+        if data:
+            self.body.feed(data, self.now())
+        if self.decision is not None:
+            self.forwarded += len(data)
+            return data
+        if data:
+            self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes < self.hold_bytes:
+                return []
+        return self._decide(complete=not data)
+
+    def _decide(self, *, complete: bool) -> list[bytes]:
+        held = b"".join(self._held)
+        self._held = []
+        self._held_bytes = 0
+        try:
+            decision = self.inspect(held, complete)
+        except Exception as exc:  # the failure policy decides
+            if self.on_error(exc):
+                self._block("internal error")
+                return []
+            decision = Decision(action="allow", record={})
+        self.decision = decision
+        if decision.action == BLOCK:
+            self._block(decision.message)
+            return []
+        self.forwarded += len(held)
+        return [held] if held else []
+
+    def _block(self, reason: str) -> None:
+        self.blocked = True
+        self.abort(reason)
+
+    def end(self, trailers: list, ts: float) -> tuple[HttpExchange, list[SessionAnomaly]]:
+        return self.body.end(trailers, ts, complete=not self.blocked)

@@ -1,0 +1,351 @@
+"""Live inspection without mitmproxy: exchanges in, decisions and EVE records out.
+
+A live transaction is inspected as it progresses, each time with the same engine that reads
+captures:
+
+1. **request** - the request is complete (or its first part, for a body that streams): a
+   request-only record is evaluated by the block rules before anything goes upstream, so a
+   block stops it (skipped when the rule set has no block rules and nothing else can block);
+2. **message** - inside a gRPC stream, each request message on its own, by every rule (see
+   grpcstream.py: alert rules fire once per stream, block rules on any message);
+3. **response** - the first part of a streamed response body, by the block rules; then the
+   whole exchange, when the response is complete, by every rule that has not matched yet.
+
+Alert rules therefore see the whole exchange, as offline analysis does; only block rules act
+on part of it.
+
+The engine is told which rules already matched the transaction (`Engine.process(..., skip=)`),
+so a rule matches a transaction at most once, at the earliest point it can: alerts are not
+repeated and rate windows count each transaction once, as offline. (A rule that matches the
+request alone but not the whole exchange - a negation of a response field - fires live and not
+offline; no shipped rule is written that way.)
+
+The transaction record is written when the transaction completes; alerts and anomalies as they
+are found, alerts flushed before any block response leaves. What cannot be inspected (a gRPC
+message compressed with an encoding we cannot undo, a body whose Content-Encoding we cannot
+decode) follows the `uninspectable` policy: block, alert or allow, never silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from inspector.apps import HTTP_LAYERS, transaction_record
+from inspector.engine import ALERT, ALLOW, BLOCK, Engine, Verdict
+from inspector.http import HttpExchange, HttpMessage, SessionAnomaly
+from inspector.limits import Limits
+from inspector.live.blocking import DEFAULT_MESSAGE, block_message
+from inspector.live.flowinfo import LiveFlowInfo
+from inspector.live.metrics import Metrics
+from inspector.protocols.grpc import GrpcFramer
+from inspector.records import anomaly_record
+from inspector.rules.layers import layer_closure
+
+logger = logging.getLogger("inspector.live")
+
+#: Content codings the exchange builder decodes (anything else in Content-Encoding is opaque).
+DECODED_CODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
+#: Framings a protocol layer undoes itself (S3's aws-chunked uploads: the s3 layer decodes them).
+LAYER_FRAMINGS = frozenset({"aws-chunked"})
+
+UNINSPECTABLE_POLICIES = ("block", "alert", "allow")
+
+#: Records are flushed at least this often (alerts are flushed at once).
+FLUSH_INTERVAL = 0.5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiveSettings:
+    """What the live path is told by its options (inspector/live/options.py parses them)."""
+
+    limits: Limits = field(default_factory=Limits)
+    block_message: str = DEFAULT_MESSAGE
+    uninspectable: str = "block"
+    fail_open: bool = True
+    log_transactions: bool = True
+    #: Bodies larger than this (or of unknown length over HTTP/1) stream past; their first
+    #: `limits.body_keep_bytes` are held back and inspected before anything is forwarded.
+    stream_threshold: int = 1024 * 1024
+    #: gRPC methods (fnmatch patterns on the :path) inspected message by message while streaming.
+    stream_methods: tuple[str, ...] = ("/inference.GRPCInferenceService/ModelStreamInfer",)
+
+
+@dataclass(slots=True)
+class Connection:
+    """What is known about one client connection."""
+
+    info: LiveFlowInfo
+    principal: dict[str, Any] | None = None
+    next_tx: int = 0
+
+
+@dataclass(slots=True)
+class Transaction:
+    """One request and its response while they pass."""
+
+    conn: Connection
+    tx_id: int
+    ts: float
+    request_head: HttpMessage
+    request_side: HttpExchange | None = None
+    matched: set[int] = field(default_factory=set)
+    anomalies_seen: set[tuple[str, str, str]] = field(default_factory=set)
+    blocked: bool = False
+    #: Counted in inspector_requests_total.
+    counted: bool = False
+    #: Why part of it could not be inspected (reported once), or "".
+    uninspectable: str = ""
+    record: dict[str, Any] | None = None
+    completed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: str  # allow, alert, block
+    record: dict[str, Any]
+    message: str = ""
+    reason: str = ""  # rule, policy, fail_closed
+    sid: int | None = None
+
+
+class LiveInspector:
+    """The engine, the EVE writer and the metrics, driven by the addon's hooks."""
+
+    def __init__(self, engine: Engine, write: Callable[[dict[str, Any]], None], flush: Callable[[], None],
+                 metrics: Metrics, settings: LiveSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.metrics = metrics
+        self._write = write
+        self._flush = flush
+        self._last_flush = time.monotonic()
+        self._dirty = False
+        self._split: tuple[Engine | None, frozenset[int], frozenset[int]] = (None, frozenset(), frozenset())
+        self._block_layers: list = list(HTTP_LAYERS)
+        self.errors = 0
+
+    def _split_rules(self) -> tuple[frozenset[int], frozenset[int]]:
+        engine = self.engine
+        if self._split[0] is not engine:
+            block_rules = [r for r in engine.ruleset.rules if r.action == BLOCK]
+            block = frozenset(r.sid for r in block_rules)
+            other = frozenset(r.sid for r in engine.ruleset.rules if r.action != BLOCK)
+            needed = layer_closure(event for rule in block_rules for event in rule.events)
+            self._block_layers = [entry for entry in HTTP_LAYERS if entry[0] in needed]
+            self._split = (engine, block, other)
+        return self._split[1], self._split[2]
+
+    def block_sids(self) -> frozenset[int]:
+        """Sids of the running set's block rules (re-evaluated on every message of a stream)."""
+        return self._split_rules()[0]
+
+    def request_phase_needed(self) -> bool:
+        """Whether anything can be enforced before the response: block rules, or the block policy
+        for what cannot be inspected. Without them a transaction is evaluated once, whole."""
+        return bool(self._split_rules()[0]) or self.settings.uninspectable == "block"
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    def begin(self, conn: Connection, head: HttpMessage, ts: float) -> Transaction:
+        tx = Transaction(conn=conn, tx_id=conn.next_tx, ts=ts, request_head=head)
+        conn.next_tx += 1
+        return tx
+
+    def inspect(self, tx: Transaction, exchange: HttpExchange, anomalies: list[SessionAnomaly], phase: str,
+                *, skip: set[int] | None = None, block_only: bool = False) -> Decision:
+        """Evaluate the exchange as it stands. Alerts and new anomalies are written now.
+
+        `block_only`: a step before the transaction is complete, where only block rules are worth
+        evaluating (alert rules wait for the whole exchange, as offline); when one blocks, the
+        other rules are evaluated too, since the transaction will not complete."""
+        started = time.perf_counter()
+        # Before the exchange is complete only block rules look at it: only their layers run.
+        layers = None
+        if block_only:
+            self._split_rules()
+            layers = self._block_layers
+        record, layer_anomalies = self.record(tx, exchange, layers)
+        if not tx.counted:
+            tx.counted = True
+            self.metrics.requests.labels(record["event_type"]).inc()
+        matched = tx.matched if skip is None else skip
+        engine = self.engine
+        others = self._split_rules()[1] if block_only else None
+        verdict, matched_now = engine.evaluate(record, tx.ts, skip=matched | others if others else matched)
+        matched |= matched_now
+        if others and verdict.action == BLOCK:
+            if layers is not None:  # the transaction ends here: every layer, for the other rules
+                record, more = self.record(tx, exchange)
+                layer_anomalies = [*layer_anomalies, *more]
+            rest, matched_now = engine.evaluate(record, tx.ts, skip=matched)
+            matched |= matched_now
+            if rest.alerts:
+                verdict = Verdict(action=BLOCK, alerts=verdict.alerts + rest.alerts, rules=verdict.rules + rest.rules)
+        action, block_rule = verdict.action, _first_block_rule(verdict)
+        extra = self.record_anomalies(tx, anomalies, layer_anomalies)
+        for anomaly_verdict in extra:
+            if anomaly_verdict.action == BLOCK and action != BLOCK:
+                action, block_rule = BLOCK, _first_block_rule(anomaly_verdict)
+            elif anomaly_verdict.action == ALERT and action == ALLOW:
+                action = ALERT
+        alerts = [*verdict.alerts, *(alert for v in extra for alert in v.alerts)]
+        decision = Decision(action=action, record=record)
+        if action == BLOCK:
+            signature = block_rule.title if block_rule is not None else "blocked"
+            sid = block_rule.sid if block_rule is not None else None
+            decision = Decision(action=BLOCK, record=record, reason="rule", sid=sid,
+                                message=block_message(self.settings.block_message, signature, sid))
+        elif not tx.uninspectable:
+            reason = uninspectable_reason(exchange)
+            if reason:
+                tx.uninspectable = reason
+                decision = self._uninspectable(reason, record) or decision
+        self._alerts(alerts)
+        tx.record = record
+        self.metrics.inspection.labels(phase).observe(time.perf_counter() - started)
+        if decision.action == BLOCK:
+            self.metrics.blocks.labels(decision.reason).inc()
+        return decision
+
+    def complete(self, tx: Transaction, exchange: HttpExchange, anomalies: list[SessionAnomaly], *,
+                 evaluate: bool = True) -> Decision:
+        """The transaction is over: evaluate the whole exchange (unless it was blocked) and write
+        its record."""
+        if tx.completed:
+            return Decision(action=ALLOW, record=tx.record or {})
+        tx.completed = True
+        if evaluate:
+            decision = self.inspect(tx, exchange, anomalies, "response")
+        else:
+            record, layer_anomalies = self.record(tx, exchange)
+            self.record_anomalies(tx, anomalies, layer_anomalies, evaluate=False)
+            decision = Decision(action=ALLOW, record=record)
+            if not tx.counted:
+                tx.counted = True
+                self.metrics.requests.labels(record["event_type"]).inc()
+        self.metrics.transactions.labels(decision.record["event_type"]).inc()
+        if self.settings.log_transactions:
+            self.write(decision.record)
+        self.maybe_flush()
+        return decision
+
+    def record(self, tx: Transaction, exchange: HttpExchange, layers: list | None = None,
+               ) -> tuple[dict[str, Any], list]:
+        """The transaction record of the exchange as it stands, and its layers' anomalies
+        (`layers`: only these of inspector.apps.HTTP_LAYERS)."""
+        record, layer_anomalies = transaction_record(tx.conn.info, exchange, layers)
+        record["tx_id"] = tx.tx_id
+        if tx.conn.principal is not None:
+            record["principal"] = tx.conn.principal
+        return record, layer_anomalies
+
+    # -- failure policy -------------------------------------------------------------------------
+
+    def failed(self, exc: BaseException, where: str) -> bool:
+        """An internal error: count it, log it (with the traceback the first times), and say
+        whether to block (fail-closed)."""
+        self.errors += 1
+        if self.settings.fail_open:
+            self.metrics.fail_open.inc()
+        else:
+            self.metrics.fail_closed.inc()
+            self.metrics.blocks.labels("fail_closed").inc()
+        policy = "passing (fail-open)" if self.settings.fail_open else "blocking (fail-closed)"
+        logger.error("inspector: internal error in %s, %s: %s: %s", where, policy, type(exc).__name__, exc,
+                     exc_info=self.errors <= 5)
+        return not self.settings.fail_open
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._write(record)
+        self._dirty = True
+        self.metrics.eve_records.labels(record.get("event_type") or "unknown").inc()
+
+    def flush(self) -> None:
+        self._flush()
+        self._dirty = False
+        self._last_flush = time.monotonic()
+
+    def flush_if_dirty(self) -> None:
+        if self._dirty:
+            self.flush()
+
+    def maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
+            self.flush()
+
+    def _alerts(self, alerts: list[dict[str, Any]]) -> None:
+        if not alerts:
+            return
+        for alert in alerts:
+            info = alert["alert"]
+            self.metrics.alerts.labels(str(info["signature_id"]), info["action"]).inc()
+            self.write(alert)
+        self.flush()
+
+    # -- anomalies and the uninspectable policy -------------------------------------------------
+
+    def record_anomalies(self, tx: Transaction, anomalies: list[SessionAnomaly], layer_anomalies: list, *,
+                   evaluate: bool = True) -> list:
+        """Write the anomalies not yet written for this transaction; their verdicts."""
+        found = [(a.layer, a.event, a.message) for a in anomalies]
+        found += layer_anomalies
+        verdicts = []
+        for key in found:
+            if key in tx.anomalies_seen:
+                continue
+            tx.anomalies_seen.add(key)
+            layer, event, message = key
+            self.metrics.anomalies.labels(layer, event).inc()
+            anomaly = anomaly_record(tx.conn.info, tx.ts, kind="applayer", layer=layer, event=event,
+                                     message=message)
+            anomaly["tx_id"] = tx.tx_id
+            if self.settings.log_transactions:
+                self.write(anomaly)
+            if evaluate:
+                verdicts.append(self.engine.process(anomaly, tx.ts))
+        return verdicts
+
+    def _uninspectable(self, reason: str, record: dict[str, Any]) -> Decision | None:
+        policy = self.settings.uninspectable
+        self.metrics.uninspectable.labels(policy).inc()
+        logger.info("inspector: %s (policy: %s)", reason, policy)
+        if policy == "block":
+            return Decision(action=BLOCK, record=record, reason="policy",
+                            message=f"blocked by inspector: {reason}")
+        if policy == "alert":
+            return Decision(action=ALERT, record=record, reason="policy")
+        return None
+
+
+def _first_block_rule(verdict: Any) -> Any:
+    for rule in verdict.rules:
+        if rule.action == BLOCK:
+            return rule
+    return verdict.rules[0] if verdict.rules else None
+
+
+def uninspectable_reason(exchange: HttpExchange) -> str:
+    """Why (part of) the exchange could not be inspected, or ""."""
+    for key, observer in exchange.observations.items():
+        if isinstance(observer, GrpcFramer) and not observer.inspectable:
+            side = key.split(".", 1)[-1]
+            return f"a gRPC {side} message could not be decompressed (grpc-encoding {observer.encoding or 'none'})"
+    for message in (exchange.request, exchange.response):
+        if message is None or not message.body_length:
+            continue
+        codings = [c.strip() for c in (message.header("content-encoding") or "").lower().split(",")]
+        codings = [c for c in codings if c not in LAYER_FRAMINGS]
+        if len(codings) > 1:
+            return f"the {message.kind} body has several Content-Encodings ({', '.join(codings)}), not decoded"
+        coding = codings[0] if codings else ""
+        if coding not in DECODED_CODINGS:
+            return f"the {message.kind} body uses Content-Encoding {coding!r}, which is not decoded"
+        if coding not in ("", "identity") and not message.decoded:
+            return f"the {message.kind} body does not decode as {coding}"
+    return ""

@@ -1,0 +1,166 @@
+"""mitmproxy's HTTP messages as the normalized `inspector.http.HttpMessage`, and exchanges built
+from them with the shared `ExchangeBuilder`.
+
+The live path produces the same session events as the offline HTTP sessions (HeadReceived,
+BodyReceived, MessageEnded) and feeds them to the same builder with the same body observers
+(`inspector.apps.OBSERVER_FACTORIES`), so gRPC framing, decompression and every protocol layer
+parse identically. Bodies are fed as mitmproxy holds them: transfer coding removed, content
+coding kept (`raw_content`; the builder decodes gzip/deflate itself, capped). aws-chunked S3
+uploads make `content` raise; `raw_content` never does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from inspector.apps import OBSERVER_FACTORIES
+from inspector.exchange import ExchangeBuilder
+from inspector.http import (
+    TO_CLIENT,
+    TO_SERVER,
+    BodyReceived,
+    Headers,
+    HeadReceived,
+    HttpExchange,
+    HttpMessage,
+    MessageEnded,
+    SessionAnomaly,
+)
+from inspector.limits import Limits
+
+#: The one stream id of a live exchange (mitmproxy gives each request/response pair its own flow).
+STREAM = 0
+
+
+def header_list(headers: Any) -> Headers:
+    """mitmproxy Headers (or None) as lower-case (name, value) pairs, latin-1 decoded."""
+    if headers is None:
+        return []
+    return [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in headers.fields]
+
+
+def http_version(version: str) -> str:
+    return "HTTP/2" if version in ("HTTP/2.0", "HTTP/2") else version
+
+
+def request_head(request: Any) -> HttpMessage:
+    """The head of a mitmproxy Request as a normalized message (no body)."""
+    return HttpMessage(kind="request", version=http_version(request.http_version),
+                       headers=header_list(request.headers), method=request.method,
+                       scheme=request.scheme, authority=request.host_header or request.authority or "",
+                       path=request.path, ts_start=request.timestamp_start or 0.0)
+
+
+def response_head(response: Any) -> HttpMessage:
+    """The head of a mitmproxy Response as a normalized message (no body)."""
+    return HttpMessage(kind="response", version=http_version(response.http_version),
+                       headers=header_list(response.headers), status=response.status_code,
+                       reason=response.reason or "", ts_start=response.timestamp_start or 0.0)
+
+
+def fresh(head: HttpMessage) -> HttpMessage:
+    """A copy of a head that a new builder may fill (builders write body and times into it)."""
+    return replace(head, headers=list(head.headers), body=b"", body_length=0, body_truncated=False,
+                   decoded="", trailers=[], ts_end=0.0, complete=False)
+
+
+def raw_body(message: Any) -> bytes:
+    """The body as received (transfer coding removed, content coding kept); b"" when absent."""
+    data = message.raw_content
+    return data if data else b""
+
+
+def message_events(direction: int, head: HttpMessage, body: bytes, trailers: Headers, ts_end: float,
+                   *, complete: bool = True) -> list:
+    """Session events of one whole message."""
+    events: list = [HeadReceived(stream_id=STREAM, direction=direction, message=head,
+                                 end_stream=False, ts=head.ts_start)]
+    if body:
+        events.append(BodyReceived(stream_id=STREAM, direction=direction, data=body, ts=ts_end))
+    events.append(MessageEnded(stream_id=STREAM, direction=direction, trailers=trailers, ts=ts_end,
+                               complete=complete))
+    return events
+
+
+def new_builder(limits: Limits) -> ExchangeBuilder:
+    return ExchangeBuilder(limits, OBSERVER_FACTORIES)
+
+
+def split_results(results: list) -> tuple[HttpExchange | None, list[SessionAnomaly]]:
+    """The (single) exchange and the anomalies among builder results."""
+    exchange = None
+    anomalies = []
+    for item in results:
+        if isinstance(item, HttpExchange):
+            exchange = item
+        elif isinstance(item, SessionAnomaly):
+            anomalies.append(item)
+    return exchange, anomalies
+
+
+def request_exchange(limits: Limits, head: HttpMessage, body: bytes, trailers: Headers, ts_end: float,
+                     *, complete: bool = True) -> tuple[HttpExchange, list[SessionAnomaly]]:
+    """A request-only exchange (what is known before anything goes upstream)."""
+    builder = new_builder(limits)
+    results = builder.feed(message_events(TO_SERVER, fresh(head), body, trailers, ts_end, complete=complete))
+    results += builder.finish(ts_end)
+    exchange, anomalies = split_results(results)
+    assert exchange is not None
+    return exchange, anomalies
+
+
+def response_exchange(limits: Limits, head: HttpMessage, body: bytes, trailers: Headers, ts_end: float,
+                      *, complete: bool = True) -> tuple[HttpExchange, list[SessionAnomaly]]:
+    """A response-only exchange, to be merged with its request's (see :func:`merge`)."""
+    builder = new_builder(limits)
+    results = builder.feed(message_events(TO_CLIENT, fresh(head), body, trailers, ts_end, complete=complete))
+    results += builder.finish(ts_end)
+    exchange, anomalies = split_results(results)
+    assert exchange is not None
+    return exchange, anomalies
+
+
+def merge(request_side: HttpExchange, response_side: HttpExchange | None) -> HttpExchange:
+    """One exchange from a request-only and a response-only exchange."""
+    if response_side is None:
+        return request_side
+    observations = dict(request_side.observations)
+    observations.update(response_side.observations)
+    return HttpExchange(request=request_side.request, response=response_side.response,
+                        stream_id=request_side.stream_id, interim=list(response_side.interim),
+                        reset_code=response_side.reset_code, observations=observations)
+
+
+class StreamedMessage:
+    """A message whose body streams past: fed chunk by chunk to its own builder, which keeps a
+    capped prefix and runs the body observers over every byte."""
+
+    __slots__ = ("builder", "direction", "ended", "head")
+
+    def __init__(self, limits: Limits, direction: int, head: HttpMessage) -> None:
+        self.builder = new_builder(limits)
+        self.direction = direction
+        self.head = fresh(head)
+        self.ended = False
+        self.builder.feed([HeadReceived(stream_id=STREAM, direction=direction, message=self.head,
+                                        end_stream=False, ts=head.ts_start)])
+
+    def feed(self, data: bytes, ts: float) -> None:
+        if data and not self.ended:
+            self.builder.feed([BodyReceived(stream_id=STREAM, direction=self.direction, data=data, ts=ts)])
+
+    def end(self, trailers: Headers, ts: float, *, complete: bool = True) -> tuple[HttpExchange, list]:
+        """End the message; the exchange (one side) and the anomalies seen."""
+        results: list = []
+        if not self.ended:
+            self.ended = True
+            results = self.builder.feed([MessageEnded(stream_id=STREAM, direction=self.direction,
+                                                      trailers=trailers, ts=ts, complete=complete)])
+        results += self.builder.finish(ts)
+        exchange, anomalies = split_results(results)
+        if exchange is None:
+            exchange = HttpExchange(request=self.head if self.direction == TO_SERVER else None,
+                                    response=self.head if self.direction == TO_CLIENT else None,
+                                    stream_id=STREAM)
+        return exchange, anomalies

@@ -1,0 +1,148 @@
+"""What the sidecar keeps running between option updates: rules and engine, rate store, EVE
+writer, metrics exporter. Built from parsed options, reloaded on SIGHUP.
+
+Reloading re-reads the rule files and the site config. A set that fails validation is refused
+whole: the error lines are logged, `inspector_reloads_total{result="failed"}` counts it, and the
+running rules stay. Rate windows survive a reload (the same store serves the new engine), so a
+reload never resets a limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from inspector.engine import Engine
+from inspector.live.inspection import LiveInspector, LiveSettings
+from inspector.live.metrics import Metrics, MetricsExporter
+from inspector.live.redis_rate import RedisRateStore
+from inspector.rules import RuleLoadError, RuleSet, load_config, load_rules
+from inspector.rules.rate import MemoryRateStore, RateStore
+from inspector.sinks.eve import EveWriter
+
+logger = logging.getLogger("inspector.live")
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSpec:
+    """Everything a Runtime is built from (parsed options)."""
+
+    rules: tuple[str, ...]
+    config: str | None
+    eve: str
+    metrics: tuple[str, int] | None
+    redis: str | None
+    redis_timeout: float
+    redis_retry: float
+    settings: LiveSettings
+
+
+def load_ruleset(rules: tuple[str, ...], config: str | None) -> RuleSet:
+    """The rule set of the options (default: the shipped signatures). Raises RuleLoadError."""
+    from inspector.rules.cli import default_rules_path
+
+    loaded_config = load_config(config)
+    paths = list(rules) or [str(default_rules_path())]
+    return load_rules(paths, loaded_config)
+
+
+def describe_errors(exc: RuleLoadError) -> str:
+    return "\n".join(str(error) for error in exc.errors)
+
+
+class Runtime:
+    def __init__(self, spec: RuntimeSpec, ruleset: RuleSet, metrics: Metrics | None = None) -> None:
+        self.spec = spec
+        self.metrics = metrics or Metrics()
+        self._lock = threading.Lock()
+        self.fallback = MemoryRateStore(ruleset.config.rate_max_keys)
+        self.rate_store: RateStore = self.fallback
+        self.redis: RedisRateStore | None = None
+        if spec.redis:
+            self.redis = RedisRateStore(spec.redis, timeout=spec.redis_timeout, retry_interval=spec.redis_retry,
+                                        fallback=self.fallback, on_error=self._redis_error,
+                                        on_state=self._redis_state)
+            self.rate_store = self.redis
+            if not self.redis.ping():
+                logger.warning("inspector: Redis at %s does not answer yet: rate windows are in-process until "
+                               "it does", self.redis._safe_url())
+        self.writer = EveWriter(spec.eve, append=True)
+        self._writer_lock = threading.Lock()
+        self.inspector = LiveInspector(self._engine(ruleset), self._write, self._flush, self.metrics,
+                                       spec.settings)
+        self.metrics.rules_loaded.set(len(ruleset.rules))
+        self.exporter: MetricsExporter | None = None
+        self.listening = False
+        self.started = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start_exporter(self) -> None:
+        if self.spec.metrics is None or self.exporter is not None:
+            return
+        host, port = self.spec.metrics
+        self.exporter = MetricsExporter(host, port, self.metrics, self.health)
+        self.exporter.start()
+        logger.info("inspector: metrics on http://%s:%d/metrics, health on /healthz", *self.exporter.address)
+
+    def close(self) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
+            self.exporter = None
+        with self._writer_lock:
+            self.writer.close()
+        if self.redis is not None:
+            self.redis.close()
+
+    def health(self) -> dict[str, Any]:
+        engine = self.inspector.engine
+        backend = "memory"
+        if self.redis is not None:
+            backend = "redis" if self.redis.up else "memory-fallback"
+        return {"status": "ok" if self.listening else "starting", "rules": len(engine.ruleset.rules),
+                "ratelimit_backend": backend, "internal_errors": self.inspector.errors}
+
+    # -- reload ---------------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read rules and config (keeping the running set when they fail), reopen the EVE file."""
+        with self._writer_lock:
+            self.writer.reopen()
+        try:
+            ruleset = load_ruleset(self.spec.rules, self.spec.config)
+        except RuleLoadError as exc:
+            logger.error("inspector: reload refused, the running rules stay:\n%s", describe_errors(exc))
+            self.metrics.reloads.labels("failed").inc()
+            return False
+        except OSError as exc:
+            logger.error("inspector: reload refused, the running rules stay: %s", exc)
+            self.metrics.reloads.labels("failed").inc()
+            return False
+        self.inspector.engine = self._engine(ruleset)
+        logger.warning("inspector: reloaded %d rules", len(ruleset.rules))
+        self.metrics.rules_loaded.set(len(ruleset.rules))
+        self.metrics.reloads.labels("ok").inc()
+        return True
+
+    def _engine(self, ruleset: RuleSet) -> Engine:
+        return Engine(ruleset, ruleset.config, blocking=True, rate_store=self.rate_store)
+
+    # -- EVE ------------------------------------------------------------------------------------
+
+    def _write(self, record: dict[str, Any]) -> None:
+        with self._writer_lock:
+            self.writer.write(record)
+
+    def _flush(self) -> None:
+        with self._writer_lock:
+            self.writer.flush()
+
+    # -- Redis callbacks ------------------------------------------------------------------------
+
+    def _redis_error(self, exc: Exception) -> None:
+        self.metrics.ratelimit_errors.inc()
+
+    def _redis_state(self, up: bool) -> None:
+        self.metrics.ratelimit_up.set(1 if up else 0)

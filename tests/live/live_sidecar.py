@@ -1,0 +1,169 @@
+"""Test helpers: run `inspector proxy` as a real process, read its EVE file and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+RULE_TEMPLATE = """title: {title}
+id: {uuid}
+sid: {sid}
+status: test
+level: high
+event: {event}
+detection:
+  selection:
+{selection}
+  condition: selection
+action: {action}
+{rate}"""
+
+
+def write_rule(directory: Path, sid: int, title: str, event: str, selection: dict[str, Any], *,
+               action: str = "alert", rate: dict[str, Any] | None = None) -> Path:
+    """One rule file (YAML written by hand so values stay as given)."""
+    lines = "\n".join(f"    {field}: {json.dumps(value)}" for field, value in selection.items())
+    rate_text = ""
+    if rate is not None:
+        rate_text = "rate:\n" + "\n".join(f"  {key}: {json.dumps(value)}" for key, value in rate.items()) + "\n"
+    path = directory / f"rule_{sid}.yml"
+    path.write_text(RULE_TEMPLATE.format(title=title, uuid=f"00000000-0000-4000-8000-{sid:012d}", sid=sid,
+                                         event=event, selection=lines, action=action, rate=rate_text))
+    return path
+
+
+class Sidecar:
+    """`inspector proxy` in its own process."""
+
+    def __init__(self, workdir: Path, upstream: str, rules: Path | list[Path], *, cert: Path | None = None,
+                 key: Path | None = None, args: list[str] | None = None, name: str = "sidecar") -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.eve = workdir / f"{name}-eve.json"
+        self.log = workdir / f"{name}.log"
+        rules_list = rules if isinstance(rules, list) else [rules]
+        command = [sys.executable, "-m", "inspector.cli", "proxy", "--upstream", upstream,
+                   "--listen", f"127.0.0.1:{self.port}", "--eve", str(self.eve),
+                   "--metrics", f"127.0.0.1:{self.metrics_port}"]
+        for path in rules_list:
+            command += ["--rules", str(path)]
+        if cert is not None and key is not None:
+            command += ["--cert", str(cert), "--key", str(key)]
+        command += args or []
+        self.command = command
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> Sidecar:
+        self._log = open(self.log, "wb")  # noqa: SIM115 (closed in stop)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"sidecar exited with {self.process.returncode}:\n{self.log_text()}")
+            try:
+                if self.health().get("status") == "ok":
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"sidecar not healthy within {timeout} s:\n{self.log_text()}")
+
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=2) as response:
+            return json.loads(response.read())
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
+            return response.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample (0 when absent)."""
+        wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+        for line in self.metrics_text().splitlines():
+            if line.startswith("#"):
+                continue
+            sample, _, value = line.rpartition(" ")
+            if sample == wanted:
+                return float(value)
+        return 0.0
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.eve.exists():
+            return []
+        lines = self.eve.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def alerts(self, sid: int | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.records() if r["event_type"] == "alert"
+                and (sid is None or r["alert"]["signature_id"] == sid)]
+
+    def wait_records(self, condition: Callable[[list[dict[str, Any]]], Any], timeout: float = 10.0) -> Any:
+        return wait_for(lambda: condition(self.records()), timeout)
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def peak_rss_mib(self) -> float:
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmHWM")
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+        return self.process.returncode
+
+    def __enter__(self) -> Sidecar:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

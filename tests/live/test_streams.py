@@ -1,0 +1,186 @@
+"""The stream callables without a proxy: gRPC messages inspected one by one and forwarded intact
+whatever the chunking; in-stream errors written at message boundaries; large bodies held back
+for inspection then passed through."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+from live_sidecar import write_rule
+
+from inspector.engine import Engine
+from inspector.http import TO_SERVER, HttpMessage
+from inspector.limits import Limits
+from inspector.live.bodystream import HeldBodyStream
+from inspector.live.flowinfo import flow_info
+from inspector.live.grpcstream import GrpcRequestStream, GrpcResponseStream
+from inspector.live.inspection import Connection, Decision, LiveInspector, LiveSettings
+from inspector.live.messages import StreamedMessage
+from inspector.live.metrics import Metrics
+from inspector.protocols.protobuf import decode_fields, encode_field
+from inspector.rules import load_rules
+
+STREAM_PATH = "/inference.GRPCInferenceService/ModelStreamInfer"
+SID_BIG = 9800001
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">BI", 0, len(payload)) + payload
+
+
+def frames_of(data: bytes) -> list[bytes]:
+    """Split a gRPC body into its payloads; asserts it is well framed."""
+    out, pos = [], 0
+    while pos < len(data):
+        flag, length = struct.unpack_from(">BI", data, pos)
+        assert flag == 0 and pos + 5 + length <= len(data)
+        out.append(data[pos + 5:pos + 5 + length])
+        pos += 5 + length
+    return out
+
+
+def splits(data: bytes, how: str, rng: random.Random) -> list[bytes]:
+    if how == "whole":
+        return [data]
+    if how == "bytes":
+        return [data[i:i + 1] for i in range(len(data))]
+    cuts = sorted(rng.sample(range(1, len(data)), min(12, len(data) - 1)))
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+
+
+@pytest.fixture
+def inspector(tmp_path):
+    write_rule(tmp_path, SID_BIG, "Big stream message", "grpc", {"grpc.request.bytes|gt": 400}, action="block")
+    ruleset = load_rules([tmp_path])
+    written: list = []
+    live = LiveInspector(Engine(ruleset, blocking=True), written.append, lambda: None, Metrics(), LiveSettings())
+    live.written = written
+    return live
+
+
+def _head(path: str = STREAM_PATH) -> HttpMessage:
+    return HttpMessage(kind="request", version="HTTP/2", method="POST", scheme="https", authority="triton:8001",
+                       path=path, headers=[("content-type", "application/grpc"), ("te", "trailers")])
+
+
+def _tx(inspector: LiveInspector):
+    conn = Connection(info=flow_info(("10.0.0.5", 40000), ("10.0.0.9", 8001), 1.0, app_proto="http2"))
+    return inspector.begin(conn, _head(), 1.0)
+
+
+def _request(model: str, size: int) -> bytes:
+    return encode_field(1, model) + encode_field(7, b"\x01" * size)
+
+
+@pytest.mark.parametrize("how", ["whole", "bytes", "random"])
+@pytest.mark.parametrize("hold", [1 << 20, 64])
+def test_request_stream_forwards_allowed_messages_and_drops_blocked_ones(inspector, how, hold):
+    payloads = [_request("simple", 16), _request("simple", 600), _request("simple", 32), b""]
+    body = b"".join(frame(p) for p in payloads)
+    aborted: list[str] = []
+    stream = GrpcRequestStream(inspector, _tx(inspector), _head(), Limits(), lambda: 2.0, aborted.append,
+                               hold_bytes=hold)
+    out = bytearray()
+    for chunk in splits(body, how, random.Random(7)):
+        result = stream(chunk)
+        assert isinstance(result, list)  # never b"": an empty chunk would end an HTTP/1 chunked body
+        out += b"".join(result)
+    out += b"".join(stream(b""))
+    assert frames_of(bytes(out)) == [payloads[0], payloads[2], payloads[3]]
+    assert (stream.messages, stream.blocked, aborted) == (4, 1, [])
+    [error] = stream.injections
+    assert decode_fields(frames_of(error)[0]) == [
+        (1, 2, f"blocked by inspector: Big stream message (sid {SID_BIG})".encode())]  # error_message
+    alerts = [r for r in inspector.written if r["event_type"] == "alert"]
+    assert [a["alert"]["signature_id"] for a in alerts] == [SID_BIG]
+
+
+def test_a_stream_without_an_error_field_is_aborted(inspector):
+    aborted: list[str] = []
+    stream = GrpcRequestStream(inspector, _tx(inspector), _head("/other.Service/Chat"), Limits(), lambda: 2.0,
+                               aborted.append, hold_bytes=1 << 20)
+    assert b"".join(stream(frame(_request("simple", 16)))) == frame(_request("simple", 16))
+    assert stream(frame(_request("simple", 600))) == []
+    assert aborted == [f"blocked by inspector: Big stream message (sid {SID_BIG})"]
+    assert stream(frame(_request("simple", 16))) == []  # nothing more once aborted
+    assert not stream.injections
+
+
+def collect(result: bytes | list[bytes]) -> bytes:
+    return result if isinstance(result, bytes) else b"".join(result)
+
+
+@pytest.mark.parametrize("how", ["whole", "bytes", "random"])
+def test_response_stream_injects_at_message_boundaries(inspector, how):
+    request_stream = GrpcRequestStream(inspector, _tx(inspector), _head(), Limits(), lambda: 2.0, lambda r: None,
+                                       hold_bytes=1 << 20)
+    response_head = HttpMessage(kind="response", version="HTTP/2", status=200,
+                                headers=[("content-type", "application/grpc")])
+    stream = GrpcResponseStream(request_stream, response_head, Limits(), lambda: 3.0)
+    answers = [b"answer-%d" % i * (i + 1) for i in range(3)]
+    body = b"".join(frame(a) for a in answers)
+    injected = frame(encode_field(1, "blocked"))
+    out = bytearray()
+    for index, chunk in enumerate(splits(body, how, random.Random(3))):
+        out += collect(stream(chunk))
+        if index == 0:  # a message was blocked while the first chunk passed
+            request_stream.injections.append(injected)
+    out += collect(stream(b""))
+    payloads = frames_of(bytes(out))
+    assert sorted(payloads) == sorted([*answers, frames_of(injected)[0]])
+    assert stream.injected == 1
+
+
+def test_response_stream_flushes_pending_errors_at_the_end(inspector):
+    request_stream = GrpcRequestStream(inspector, _tx(inspector), _head(), Limits(), lambda: 2.0, lambda r: None,
+                                       hold_bytes=1 << 20)
+    response_head = HttpMessage(kind="response", version="HTTP/2", status=200,
+                                headers=[("content-type", "application/grpc")])
+    stream = GrpcResponseStream(request_stream, response_head, Limits(), lambda: 3.0)
+    assert stream(frame(b"first")[:3]) == frame(b"first")[:3]
+    request_stream.injections.append(frame(b"error"))
+    assert b"".join(stream(frame(b"first")[3:])) == frame(b"first")[3:] + frame(b"error")
+    request_stream.injections.append(frame(b"late"))
+    assert stream(b"") == [frame(b"late")]
+
+
+@pytest.mark.parametrize("verdict", ["allow", "block"])
+def test_held_body_stream(verdict):
+    seen: list[tuple[int, bool]] = []
+    aborted: list[str] = []
+
+    def inspect(held: bytes, complete: bool) -> Decision:
+        seen.append((len(held), complete))
+        return Decision(action=verdict, record={}, message="no")
+
+    head = HttpMessage(kind="request", version="HTTP/1.1", method="PUT", path="/bucket/model.bin",
+                       headers=[("content-length", "5000")])
+    body = StreamedMessage(Limits(), TO_SERVER, head)
+    stream = HeldBodyStream(body, inspect, aborted.append, lambda exc: False, lambda: 1.0, hold_bytes=1000)
+    data = bytes(range(256)) * 20
+    out = bytearray()
+    for chunk in splits(data[:5000], "random", random.Random(1)):
+        out += collect(stream(chunk))
+    out += collect(stream(b""))
+    assert seen[0][1] is False and seen[0][0] >= 1000 and len(seen) == 1
+    exchange, _ = stream.end([], 2.0)
+    if verdict == "allow":
+        assert bytes(out) == data[:5000] and aborted == []
+        assert exchange.request.body_length == 5000 and exchange.request.complete
+    else:  # nothing forwarded, the transfer aborted; the record counts what came before the decision
+        assert bytes(out) == b"" and aborted == ["no"]
+        assert exchange.request.body_length == seen[0][0] and exchange.request.complete is False
+
+
+def test_held_body_stream_inspects_a_small_body_whole():
+    seen: list[tuple[int, bool]] = []
+    head = HttpMessage(kind="request", version="HTTP/1.1", method="PUT", path="/b/k",
+                       headers=[("transfer-encoding", "chunked")])
+    stream = HeldBodyStream(StreamedMessage(Limits(), TO_SERVER, head),
+                            lambda held, complete: seen.append((len(held), complete)) or Decision("allow", {}),
+                            lambda reason: None, lambda exc: False, lambda: 1.0, hold_bytes=1000)
+    assert stream(b"a" * 10) == [] and stream(b"b" * 10) == []
+    assert stream(b"") == [b"a" * 10 + b"b" * 10]
+    assert seen == [(20, True)]
