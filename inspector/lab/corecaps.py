@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from inspector.lab.craft import CLIENT, SERVER, Capture, TcpConversation
+from inspector.lab.craft import CLIENT, SERVER, Capture, TcpConversation, generate_captures
 from inspector.lab.h2wire import GrpcCall, H2Wire
 from inspector.protocols.protobuf import encode_field, encode_varint
 
@@ -317,15 +317,7 @@ CAPTURES: dict[str, Callable[[Capture, random.Random], Truth]] = {
 
 def generate(out_dir: str | Path, seed: int = 7) -> dict[str, Truth]:
     """Write every core capture and `truth.json` into `out_dir`; returns the truth."""
-    out = Path(out_dir)
-    truth: dict[str, Truth] = {}
-    for name, make in CAPTURES.items():
-        rng = random.Random(f"{seed}:{name}")
-        cap = Capture()
-        truth[name] = make(cap, rng)
-        truth[name]["packets"] = cap.write(out / name)
-    (out / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")
-    return truth
+    return generate_captures(CAPTURES, out_dir, seed, "truth.json")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ this module only moves them.
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
@@ -57,6 +59,20 @@ def write_pcap(path: str | Path, frames: Iterable[tuple[float, bytes]], nanoseco
             frac = min(round((ts - sec) * scale), scale - 1)
             fh.write(struct.pack("<IIII", sec, frac, len(frame), len(frame)))
             fh.write(frame)
+
+
+def generate_captures(captures: dict[str, Callable[[Capture, random.Random], dict[str, Any]]],
+                      out_dir: str | Path, seed: int, truth_name: str) -> dict[str, dict[str, Any]]:
+    """Run each capture builder with its own seeded generator, write the pcaps and the truth
+    file (`{capture: truth}` with the packet count added) into `out_dir`; returns the truth."""
+    out = Path(out_dir)
+    truth: dict[str, dict[str, Any]] = {}
+    for name, make in captures.items():
+        cap = Capture()
+        truth[name] = make(cap, random.Random(f"{seed}:{name}"))
+        truth[name]["packets"] = cap.write(out / name)
+    (out / truth_name).write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")
+    return truth
 
 
 def _mac(ip: str) -> str:

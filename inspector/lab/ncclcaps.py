@@ -23,7 +23,6 @@ Captures (pcaps/crafted/), each with the records it must produce in `nccl_truth.
 from __future__ import annotations
 
 import ipaddress
-import json
 import random
 import struct
 import sys
@@ -31,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from inspector.lab.craft import CLIENT, SERVER, Capture, TcpConversation
+from inspector.lab.craft import CLIENT, SERVER, Capture, TcpConversation, generate_captures
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -326,15 +325,7 @@ CAPTURES: dict[str, Callable[[Capture, random.Random], Truth]] = {
 
 def generate(out_dir: str | Path, seed: int = 11) -> dict[str, Truth]:
     """Write the NCCL captures and nccl_truth.json into `out_dir`; returns the truth."""
-    out = Path(out_dir)
-    truth: dict[str, Truth] = {}
-    for name, make in CAPTURES.items():
-        rng = random.Random(f"{seed}:{name}")
-        cap = Capture()
-        truth[name] = make(cap, rng)
-        truth[name]["packets"] = cap.write(out / name)
-    (out / "nccl_truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")
-    return truth
+    return generate_captures(CAPTURES, out_dir, seed, "nccl_truth.json")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ wire, and carries it in crafted TCP conversations (`inspector.lab.craft`):
 
 from __future__ import annotations
 
-import json
 import random
 import struct
 import sys
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from inspector.lab.craft import CLIENT, SERVER, Capture, TcpConversation
+from inspector.lab.craft import CLIENT, SERVER, Capture, TcpConversation, generate_captures
 from inspector.lab.ncclcaps import NcclWire
 
 EPOCH = 1_767_225_600.0
@@ -243,15 +242,7 @@ CAPTURES: dict[str, Callable[[Capture, random.Random], Truth]] = {
 
 def generate(out_dir: str | Path, seed: int = 13) -> dict[str, Truth]:
     """Write the crafted TCPStore captures and tcpstore_truth.json into `out_dir`; returns the truth."""
-    out = Path(out_dir)
-    truth: dict[str, Truth] = {}
-    for name, make in CAPTURES.items():
-        rng = random.Random(f"{seed}:{name}")
-        cap = Capture()
-        truth[name] = make(cap, rng)
-        truth[name]["packets"] = cap.write(out / name)
-    (out / "tcpstore_truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")
-    return truth
+    return generate_captures(CAPTURES, out_dir, seed, "tcpstore_truth.json")
 
 
 if __name__ == "__main__":
