@@ -8,6 +8,18 @@ capture that starts mid-connection), the flow's sides are swapped before anythin
 
 An HTTP/1 connection upgraded to h2c continues in an HTTP/2 session; the upgrading request's
 exchange continues as HTTP/2 stream 1.
+
+TLS (`detect_tls`: a handshake record carrying a ClientHello or ServerHello) runs a
+:class:`~inspector.capture.tls.TlsSession`, which reports one `tls` record per handshake. When
+the capture's key log has the session's secrets, the plaintext it decrypts goes to a nested
+router over the same flow, which detects HTTP/1, HTTP/2 or a raw-TCP protocol in it like any
+cleartext stream; the records it makes carry a `decrypted` object (protocol, version, cipher
+suite, SNI, JA4, where the keys came from) and share the flow's transaction numbering. The
+flow's `app_proto` stays `tls`.
+
+Tunnels: after an HTTP CONNECT answered 2xx, and after a SOCKS 4/4a/5 handshake (`detect_socks`,
+`app_proto: socks`), the tunnelled bytes go to a nested router that detects what they carry
+(TLS, HTTP ...); its records carry a `tunnel` object (protocol, and the SOCKS target).
 """
 
 from __future__ import annotations
@@ -22,6 +34,9 @@ from inspector.apps import OBSERVER_FACTORIES, transaction_record
 from inspector.capture.flows import Flow
 from inspector.capture.http1 import Http1Session
 from inspector.capture.http2 import Http2Session
+from inspector.capture.socks import SocksHandshake, detect_socks
+from inspector.capture.tls import DecryptedData, DecryptedGap, TlsSession
+from inspector.capture.tls_keylog import CaptureKeys
 from inspector.exchange import ExchangeBuilder
 from inspector.http import TO_CLIENT, TO_SERVER, HttpExchange, SessionAnomaly
 from inspector.limits import Limits
@@ -37,6 +52,11 @@ _HTTP1_STATUS = re.compile(rb"HTTP/1\.[019] \d{3}[ \r\n]")
 
 #: Bytes per direction after which a flow that matched nothing is left alone.
 DETECTION_BYTES = 2048
+
+#: Largest TLS record (RFC 5246 §6.2.3) and hello message length a detector accepts.
+_TLS_MAX_RECORD = 16 * 1024 + 2048
+_TLS_MIN_HELLO, _TLS_MAX_HELLO = 38, 128 * 1024
+_SSL2_VERSIONS = frozenset({(0, 2), (3, 0), (3, 1), (3, 2), (3, 3)})
 
 
 class RecordSink(Protocol):
@@ -122,8 +142,126 @@ def detect_http(client: bytes, server: bytes) -> Detection | bool | None:
     return False
 
 
+def _tls_hello(data: bytes) -> int | bool | None:
+    """1 (ClientHello) or 2 (ServerHello) when `data` opens with a TLS handshake record carrying
+    a hello, False when it does not, None when too few bytes say."""
+    n = len(data)
+    if not n:
+        return None
+    if data[0] & 0x80:  # SSL 2.0 record format: only a CLIENT-HELLO asking for SSL 2.0 or 3.0+
+        if n < 5:
+            return None
+        length = ((data[0] & 0x7F) << 8) | data[1]
+        return 1 if 27 <= length <= 1024 and data[2] == 1 and (data[3], data[4]) in _SSL2_VERSIONS else False
+    if data[0] != 0x16 or (n > 1 and data[1] != 3) or (n > 2 and data[2] > 4):
+        return False
+    if n < 6:
+        return None
+    length = (data[3] << 8) | data[4]
+    hello = data[5]
+    if length < 1 or length > _TLS_MAX_RECORD or hello not in (1, 2):
+        return False
+    fragment = data[5:5 + length]
+    if len(fragment) >= 4 and not _TLS_MIN_HELLO <= int.from_bytes(fragment[1:4], "big") <= _TLS_MAX_HELLO:
+        return False
+    if len(fragment) >= 6 and (fragment[4] != 3 or fragment[5] > 4):
+        return False  # the hello's own version
+    if len(fragment) < min(6, length):
+        return None
+    return hello
+
+
+def detect_tls(client: bytes, server: bytes) -> bool | str | None:
+    """True when the client opens with a ClientHello (or, its hello missing from the capture, the
+    server with a ServerHello); "swapped" when the sides are the other way round; None while
+    too few bytes say; False otherwise. Conservative: a record header, a plausible length, a
+    hello type, a plausible hello length and version, all in the first bytes."""
+    forward = _tls_hello(client)
+    if forward == 1:
+        return True
+    if forward == 2:
+        return SWAPPED
+    if forward is False:
+        return False
+    if client:
+        return None
+    backward = _tls_hello(server)
+    if backward == 1:
+        return SWAPPED
+    if backward == 2:
+        return True
+    return backward
+
+
+class _SocksSession:
+    """A SOCKS connection: both handshakes, then the tunnel's bytes to a nested router."""
+
+    def __init__(self, outer: StreamRouter) -> None:
+        self._outer = outer
+        self._sides = (SocksHandshake(client=True), SocksHandshake(client=False))
+        self._reported = False
+        self.tunnel: StreamRouter | None = None
+
+    def receive_data(self, direction: int, data: bytes, ts: float) -> list:
+        side = self._sides[direction]
+        rest = side.feed(data)
+        if side.failed and not self._reported:
+            self._reported = True
+            return [SessionAnomaly(layer="socks", event="malformed_handshake", message=side.failed, ts=ts,
+                                   direction=direction)]
+        if not rest or any(s.refused for s in self._sides):
+            return []
+        if self.tunnel is None:
+            client = self._sides[TO_SERVER]
+            self.tunnel = self._outer.tunnel({"protocol": f"socks{client.version}", "target": client.target})
+        self.tunnel.on_data(direction, rest, ts)
+        return []
+
+    def receive_gap(self, direction: int, length: int, ts: float) -> list:
+        if self.tunnel is not None:
+            self.tunnel.on_gap(direction, length, ts)
+        return []
+
+    def receive_eof(self, direction: int, ts: float) -> list:
+        return []  # the router ends its tunnel router itself
+
+
+class _NestedSink:
+    """Where a nested router's records go: numbered in the flow's transaction sequence, and
+    stamped with what carried them (`decrypted` for TLS plaintext, `tunnel` for a tunnel)."""
+
+    def __init__(self, outer: StreamRouter, key: str, describe: Callable[[], dict[str, Any]]) -> None:
+        self._outer = outer
+        self._key = key
+        self._describe = describe
+
+    def emit(self, record: dict[str, Any], ts: float) -> None:
+        if "tx_id" in record:
+            record["tx_id"] = self._outer.next_tx_id()
+        record[self._key] = self._describe()
+        self._outer.sink.emit(record, ts)
+
+
+class _Forward:
+    """The session of a flow whose bytes a tunnel's nested router parses."""
+
+    def __init__(self, router: StreamRouter) -> None:
+        self._router = router
+
+    def receive_data(self, direction: int, data: bytes, ts: float) -> list:
+        self._router.on_data(direction, data, ts)
+        return []
+
+    def receive_gap(self, direction: int, length: int, ts: float) -> list:
+        self._router.on_gap(direction, length, ts)
+        return []
+
+    def receive_eof(self, direction: int, ts: float) -> list:
+        return []  # the router ends its tunnel router itself
+
+
 class _Tunnel:
-    """What follows an upgrade we do not parse (websocket, CONNECT): bytes counted, not parsed."""
+    """What follows an upgrade we do not parse (websocket ...): bytes counted, not parsed."""
 
     def receive_data(self, direction: int, data: bytes, ts: float) -> list:
         return []
@@ -138,11 +276,21 @@ class _Tunnel:
 class StreamRouter:
     """The flow handler the flow table drives for one TCP (or UDP) flow."""
 
-    def __init__(self, flow: Flow, sink: RecordSink, limits: Limits, stats: dict[str, int]) -> None:
+    def __init__(self, flow: Flow, sink: RecordSink, limits: Limits, stats: dict[str, int],
+                 tls_keys: CaptureKeys | None = None, *, nested: str = "") -> None:
+        """`tls_keys`: where TLS sessions look their secrets up. `nested`: "tls" when this router
+        parses the plaintext of a TLS connection, "tunnel" when the bytes a tunnel carries (the
+        flow's sides and app_proto are then settled already)."""
         self._flow = flow
         self._sink = sink
         self._limits = limits
         self._stats = stats
+        self._tls_keys = tls_keys
+        self._nested = nested
+        self._stat_prefix = {"tls": "tls_inner_", "tunnel": "tunnel_"}.get(nested, "")
+        self._tls: TlsSession | None = None
+        self._inner: StreamRouter | None = None  # TLS plaintext's router, or a tunnel's
+        self._connect_target = ""  # the last CONNECT request's authority
         self._pending: list[tuple[int, bytes, float]] = []
         self._pending_bytes = [b"", b""]
         self._session: StreamSession | None = None
@@ -186,6 +334,8 @@ class StreamRouter:
             self._detect(ts, final=True)
         if self._session is not None:
             self._handle(self._session.receive_eof(direction, ts), ts)
+        if self._inner is not None:
+            self._inner.on_eof(direction, ts)
 
     def on_stream_anomaly(self, direction: int, event: str, message: str, ts: float) -> None:
         self._stats["stream_anomalies"] = self._stats.get("stream_anomalies", 0) + 1
@@ -204,18 +354,52 @@ class StreamRouter:
                 if not self._eof[direction]:
                     self._eof[direction] = True
                     self._handle(session.receive_eof(direction, ts), ts)
+                    if self._inner is not None:
+                        self._inner.on_eof(direction, ts)
+        if self._inner is not None:
+            self._inner.finish(ts)
+        if self._tls is not None:
+            for name, count in self._tls.counters.items():
+                self._stats[name] = self._stats.get(name, 0) + count
         if self._builder is not None:
             self._emit_results(self._builder.finish(ts), ts)
+
+    @property
+    def sink(self) -> RecordSink:
+        return self._sink
+
+    def next_tx_id(self) -> int:
+        """The flow's next transaction number (records of a nested router take theirs here)."""
+        self._tx_id += 1
+        return self._tx_id - 1
+
+    def tunnel(self, description: dict[str, Any]) -> StreamRouter:
+        """A nested router for the bytes a tunnel carries (SOCKS, HTTP CONNECT)."""
+        stamp = {key: value for key, value in description.items() if value}
+        self._inner = StreamRouter(self._flow, _NestedSink(self, "tunnel", lambda: dict(stamp)), self._limits,
+                                   self._stats, self._tls_keys, nested="tunnel")
+        self._stats["tunnels"] = self._stats.get("tunnels", 0) + 1
+        return self._inner
 
     # -- detection ---------------------------------------------------------------------------
 
     def _detect(self, ts: float, final: bool) -> None:
         client, server = self._pending_bytes
         found = detect_http(client, server)
-        if not isinstance(found, Detection) and not self._flow.syn:
+        if not isinstance(found, Detection) and not self._flow.syn and not self._nested:
             found = self._skip_keepalive_byte() or found
             client, server = self._pending_bytes
         undecided = found is None
+        if not isinstance(found, Detection) and self._nested != "tls":
+            tls = detect_tls(client, server)
+            if tls is True or tls == SWAPPED:
+                found = Detection("tls", self._tls_session, swap=tls == SWAPPED)
+            undecided = undecided or tls is None
+        if not isinstance(found, Detection) and not self._nested:
+            socks = detect_socks(client, server)
+            if socks:
+                found = Detection("socks", lambda limits: _SocksSession(self))
+            undecided = undecided or socks is None
         if not isinstance(found, Detection):
             found = None
             for detector in RAW_DETECTORS:
@@ -241,6 +425,10 @@ class StreamRouter:
             trial = list(self._pending_bytes)
             trial[direction] = trial[direction][1:]
             found = detect_http(trial[0], trial[1])
+            if not isinstance(found, Detection):
+                tls = detect_tls(trial[0], trial[1])
+                if tls is True or tls == SWAPPED:
+                    found = Detection("tls", self._tls_session, swap=tls == SWAPPED)
             if isinstance(found, Detection):
                 self._pending.remove(first)
                 self._pending_bytes = trial
@@ -248,17 +436,28 @@ class StreamRouter:
                 return found
         return None
 
+    def _tls_session(self, limits: Limits) -> TlsSession:
+        session = self._tls = TlsSession(limits, self._tls_keys)
+        self._inner = StreamRouter(self._flow, _NestedSink(self, "decrypted", session.decryption_info), limits,
+                                   self._stats, nested="tls")
+        return session
+
     def _start(self, detection: Detection, ts: float) -> None:
         flow = self._flow
         pending = self._pending
         self._pending = []
         self._pending_bytes = [b"", b""]
         if detection.swap:
+            if self._nested:  # the TLS handshake settled the sides: plaintext cannot swap them
+                self._give_up("unknown_protocol")
+                return
             flow.swap()
             self._eof.reverse()
             pending = [(1 - d, data, t) for d, data, t in pending]
-        flow.app_proto = detection.app_proto
-        self._stats[f"app_{detection.app_proto}"] = self._stats.get(f"app_{detection.app_proto}", 0) + 1
+        if not self._nested:
+            flow.app_proto = detection.app_proto
+        stat = f"{self._stat_prefix}app_{detection.app_proto}"
+        self._stats[stat] = self._stats.get(stat, 0) + 1
         self._session = detection.make(self._limits)
         if detection.app_proto in ("http", "http2"):
             self._builder = ExchangeBuilder(self._limits, OBSERVER_FACTORIES)
@@ -270,6 +469,7 @@ class StreamRouter:
         self._gave_up = True
         self._pending = []
         self._pending_bytes = [b"", b""]
+        reason = self._stat_prefix + reason
         self._stats[reason] = self._stats.get(reason, 0) + 1
 
     def _after_session_input(self, ts: float) -> None:
@@ -281,11 +481,19 @@ class StreamRouter:
         assert self._builder is not None
         if session.upgraded_to != "h2c":
             self._stats[f"upgrade_{session.upgraded_to}"] = self._stats.get(f"upgrade_{session.upgraded_to}", 0) + 1
-            self._session = _Tunnel()
+            if session.upgraded_to != "tunnel":
+                self._session = _Tunnel()
+                return
+            tunnel = self.tunnel({"protocol": "http_connect", "target": self._connect_target})  # CONNECT 2xx
+            self._session = _Forward(tunnel)
+            for direction, data in session.leftover.items():
+                if data:
+                    tunnel.on_data(direction, data, ts)
             return
         h2 = Http2Session(self._limits, upgraded=True)
         self._session = h2
-        self._flow.app_proto = "http2"
+        if not self._nested:
+            self._flow.app_proto = "http2"
         self._builder.alias_upgraded(1)
         leftover = session.leftover
         for direction in (TO_SERVER, TO_CLIENT):
@@ -298,6 +506,16 @@ class StreamRouter:
     def _handle(self, events: list, ts: float) -> None:
         if not events:
             return
+        inner = self._inner
+        if inner is not None:  # TLS: plaintext to the nested router, the rest to the sink, in order
+            for item in events:
+                if isinstance(item, DecryptedData):
+                    inner.on_data(item.direction, item.data, item.ts)
+                elif isinstance(item, DecryptedGap):
+                    inner.on_gap(item.direction, item.length, item.ts)
+                else:
+                    self._emit_results([item], ts)
+            return
         if self._builder is not None:
             self._emit_results(self._builder.feed(events), ts)
         else:
@@ -308,6 +526,8 @@ class StreamRouter:
         flow = self._flow
         for item in results:
             if isinstance(item, HttpExchange):
+                if item.request is not None and item.request.method == "CONNECT":
+                    self._connect_target = item.request.authority or item.request.path
                 record, anomalies = transaction_record(flow, item)
                 record["tx_id"] = self._tx_id
                 self._tx_id += 1
