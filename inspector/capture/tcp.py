@@ -14,7 +14,8 @@ Policies (stated once, here):
 - **Overlaps and retransmissions: first wins.** Bytes already delivered (or already waiting) are
   never replaced. When a retransmission carries different bytes for a range we still remember
   (the last `_RECENT_SEGMENTS` delivered segments), that is an `overlap_mismatch` anomaly: a classic
-  IDS-evasion shape.
+  IDS-evasion shape. A keep-alive probe (at most one byte, one below the expected sequence
+  number; Windows fills it with garbage) is counted, not compared.
 - **Data on a SYN** counts only once the peer acknowledges it (TCP Fast Open); a SYN-ACK that
   acknowledges just the SYN, or a data segment that reuses its sequence numbers, discards it.
 - **End.** FIN ends the direction once every byte before it was delivered; RST ends both
@@ -54,6 +55,7 @@ class TcpCounters:
     __slots__ = (
         "gap_bytes",
         "gaps",
+        "keepalives",
         "midstream_pickups",
         "ooo_cap_hits",
         "ooo_segments",
@@ -65,6 +67,7 @@ class TcpCounters:
     def __init__(self) -> None:
         self.gaps = 0
         self.gap_bytes = 0
+        self.keepalives = 0
         self.midstream_pickups = 0
         self.ooo_cap_hits = 0
         self.ooo_segments = 0
@@ -164,6 +167,8 @@ class TcpDirection:
                 self._deliver(seq, payload, ts)
                 if self._ooo:
                     self._drain(ts)
+            elif offset == -1 and len(payload) == 1:
+                self._counters.keepalives += 1  # keep-alive probe: an old byte, often garbage
             elif offset < 0:
                 self._retransmission(seq, payload, -offset, ts)
             else:

@@ -22,6 +22,11 @@ from inspector.rules.yamlsource import load_yaml_file
 
 RULE_SUFFIXES = (".yml", ".yaml")
 
+#: YAML files a rule directory may hold that are not rules (the pack's list of known alerts of
+#: the benign baseline, signatures/known-false-positives.yaml). Named explicitly, they are
+#: still loaded as rules.
+NOT_RULE_FILES = frozenset({"known-false-positives.yaml"})
+
 PathArg = str | Path | Iterable[str | Path]
 
 
@@ -34,7 +39,8 @@ def rule_files(paths: PathArg) -> tuple[list[Path], list[RuleError]]:
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in RULE_SUFFIXES and p.is_file()))
+            files.extend(sorted(p for p in path.rglob("*")
+                                if p.suffix in RULE_SUFFIXES and p.name not in NOT_RULE_FILES and p.is_file()))
         elif path.is_file():
             files.append(path)
         else:

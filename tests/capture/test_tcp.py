@@ -229,3 +229,13 @@ def test_pickup_trims_a_partly_old_segment():
     d.peer_ack(100, 1.0)
     d.segment(96, b"oldXnew", False, 1.1)
     assert rec.data == b"new"
+
+
+def test_keepalive_probe_with_a_garbage_byte_is_not_an_overlap():
+    """Windows keep-alives resend one byte below the stream position, filled with garbage."""
+    d, rec, c = make()
+    d.segment(1001, b"hello", False, 1.0)
+    d.segment(1005, b"\x00", False, 46.0)
+    assert rec.data == b"hello" and c.keepalives == 1 and c.overlap_mismatches == 0
+    d.segment(1006, b" world", False, 47.0)
+    assert rec.data == b"hello world"

@@ -1,6 +1,7 @@
 """A rate-rule threshold ladder over one capture (the suricata-verify habit).
 
-The capture holds 25 ModelInfer calls from one client, 0.1 s apart. Rules with counts 1..26
+The capture holds 25 ModelInfer calls from one client, 0.1 s apart (and 25 REST calls from a
+second client, which these gRPC rules do not count). Rules with counts 1..26
 over a 10 s window: every rung up to 25 alerts exactly once (once per window per key), rung 26
 never. A window ladder with count 2 shows the once-per-window re-arming.
 """
@@ -15,7 +16,7 @@ from inspector.analyze import Analyzer
 from inspector.engine import Engine
 from inspector.rules import load_rules
 
-CAPTURE = Path(__file__).resolve().parents[1] / "signatures" / "triton_grpc_inference_rate" / "positive" / "input.pcap"
+CAPTURE = Path(__file__).resolve().parents[1] / "signatures" / "triton_inference_rate" / "positive" / "input.pcap"
 
 RULE = """title: ladder rung {n}
 id: 00000000-0000-4000-8000-{n:012d}
