@@ -20,7 +20,8 @@ Modules:
     records.py     EVE common fields, flow and anomaly records
     redact.py      secrets never reach the log
     rules/, engine.py   rule loading, matching, rate windows, verdicts (no I/O)
-    sinks/         EVE writer (and later metrics)
+    policy/        segmentation policy: zones, flow rules, checks, the segmentation report
+    sinks/         EVE writer, EVE JSON schema, Prometheus textfile of offline runs
     analyze.py     the offline pipeline; cli.py the command line
 
 Principles: sans-IO parsers that never raise on peer input; every peer-controlled length capped

@@ -4,6 +4,12 @@
 every record goes through `engine.process(record, ts)` (time from the capture) and its alerts are
 written right after it. Each file is its own run of the flow table (captures given together are
 usually unrelated); counters add up across files.
+
+With a segmentation policy (a PolicyMonitor, inspector.policy), each flow gets its zones when the
+flow table creates it (so every record of it carries `src_zone` / `dest_zone`), each transaction
+record is checked (once per flow and protocol) and flows that end without one are checked at
+their end; a flow the policy does not allow gives a `policy` record, written and offered to the
+engine right after the record that triggered it (before the flow record, at a flow's end).
 """
 
 from __future__ import annotations
@@ -19,13 +25,18 @@ from inspector.capture.flows import Flow, FlowTable
 from inspector.capture.packet import IPPROTO_TCP
 from inspector.capture.reader import CaptureFormatError, open_capture
 from inspector.capture.router import StreamRouter
+from inspector.capture.tls_keylog import CaptureKeys, KeyLog
 from inspector.limits import DEFAULT_LIMITS, Limits
+from inspector.policy.monitor import PolicyMonitor
 from inspector.records import anomaly_record, base_record, format_ts
 
 _DECODE_LAYERS = {"fragment": "ip", "ipv4": "ip", "ipv6": "ip", "ethernet": "link", "vlan": "link",
                   "sll": "link", "sll2": "link", "null": "link", "loop": "link", "unsupported": "link"}
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".gz", ".dmp", ".pcap.gz", ".pcapng.gz")
+
+#: Record types that are not transactions (not counted as such, never checked against a policy).
+NOT_TRANSACTIONS = frozenset({"anomaly", "flow", "alert", "policy", "stats"})
 
 
 class Verdict(Protocol):
@@ -81,11 +92,15 @@ class Analyzer:
     """Runs captures through the offline path. `write` receives every record to output."""
 
     def __init__(self, write: Callable[[dict[str, Any]], None], engine: RecordEngine | None = None,
-                 limits: Limits = DEFAULT_LIMITS, flow_records: bool = True) -> None:
+                 limits: Limits = DEFAULT_LIMITS, flow_records: bool = True,
+                 policy: PolicyMonitor | None = None, keylog: KeyLog | None = None) -> None:
         self._write = write
+        self.keylog = keylog  # TLS secrets (--keylog); each capture's own secrets blocks are added
+        self._tls_keys: CaptureKeys | None = None
         self._engine = engine
         self._limits = limits
         self._flow_records = flow_records
+        self.policy = policy
         self.stats = RunStats()
         self._alerted_flows: set[int] = set()
 
@@ -95,10 +110,11 @@ class Analyzer:
         stats = self.stats
         event_type = record["event_type"]
         stats.records[event_type] += 1
+        transaction = event_type not in NOT_TRANSACTIONS
         if event_type == "anomaly":
             anomaly = record["anomaly"]
             stats.anomalies[f"{anomaly['layer']}.{anomaly['event']}"] += 1
-        elif event_type != "flow":
+        elif transaction:
             stats.transactions[event_type] += 1
         self._write(record)
         engine = self._engine
@@ -111,6 +127,10 @@ class Analyzer:
                 if alert.get("flow_id") is not None:
                     self._alerted_flows.add(alert["flow_id"])
                 self._write(alert)
+        if transaction and self.policy is not None:
+            check = self.policy.check_record(record)
+            if check is not None and check.record is not None:
+                self.emit(check.record, ts)
 
     # -- files -------------------------------------------------------------------------------
 
@@ -127,6 +147,7 @@ class Analyzer:
             return result
         result.format = reader.format + (" (gzip)" if reader.compressed else "")
         limits = self._limits
+        self._tls_keys = CaptureKeys(self.keylog, reader.secrets, limits)
         decoder = PacketDecoder(limits)
         table = FlowTable(limits, self._make_handler, self._flow_end)
         stats = self.stats
@@ -173,9 +194,11 @@ class Analyzer:
         progress(reader.bytes_read)
 
     def _make_handler(self, flow: Flow) -> StreamRouter | None:
+        if self.policy is not None:
+            flow.zones = self.policy.zones(flow.src_text, flow.dest_text)
         if flow.proto != IPPROTO_TCP:
             return None
-        return StreamRouter(flow, self, self._limits, self.stats.detection)
+        return StreamRouter(flow, self, self._limits, self.stats.detection, self._tls_keys)
 
     def _decode_anomalies(self, decoder: PacketDecoder) -> None:
         for anomaly in decoder.drain_anomalies():
@@ -186,6 +209,10 @@ class Analyzer:
 
     def _flow_end(self, flow: Flow) -> None:
         self.stats.flows_by_app[flow.app_proto or flow.proto_name.lower()] += 1
+        if self.policy is not None:
+            check = self.policy.check_flow_end(flow, flow.last_ts)
+            if check is not None and check.record is not None:
+                self.emit(check.record, flow.last_ts)
         if not self._flow_records:
             return
         record = base_record(flow, "flow", flow.last_ts)

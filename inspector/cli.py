@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from inspector import __version__
 from inspector.live.proxy import add_live_commands
+from inspector.policy.cli import add_policy_commands
 from inspector.rules.cli import add_rules_commands
 
 EXIT_OK = 0
@@ -51,17 +53,56 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         engine = _load_engine(args, console)
         if engine is False:
             return EXIT_USAGE
+    monitor = _load_policy_monitor(args.policy, console) if args.policy else None
+    if monitor is False:
+        return EXIT_USAGE
+    keylog = _load_keylog(args.keylog, console) if args.keylog else None
+    if keylog is False:
+        return EXIT_USAGE
     writer = EveWriter(args.eve)
-    analyzer = Analyzer(writer.write, engine=engine or None, flow_records=not args.no_flow_records)
+    analyzer = Analyzer(writer.write, engine=engine or None, flow_records=not args.no_flow_records,
+                        policy=monitor or None, keylog=keylog or None)
     started = time.perf_counter()
     try:
         _run_files(analyzer, files, console, show_progress=not args.quiet and console.is_terminal)
     finally:
         writer.close()
     elapsed = time.perf_counter() - started
+    if args.metrics_textfile:
+        from inspector.sinks.textfile import write_textfile
+
+        write_textfile(args.metrics_textfile, analyzer.stats, elapsed=elapsed,
+                       rules=engine.ruleset.rules if engine else (), policy=analyzer.policy)
     if not args.quiet:
         _print_summary(console, analyzer, elapsed, args.eve)
     return EXIT_DAMAGED if analyzer.stats.damaged else EXIT_OK
+
+
+def _load_policy_monitor(path: str, console: Console) -> Any:
+    """A PolicyMonitor for `--policy`, or False when the policy does not load."""
+    from inspector.policy import PolicyLoadError, PolicyMonitor, load_policy
+
+    try:
+        return PolicyMonitor(load_policy(path))
+    except PolicyLoadError as exc:
+        for error in exc.errors:
+            console.print(f"[red]{escape(str(error))}[/red]")
+        return False
+
+
+def _load_keylog(paths: list[str], console: Console) -> Any:
+    """The TLS key log of `--keylog` files, or False when one cannot be read."""
+    from inspector.capture.tls_keylog import KeyLog
+    from inspector.limits import DEFAULT_LIMITS
+
+    keylog = KeyLog(DEFAULT_LIMITS)
+    for path in paths:
+        try:
+            keylog.load(path)
+        except OSError as exc:
+            console.print(f"[red]error:[/red] cannot read key log {escape(path)}: {escape(exc.strerror or str(exc))}")
+            return False
+    return keylog
 
 
 def _load_engine(args: argparse.Namespace, console: Console) -> Any:
@@ -123,9 +164,13 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
         overview.add_row(f"transactions {proto}", f"{n:,}")
     overview.add_row("anomalies", f"{sum(stats.anomalies.values()):,}")
     overview.add_row("alerts", f"{sum(stats.alerts.values()):,}")
+    if analyzer.policy is not None:
+        overview.add_row("policy violations", f"{analyzer.policy.flows_denied:,} of "
+                         f"{analyzer.policy.flows_checked:,} flows checked")
     overview.add_row("time", f"{elapsed:.2f} s ({rate:,.0f} packets/s)")
     overview.add_row("EVE", "stdout" if eve == "-" else eve)
     console.print(overview)
+    _print_tls_summary(console, stats.detection, analyzer.keylog)
 
     if stats.anomalies:
         table = Table(title="Anomalies", title_justify="left")
@@ -142,6 +187,34 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
         for (sid, signature), n in stats.alerts.most_common():
             table.add_row(str(sid), signature, str(n))
         console.print(table)
+
+
+def _print_tls_summary(console: Console, counts: Any, keylog: Any) -> None:
+    """TLS handshakes and what could not be decrypted (shown when the run saw TLS)."""
+    handshakes = counts.get("tls_handshakes", 0)
+    if not handshakes and keylog is None:
+        return
+    table = Table(title="TLS", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("handshakes", f"{handshakes:,}")
+    for key, label in (("tls_handshakes_decrypted", "  decrypted"),
+                       ("tls_handshakes_without_keys", "  without keys"),
+                       ("tls_handshakes_unsupported", "  keys found, suite not decrypted"),
+                       ("tls_handshakes_unanswered", "  no ServerHello seen"),
+                       ("tls_records_decrypted", "records decrypted"),
+                       ("tls_records_failed", "records failing authentication (wrong keys)"),
+                       ("tls_records_not_decrypted", "records not decrypted (no keys, unsupported)"),
+                       ("tls_records_early_data", "0-RTT records not decrypted")):
+        if counts.get(key):
+            table.add_row(label, f"{counts[key]:,}")
+    if keylog is not None:
+        kept = keylog.stats
+        table.add_row("key log secrets", f"{kept.lines:,} ({len(keylog):,} sessions)")
+        if kept.malformed or kept.truncated_bytes:
+            table.add_row("key log lines ignored", f"{kept.malformed:,} malformed, {kept.truncated_bytes:,} "
+                          "bytes beyond the cap")
+    console.print(table)
 
 
 # -- fields --------------------------------------------------------------------------------
@@ -186,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: the shipped default config)")
     analyze.add_argument("--no-rules", action="store_true", help="parse and log only, no detection")
     analyze.add_argument("--no-flow-records", action="store_true", help="do not write flow records")
+    analyze.add_argument("--keylog", metavar="FILE", action="append", help="TLS key log (NSS format, as "
+                         "SSLKEYLOGFILE writes) to decrypt TLS with (repeatable); pcapng Decryption Secrets "
+                         "Blocks are used without it (docs/protocols/tls.md)")
+    analyze.add_argument("--policy", metavar="FILE", help="segmentation policy: zones on every record, a policy "
+                         "record for each flow it does not allow (docs/policy.md)")
+    analyze.add_argument("--metrics-textfile", metavar="FILE", help="write the run's counters in Prometheus text "
+                         "format (node-exporter textfile collector)")
     analyze.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     analyze.set_defaults(func=cmd_analyze)
 
@@ -195,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     fields.set_defaults(func=cmd_fields)
 
     add_rules_commands(sub)
+    add_policy_commands(sub)
     add_live_commands(sub)
     return parser
 

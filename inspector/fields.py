@@ -55,7 +55,9 @@ FIELD_MODULES = (
     "inspector.protocols.llm",
     "inspector.protocols.nccl",
     "inspector.protocols.tcpstore",
+    "inspector.protocols.tls",
     "inspector.live.principal",
+    "inspector.policy.fields",
 )
 
 

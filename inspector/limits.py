@@ -49,6 +49,11 @@ class Limits:
     tcpstore_max_keys: int = 128 * 1024  # keys in one MULTI_* / CHECK / WAIT query
     tcpstore_value_keep_bytes: int = 64 * 1024  # value bytes kept for shape detection
     nccl_max_message_bytes: int = 64 * 1024 * 1024
+    # TLS (records: RFC 5246 §6.2.3 allows 2^14 + 2048 bytes of ciphertext)
+    tls_max_record_bytes: int = 16 * 1024 + 2048
+    tls_max_handshake_bytes: int = 128 * 1024  # one ClientHello / ServerHello kept for parsing
+    tls_max_pending_bytes: int = 256 * 1024  # ciphertext held until the ServerHello says how to open it
+    tls_max_keylog_bytes: int = 64 * 1024 * 1024  # a --keylog file and a capture's secrets blocks, each
 
 
 DEFAULT_LIMITS = Limits()

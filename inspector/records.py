@@ -4,6 +4,12 @@ The EVE shape is Suricata's, so SOC pipelines ingest it unchanged (ARCHITECTURE.
 `timestamp` (capture time offline, ISO 8601 with microseconds and UTC offset), `event_type`,
 `flow_id`, `community_id`, `src_ip`, `src_port`, `dest_ip`, `dest_port`, `proto`, `app_proto`.
 Source is the flow's client, destination its server, whatever the direction of the packet.
+
+Values that do not exist are left out rather than written as null, as Suricata does (its schema
+types these fields as integers and strings): records about a packet rather than a flow (a
+truncated IP header) have no flow fields, and flows nothing recognised on UDP no `app_proto`.
+When a segmentation policy is loaded (inspector.policy), the flow carries its zones and every
+record of it `src_zone` and `dest_zone`; without a policy these fields are absent.
 """
 
 from __future__ import annotations
@@ -15,7 +21,10 @@ from inspector.fields import ALL_EVENTS, declare
 
 
 class FlowInfo(Protocol):
-    """What a record needs to know about its flow (offline `Flow`, or the live path's)."""
+    """What a record needs to know about its flow (offline `Flow`, or the live path's).
+
+    Optionally a `zones` attribute: (source zone, destination zone or None while unknown), set
+    when a policy is loaded; base_record reads it with getattr."""
 
     flow_id: int
     community_id: str
@@ -54,12 +63,10 @@ def format_ts(ts: float) -> str:
 
 
 def base_record(flow: FlowInfo | None, event_type: str, ts: float) -> dict[str, Any]:
-    """A record with the common fields; flowless records carry them as null."""
+    """A record with the common fields; flowless records have only timestamp and event_type."""
     if flow is None:
-        return {"timestamp": format_ts(ts), "event_type": event_type, "flow_id": None,
-                "community_id": None, "src_ip": None, "src_port": None, "dest_ip": None,
-                "dest_port": None, "proto": None, "app_proto": None}
-    return {
+        return {"timestamp": format_ts(ts), "event_type": event_type}
+    record = {
         "timestamp": format_ts(ts),
         "event_type": event_type,
         "flow_id": flow.flow_id,
@@ -69,8 +76,15 @@ def base_record(flow: FlowInfo | None, event_type: str, ts: float) -> dict[str, 
         "dest_ip": flow.dest_text,
         "dest_port": flow.server_port,
         "proto": flow.proto_name,
-        "app_proto": flow.app_proto or None,
     }
+    if flow.app_proto:
+        record["app_proto"] = flow.app_proto
+    zones = getattr(flow, "zones", None)
+    if zones is not None:
+        record["src_zone"] = zones[0]
+        if zones[1] is not None:
+            record["dest_zone"] = zones[1]
+    return record
 
 
 def anomaly_record(flow: FlowInfo | None, ts: float, *, kind: str, layer: str, event: str,
@@ -117,4 +131,5 @@ declare("anomaly", [
     ("anomaly.event", "string", "Anomaly name, snake_case (e.g. overlap_mismatch, hpack_error)."),
     ("anomaly.message", "string", "Human-readable detail."),
     ("anomaly.stream_id", "integer", "HTTP/2 stream or HTTP/1 request index, when known."),
+    ("anomaly.packet", "integer", "Frame number of the packet in the capture (decode anomalies)."),
 ])

@@ -23,7 +23,6 @@ from inspector.redact import redact_url
 KNOWN_DIFFERENCES = {
     "arkime/http2-nghttp2.pcap": "tshark 4.0 misses the CONTINUATION-split request `GET /` "
                                  "(arkime's own .test lists both requests, as we do)",
-    "arkime/socks5-http-302-frag.pcap": "HTTP inside a SOCKS5 tunnel: SOCKS is not parsed, the flow is not HTTP",
     "ja4/latest.pcapng": "M-SEARCH requests are SSDP over UDP; HTTP is parsed over TCP only",
     "ja4/tls3.pcapng": "M-SEARCH requests are SSDP over UDP; HTTP is parsed over TCP only",
     "suricata-verify/http-request-invalid/input.pcap": "M-SEARCH requests are SSDP over UDP",

@@ -67,6 +67,7 @@ class Flow:
         "streams",
         "syn",
         "synack",
+        "zones",
     )
 
     def __init__(self, packet: Packet, client_is_sender: bool) -> None:
@@ -92,6 +93,7 @@ class Flow:
         self.streams: list[TcpDirection] | None = None
         self.handler: FlowHandler | None = None
         self.alerted = False
+        self.zones: tuple[str, str | None] | None = None  # (src, dest) zones, set when a policy is loaded
         self.src_text = ip_text(self.client_ip)
         self.dest_text = ip_text(self.server_ip)
         self.community_id = community_id(self.client_ip, self.server_ip, self.proto,
@@ -118,6 +120,8 @@ class Flow:
         self.client_ip, self.server_ip = self.server_ip, self.client_ip
         self.client_port, self.server_port = self.server_port, self.client_port
         self.src_text, self.dest_text = self.dest_text, self.src_text
+        if self.zones is not None:
+            self.zones = (self.zones[1] or "", self.zones[0])
         self.pkts.reverse()
         self.bytes.reverse()
         self.fin.reverse()

@@ -18,12 +18,14 @@ Upstream HTTP/2 prior knowledge (h2c): `server_connect` sets the server connecti
 for the configured cleartext upstreams, which makes mitmproxy speak HTTP/2 without TLS (a
 mitmproxy-internal behaviour, pinned to mitmproxy 12.3 and tested). mTLS: `tls_start_client`
 makes the client-side TLS context require a certificate chaining to `inspector_client_ca`.
+`tls_clienthello` writes a `tls` record (SNI, ALPN, JA4, JA3 ...) for each client hello.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -37,7 +39,7 @@ from inspector.http import TO_CLIENT, TO_SERVER
 from inspector.live import options as opts
 from inspector.live.blocking import BlockResponse, block_response, is_grpc_content_type
 from inspector.live.bodystream import HeldBodyStream
-from inspector.live.flowinfo import flow_info
+from inspector.live.flowinfo import LiveFlowInfo, flow_info
 from inspector.live.grpcstream import GrpcRequestStream, GrpcResponseStream
 from inspector.live.inspection import FLUSH_INTERVAL, Connection, Decision, LiveInspector, LiveSettings, Transaction
 from inspector.live.messages import (
@@ -53,7 +55,10 @@ from inspector.live.messages import (
 from inspector.live.mtls import ClientCertVerifier
 from inspector.live.principal import principal_from_certificate
 from inspector.live.rawstream import RawStream, handle_results
-from inspector.live.runtime import Runtime, RuntimeSpec, describe_errors, load_ruleset
+from inspector.live.runtime import Runtime, RuntimeSpec, describe_errors, load_policy_monitor, load_ruleset
+from inspector.policy import PolicyLoadError
+from inspector.policy.zones import proxied_destination
+from inspector.protocols.tls import clienthello_events
 from inspector.rules import RuleLoadError
 
 logger = logging.getLogger("inspector.live")
@@ -101,12 +106,16 @@ class InspectorAddon:
             raise exceptions.OptionsError(f"inspector rules do not load:\n{describe_errors(exc)}") from exc
         except OSError as exc:
             raise exceptions.OptionsError(f"inspector rules do not load: {exc}") from exc
+        try:
+            policy = load_policy_monitor(spec.policy)
+        except PolicyLoadError as exc:
+            raise exceptions.OptionsError(f"inspector policy does not load:\n{describe_errors(exc)}") from exc
         old = self.runtime
         metrics = old.metrics if old is not None else None
         if old is not None:
             old.close()
         try:
-            self.runtime = Runtime(spec, ruleset, metrics)
+            self.runtime = Runtime(spec, ruleset, metrics, policy)
         except OSError as exc:
             raise exceptions.OptionsError(f"inspector: cannot open {spec.eve}: {exc}") from exc
         self._spec = spec
@@ -143,7 +152,7 @@ class InspectorAddon:
                                 stream_threshold=threshold, stream_methods=methods)
         return RuntimeSpec(rules=tuple(o.inspector_rules), config=o.inspector_config, eve=o.inspector_eve,
                            metrics=metrics, redis=redis, redis_timeout=timeout, redis_retry=retry,
-                           settings=settings)
+                           settings=settings, policy=o.inspector_policy)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -197,7 +206,24 @@ class InspectorAddon:
                                                                  client.timestamp_start or time.time()))
 
     def client_disconnected(self, client: Any) -> None:
-        self._connections.pop(client.id, None)
+        conn = self._connections.pop(client.id, None)
+        if conn is not None and self.runtime is not None:
+            try:
+                self.live_inspector().connection_closed(conn.info)
+            except Exception as exc:
+                self.live_inspector().failed(exc, "connection close")
+
+    def _set_zones(self, info: LiveFlowInfo, server: Any) -> None:
+        """The connection's zones, once the policy can tell them: the client's, and the upstream
+        server's (the listener's when the upstream is on loopback; see proxied_destination)."""
+        policy = self.live_inspector().policy
+        if policy is None or (info.zones is not None and info.zones[1] is not None):
+            return
+        address = getattr(server, "address", None)
+        peer = getattr(server, "peername", None)
+        destination = proxied_destination(info.dest_text, str(address[0]) if address else None,
+                                          str(peer[0]) if peer else None)
+        info.zones = policy.zones(info.src_text, destination)
 
     def _connection(self, flow: http.HTTPFlow) -> Connection:
         client = flow.client_conn
@@ -207,6 +233,7 @@ class InspectorAddon:
             self._connections[client.id] = conn
         if not conn.info.app_proto:
             conn.info.app_proto = "http2" if flow.request.is_http2 else "http"
+        self._set_zones(conn.info, flow.server_conn)
         return conn
 
     def server_connect(self, data: Any) -> None:
@@ -247,6 +274,30 @@ class InspectorAddon:
                                              data.conn.timestamp_start or 0.0))
             self._connections[data.conn.id] = conn
         conn.principal = principal
+
+    def tls_clienthello(self, data: Any) -> None:
+        """One `tls` record per client hello (SNI, ALPN, JA4, JA3 ...), evaluated by the rules; a
+        block verdict closes the connection."""
+        if self.runtime is None:
+            return
+        client = data.context.client
+        try:
+            conn = self._connections.get(client.id)
+            if conn is None:
+                conn = Connection(info=flow_info(client.peername, client.sockname,
+                                                 client.timestamp_start or time.time()))
+                self._connections[client.id] = conn
+            self._set_zones(conn.info, data.context.server)
+            stream = RawStream(dataclasses.replace(conn.info, app_proto="tls"), self.live_inspector().settings.limits)
+            stream.tx_id, conn.next_tx = conn.next_tx, conn.next_tx + 1
+            events = clienthello_events(data.client_hello.raw_bytes(wrap_in_record=False), time.time())
+            block = handle_results(stream, events, self.live_inspector(), time.time) == BLOCK
+            if block:
+                self.live_inspector().metrics.blocks.labels("rule").inc()
+        except Exception as exc:
+            block = self.live_inspector().failed(exc, "TLS ClientHello")
+        if block:
+            self._close_tcp(_Connections(client_conn=client, server_conn=data.context.server))
 
     # -- HTTP -----------------------------------------------------------------------------------
 
@@ -350,6 +401,7 @@ class InspectorAddon:
     def _response(self, flow: http.HTTPFlow, state: _FlowState) -> None:
         assert flow.response is not None
         tx = state.tx
+        self._set_zones(tx.conn.info, flow.server_conn)
         inspector = self.live_inspector()
         trailers = header_list(flow.response.trailers)
         ts_end = flow.response.timestamp_end or time.time()
@@ -387,6 +439,7 @@ class InspectorAddon:
         if conn is None:
             conn = Connection(info=flow_info(flow.client_conn.peername, flow.client_conn.sockname,
                                              flow.client_conn.timestamp_start or time.time()))
+        self._set_zones(conn.info, flow.server_conn)
         self._raw[flow.id] = RawStream(conn.info, self.live_inspector().settings.limits)
 
     def tcp_message(self, flow: Any) -> None:
@@ -396,6 +449,7 @@ class InspectorAddon:
         message = flow.messages[-1]
         del flow.messages[:-1]  # mitmproxy keeps every message of a TCP flow: keep memory flat
         try:
+            self._set_zones(stream.info, flow.server_conn)
             direction = TO_SERVER if message.from_client else TO_CLIENT
             results = stream.feed(direction, message.content, message.timestamp or time.time())
             if handle_results(stream, results, self.live_inspector(), time.time) == BLOCK:
@@ -535,6 +589,14 @@ class InspectorAddon:
             _close_upstream(flow)
         if state is not None:
             state.tx.completed = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Connections:
+    """The two connections `_close_tcp` closes, for a hook that has no flow (tls_clienthello)."""
+
+    client_conn: Any
+    server_conn: Any
 
 
 def _refuse(conn: Any, cert: Any, errno: int, depth: int, ok: int) -> bool:

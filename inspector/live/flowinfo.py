@@ -7,6 +7,10 @@ front of the pod would see. The upstream leg is the sidecar's own business.
 
 `flow_id` is derived from the Community ID and the connection's start time, as offline, so the
 records of one client connection share it.
+
+With a segmentation policy, `zones` holds the connection's (source, destination) zones. The
+destination zone is the upstream server's, not the listener's (inspector.policy.zones.
+proxied_destination): `dest_ip` stays the listener, `dest_zone` says where the flow really goes.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class LiveFlowInfo:
     server_port: int
     app_proto: str
     proto: int = IPPROTO_TCP
+    #: (src_zone, dest_zone or None while the upstream address is unknown) when a policy is loaded.
+    zones: tuple[str, str | None] | None = None
 
     @property
     def proto_name(self) -> str:

@@ -24,6 +24,11 @@ The transaction record is written when the transaction completes; alerts and ano
 are found, alerts flushed before any block response leaves. What cannot be inspected (a gRPC
 message compressed with an encoding we cannot undo, a body whose Content-Encoding we cannot
 decode) follows the `uninspectable` policy: block, alert or allow, never silently.
+
+With a segmentation policy (`policy`, an inspector.policy.PolicyMonitor), each completed
+transaction is checked (once per connection and protocol), and connections that close without
+one are checked as they close; a flow the policy does not allow gives a `policy` record, always
+written (also without log_transactions) and evaluated by the engine like any record.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from inspector.limits import Limits
 from inspector.live.blocking import DEFAULT_MESSAGE, block_message
 from inspector.live.flowinfo import LiveFlowInfo
 from inspector.live.metrics import Metrics
+from inspector.policy.monitor import Check, PolicyMonitor
 from inspector.protocols.grpc import GrpcFramer
 from inspector.records import anomaly_record
 from inspector.rules.layers import layer_closure
@@ -127,6 +133,8 @@ class LiveInspector:
         self._split: tuple[Engine | None, frozenset[int], frozenset[int]] = (None, frozenset(), frozenset())
         self._block_layers: list = list(HTTP_LAYERS)
         self.errors = 0
+        #: The segmentation policy, when one is loaded (set by the runtime).
+        self.policy: PolicyMonitor | None = None
 
     def _split_rules(self) -> tuple[frozenset[int], frozenset[int]]:
         engine = self.engine
@@ -230,6 +238,7 @@ class LiveInspector:
         self.metrics.transactions.labels(decision.record["event_type"]).inc()
         if self.settings.log_transactions:
             self.write(decision.record)
+        self.check_policy(decision.record, tx.ts)
         self.maybe_flush()
         return decision
 
@@ -242,6 +251,31 @@ class LiveInspector:
         if tx.conn.principal is not None:
             record["principal"] = tx.conn.principal
         return record, layer_anomalies
+
+    # -- segmentation policy --------------------------------------------------------------------
+
+    def check_policy(self, record: dict[str, Any], ts: float) -> None:
+        """Check a completed transaction record against the policy (once per connection and
+        protocol); a violation's policy record is written and evaluated."""
+        if self.policy is not None and record:
+            self._policy_result(self.policy.check_record(record), ts)
+
+    def connection_closed(self, info: LiveFlowInfo) -> None:
+        """A client connection closed: checked if none of its transactions was."""
+        if self.policy is not None:
+            now = time.time()
+            self._policy_result(self.policy.check_flow_end(info, now), now)
+
+    def _policy_result(self, check: Check | None, ts: float) -> None:
+        if check is None:
+            return
+        verdict = "allowed" if check.allowed else "denied"
+        self.metrics.policy_flows.labels(check.from_zone, check.to_zone, check.app_proto, verdict).inc()
+        if check.record is None:
+            return
+        self.write(check.record)
+        self._alerts(list(self.engine.process(check.record, ts).alerts))
+        self.flush()
 
     # -- failure policy -------------------------------------------------------------------------
 

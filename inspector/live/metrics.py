@@ -17,10 +17,14 @@ Names follow Prometheus conventions (`_total` counters, `_seconds` histograms, b
 | inspector_upstream_errors_total | | requests that could not be forwarded (connect failure, reset) |
 | inspector_streams_total | kind | flows inspected while streaming (grpc_stream, request_body, response_body) |
 | inspector_rules_loaded | | rules in the running set |
+| inspector_rule_info | sid, signature, level, severity, rule_action | 1 per rule in the set (join on sid) |
+| inspector_policy_flows_total | from_zone, to_zone, app_proto, verdict | flows checked against the policy |
 | inspector_reloads_total | result | SIGHUP reloads (ok, failed) |
 | inspector_eve_records_total | event_type | EVE records written |
 
-A private registry per sidecar (several can live in one test process). `/metrics` serves the
+Offline runs write the same metrics, where they mean the same thing, to a node-exporter textfile
+(inspector.sinks.textfile builds a `Metrics` and fills it). A private registry per sidecar
+(several can live in one test process). `/metrics` serves the
 text format, `/healthz` answers 200 with a JSON status while the sidecar runs (503 before it
 listens or after it stopped).
 """
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -78,9 +82,23 @@ class Metrics:
         self.streams = Counter("inspector_streams", "Flows inspected while streaming.", ["kind"],
                                registry=registry)
         self.rules_loaded = Gauge("inspector_rules_loaded", "Rules in the running set.", registry=registry)
+        self.rule_info = Gauge("inspector_rule_info", "1 for each rule of the running set: its title, level, "
+                               "severity and action by sid.", ["sid", "signature", "level", "severity", "rule_action"],
+                               registry=registry)
+        self.policy_flows = Counter("inspector_policy_flows", "Flows checked against the segmentation policy, "
+                                    "by zones, protocol and verdict (allowed, denied).",
+                                    ["from_zone", "to_zone", "app_proto", "verdict"], registry=registry)
         self.reloads = Counter("inspector_reloads", "Rule and config reloads.", ["result"], registry=registry)
         self.eve_records = Counter("inspector_eve_records", "EVE records written.", ["event_type"],
                                    registry=registry)
+
+    def set_rules(self, rules: Iterable[Any]) -> None:
+        """The running rule set: `inspector_rules_loaded` and one `inspector_rule_info` per rule."""
+        rules = list(rules)
+        self.rules_loaded.set(len(rules))
+        self.rule_info.clear()
+        for rule in rules:
+            self.rule_info.labels(str(rule.sid), rule.title, rule.level, str(rule.severity), rule.action).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

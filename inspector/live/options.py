@@ -32,6 +32,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("inspector_config", str | None, None,
                "Site config with rule variables, suppressions and engine bounds, laid over the shipped "
                "default config. Reloaded with the rules on SIGHUP."),
+    OptionSpec("inspector_policy", str | None, None,
+               "Segmentation policy file (docs/policy.md): every record gets src_zone and dest_zone (the "
+               "upstream's zone), and a flow the policy does not allow gives a policy record (alerted by "
+               "signatures/policy/). Reloaded with the rules on SIGHUP."),
     OptionSpec("inspector_eve", str, "eve.json",
                "Where EVE JSON records go: a file (appended to, reopened on SIGHUP for log rotation) or - for "
                "stdout. Alerts are written and flushed before a block response leaves."),

@@ -130,6 +130,8 @@ def build_options(args: argparse.Namespace, routes: list[Route], state_dir: Path
         values["inspector_rules"] = list(args.rules)
     if args.config:
         values["inspector_config"] = args.config
+    if args.policy:
+        values["inspector_policy"] = args.policy
     if args.redis:
         values["inspector_redis"] = args.redis
     if args.client_ca:
@@ -242,6 +244,8 @@ def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", action="append", metavar="PATH",
                         help="rule file or directory (repeatable; default: the shipped signatures/)")
     parser.add_argument("--config", metavar="FILE", help="site config (variables, suppressions)")
+    parser.add_argument("--policy", metavar="FILE", help="segmentation policy: zones on records, policy records "
+                        "for flows it does not allow")
     parser.add_argument("--eve", default="-", metavar="FILE|-",
                         help="EVE JSON output: a file (reopened on SIGHUP) or - for stdout (default)")
     parser.add_argument("--metrics", default=DEFAULT_METRICS, metavar="HOST:PORT|off",

@@ -114,6 +114,8 @@ def handle_results(stream: RawStream, results: list, inspector: Any, now: Callab
             inspector.write(alert)
         if verdict.alerts:
             inspector.flush()
+        if isinstance(item, Transaction):
+            inspector.check_policy(record, ts)
         if verdict.action == BLOCK:
             action = BLOCK
     inspector.maybe_flush()

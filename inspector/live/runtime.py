@@ -1,10 +1,10 @@
 """What the sidecar keeps running between option updates: rules and engine, rate store, EVE
 writer, metrics exporter. Built from parsed options, reloaded on SIGHUP.
 
-Reloading re-reads the rule files and the site config. A set that fails validation is refused
-whole: the error lines are logged, `inspector_reloads_total{result="failed"}` counts it, and the
-running rules stay. Rate windows survive a reload (the same store serves the new engine), so a
-reload never resets a limit.
+Reloading re-reads the rule files, the site config and the segmentation policy. A set that fails
+validation is refused whole (rules, config and policy): the error lines are logged,
+`inspector_reloads_total{result="failed"}` counts it, and the running rules stay. Rate windows
+survive a reload (the same store serves the new engine), so a reload never resets a limit.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from inspector.engine import Engine
 from inspector.live.inspection import LiveInspector, LiveSettings
 from inspector.live.metrics import Metrics, MetricsExporter
 from inspector.live.redis_rate import RedisRateStore
+from inspector.policy import PolicyLoadError, PolicyMonitor, load_policy
 from inspector.rules import RuleLoadError, RuleSet, load_config, load_rules
 from inspector.rules.rate import MemoryRateStore, RateStore
 from inspector.sinks.eve import EveWriter
@@ -37,6 +38,7 @@ class RuntimeSpec:
     redis_timeout: float
     redis_retry: float
     settings: LiveSettings
+    policy: str | None = None
 
 
 def load_ruleset(rules: tuple[str, ...], config: str | None) -> RuleSet:
@@ -48,12 +50,18 @@ def load_ruleset(rules: tuple[str, ...], config: str | None) -> RuleSet:
     return load_rules(paths, loaded_config)
 
 
-def describe_errors(exc: RuleLoadError) -> str:
+def load_policy_monitor(path: str | None) -> PolicyMonitor | None:
+    """The segmentation policy of the options, or None. Raises PolicyLoadError."""
+    return PolicyMonitor(load_policy(path)) if path else None
+
+
+def describe_errors(exc: RuleLoadError | PolicyLoadError) -> str:
     return "\n".join(str(error) for error in exc.errors)
 
 
 class Runtime:
-    def __init__(self, spec: RuntimeSpec, ruleset: RuleSet, metrics: Metrics | None = None) -> None:
+    def __init__(self, spec: RuntimeSpec, ruleset: RuleSet, metrics: Metrics | None = None,
+                 policy: PolicyMonitor | None = None) -> None:
         self.spec = spec
         self.metrics = metrics or Metrics()
         self._lock = threading.Lock()
@@ -72,7 +80,8 @@ class Runtime:
         self._writer_lock = threading.Lock()
         self.inspector = LiveInspector(self._engine(ruleset), self._write, self._flush, self.metrics,
                                        spec.settings)
-        self.metrics.rules_loaded.set(len(ruleset.rules))
+        self.inspector.policy = policy
+        self.metrics.set_rules(ruleset.rules)
         self.exporter: MetricsExporter | None = None
         self.listening = False
         self.started = False
@@ -112,7 +121,8 @@ class Runtime:
             self.writer.reopen()
         try:
             ruleset = load_ruleset(self.spec.rules, self.spec.config)
-        except RuleLoadError as exc:
+            policy = load_policy_monitor(self.spec.policy)
+        except (RuleLoadError, PolicyLoadError) as exc:
             logger.error("inspector: reload refused, the running rules stay:\n%s", describe_errors(exc))
             self.metrics.reloads.labels("failed").inc()
             return False
@@ -121,8 +131,9 @@ class Runtime:
             self.metrics.reloads.labels("failed").inc()
             return False
         self.inspector.engine = self._engine(ruleset)
+        self.inspector.policy = policy
         logger.warning("inspector: reloaded %d rules", len(ruleset.rules))
-        self.metrics.rules_loaded.set(len(ruleset.rules))
+        self.metrics.set_rules(ruleset.rules)
         self.metrics.reloads.labels("ok").inc()
         return True
 

@@ -35,13 +35,16 @@ def default_rules_path() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "signatures"
 
 
-def analyze_captures(paths: Iterable[Path], ruleset: RuleSet) -> list[dict[str, Any]]:
-    """Run captures through the offline pipeline with `ruleset`; every EVE record, in order."""
+def analyze_captures(paths: Iterable[Path], ruleset: RuleSet, policy: Path | None = None) -> list[dict[str, Any]]:
+    """Run captures through the offline pipeline with `ruleset` (and a segmentation policy file);
+    every EVE record, in order."""
     from inspector.analyze import Analyzer
     from inspector.engine import Engine
+    from inspector.policy import PolicyMonitor, load_policy
 
     records: list[dict[str, Any]] = []
-    analyzer = Analyzer(records.append, engine=Engine(ruleset))
+    monitor = PolicyMonitor(load_policy(policy)) if policy is not None else None
+    analyzer = Analyzer(records.append, engine=Engine(ruleset), policy=monitor)
     for path in paths:
         analyzer.analyze_file(path)
     return records

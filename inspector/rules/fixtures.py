@@ -5,6 +5,7 @@ Each fixture is a folder holding a `test.yaml` (and usually its captures)::
     pcap: positive.pcap              # or a list; paths relative to the folder
     rules: [../../signatures/triton/triton_log_redirect.yml]   # optional: else the given set
     config: site.yaml                # optional site config for these rules
+    policy: policy.yaml              # optional segmentation policy (inspector.policy) for the run
     checks:
       - filter: {count: 1, match: {event_type: alert, alert.signature_id: 3100001}}
       - filter: {count: 0, match: {event_type: alert, alert.signature_id: 3100002}}
@@ -12,7 +13,8 @@ Each fixture is a folder holding a `test.yaml` (and usually its captures)::
 A filter counts the EVE records whose dotted paths equal the given values (a number segment
 indexes a list; a scalar expected where the record holds a list matches an element) and
 compares with `count` exactly; `count: 0` is how a negative is written. Running the captures
-is the caller's `analyze_fn(pcap_paths, ruleset) -> EVE records` (the offline pipeline).
+is the caller's `analyze_fn(pcap_paths, ruleset) -> EVE records` (the offline pipeline), called
+with `policy=<path>` as well when the fixture names a policy.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from inspector.rules.loader import load_rules
 from inspector.rules.model import RuleSet
 from inspector.rules.yamlsource import load_yaml_file
 
-AnalyzeFn = Callable[[list[Path], RuleSet], Iterable[Mapping[str, Any]]]
+#: `analyze_fn(pcap_paths, ruleset[, policy=path]) -> EVE records`
+AnalyzeFn = Callable[..., Iterable[Mapping[str, Any]]]
 
 TEST_FILE = "test.yaml"
-_KEYS = ("pcap", "rules", "config", "checks", "description")
+_KEYS = ("pcap", "rules", "config", "policy", "checks", "description")
 _MISSING = object()
 
 
@@ -73,10 +76,11 @@ def run_fixture(folder: Path, analyze_fn: AnalyzeFn, ruleset: RuleSet | None = N
         failures.append("checks: must be a non-empty list")
         checks = []
     rules = _fixture_rules(folder, spec, ruleset, failures)
+    policy = _paths(folder, spec["policy"], "policy", failures) if "policy" in spec else []
     if failures or rules is None:
         return FixtureResult(folder, 0, tuple(failures))
     try:
-        records = list(analyze_fn(pcaps, rules))
+        records = list(analyze_fn(pcaps, rules, policy=policy[0]) if policy else analyze_fn(pcaps, rules))
     except Exception as exc:  # a fixture's failure, not the runner's
         return FixtureResult(folder, 0, (f"analysis failed: {type(exc).__name__}: {exc}",))
     for index, check in enumerate(checks, 1):

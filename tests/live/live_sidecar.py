@@ -167,3 +167,16 @@ class Sidecar:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        if exc[0] is None:
+            self.assert_records_valid()
+
+    def assert_records_valid(self) -> None:
+        """Every EVE record the sidecar wrote validates against the shipped schema."""
+        import jsonschema
+
+        from inspector.sinks.eveschema import shipped_schema
+
+        validator = jsonschema.Draft202012Validator(shipped_schema())
+        problems = sorted({(r.get("event_type"), "/".join(map(str, e.absolute_path)), e.message[:200])
+                           for r in self.records() for e in validator.iter_errors(r)})
+        assert problems == [], f"EVE records outside inspector/data/eve.schema.json: {problems[:10]}"
