@@ -1,4 +1,4 @@
-"""`inspector` command line: analyze captures, list the field catalogue, manage rules.
+"""`inspector` command line: analyze captures, list the field catalogue, manage rules, run the attack lab.
 
 Exit status: 0 when every input was analyzed whole; 1 when an input was damaged or unreadable
 (everything readable was still analyzed and written); 2 for usage errors (bad arguments, rules
@@ -18,6 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from inspector import __version__
+from inspector.eval.cli import add_eval_command
+from inspector.lab.cli import add_lab_commands
 from inspector.live.proxy import add_live_commands
 from inspector.policy.cli import add_policy_commands
 from inspector.rules.cli import add_rules_commands
@@ -277,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_rules_commands(sub)
     add_policy_commands(sub)
     add_live_commands(sub)
+    add_lab_commands(sub)
+    add_eval_command(sub)
     return parser
 
 

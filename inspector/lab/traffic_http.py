@@ -100,9 +100,9 @@ class GrpcSession:
     """One h2c connection carrying gRPC calls one after another (streams 1, 3, 5, ...)."""
 
     def __init__(self, cap: Capture, rng: random.Random, client: str, server: str, port: int, *,
-                 start: float = EPOCH) -> None:
-        self.conversation = TcpConversation(cap, (client, rng.randrange(32768, 60999)), (server, port), start,
-                                            rng).handshake()
+                 start: float = EPOCH, client_port: int | None = None) -> None:
+        sport = client_port if client_port is not None else rng.randrange(32768, 60999)
+        self.conversation = TcpConversation(cap, (client, sport), (server, port), start, rng).handshake()
         self.wire = H2Wire()
         self._sent = 0
         self._next_stream = 1

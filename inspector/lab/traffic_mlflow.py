@@ -47,3 +47,32 @@ def artifact_answer(content: bytes) -> bytes:
 
 def experiment_answer(experiment_id: str = "1") -> bytes:
     return json_response({"experiment_id": experiment_id})
+
+
+def create_registered_model(name: str, *, host: str = HOST) -> bytes:
+    return api_post("registered-models/create", {"name": name}, host=host)
+
+
+def registered_model_answer(name: str) -> bytes:
+    return json_response({"registered_model": {"name": name, "creation_timestamp": 1767225600000}})
+
+
+def get_model_version_artifact(path: str, name: str, version: str, *, host: str = HOST) -> bytes:
+    """GET /model-versions/get-artifact: a file of a registered model version (the UI's download)."""
+    return request_bytes("GET", "/model-versions/get-artifact?" + urlencode({"path": path, "name": name,
+                                                                            "version": version}), host)
+
+
+def create_run(experiment_id: str, run_name: str, *, host: str = HOST) -> bytes:
+    return api_post("runs/create", {"experiment_id": experiment_id, "run_name": run_name,
+                                    "start_time": 1767225600000}, host=host)
+
+
+def run_answer(run_id: str, experiment_id: str) -> bytes:
+    return json_response({"run": {"info": {"run_id": run_id, "experiment_id": experiment_id, "status": "RUNNING",
+                                           "artifact_uri": f"s3://ml-artifacts/{experiment_id}/{run_id}/artifacts"}}})
+
+
+def log_metric(run_id: str, key: str, value: float, step: int, *, host: str = HOST) -> bytes:
+    return api_post("runs/log-metric", {"run_id": run_id, "key": key, "value": value, "step": step,
+                                        "timestamp": 1767225600000 + step}, host=host)

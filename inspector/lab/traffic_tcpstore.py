@@ -18,16 +18,41 @@ from inspector.lab.traffic_http import EPOCH
 PORT = 29500
 
 
+def opening(magic: int = MAGIC) -> tuple[bytes, bytes]:
+    """(query, reply) of how torch opens a connection: VALIDATE with the magic and a PING, in one write."""
+    return StoreWire.validate(magic) + bytes([NEW["PING"]]) + (4242).to_bytes(4, "little"), (4242).to_bytes(4, "little")
+
+
+def set_query(key: str, value: bytes) -> bytes:
+    return bytes([NEW["SET"]]) + StoreWire.string("/" + key) + StoreWire.string(value)
+
+
+def wait_query(key: str) -> bytes:
+    return bytes([NEW["WAIT"]]) + StoreWire.keys(["/" + key])
+
+
+def get_query(key: str) -> bytes:
+    return bytes([NEW["GET"]]) + StoreWire.string("/" + key)
+
+
+def delete_key_query(key: str) -> bytes:
+    return bytes([NEW["DELETE_KEY"]]) + StoreWire.string("/" + key)
+
+
+def list_keys_query() -> bytes:
+    return bytes([NEW["LIST_KEYS"]])
+
+
 class StoreSession:
     """One client connection to a TCPStore server (new numbering)."""
 
     def __init__(self, cap: Capture, rng: random.Random, client: str, server: str, *, port: int = PORT,
-                 start: float = EPOCH, validate: bool = True, magic: int = MAGIC) -> None:
-        self.conversation = TcpConversation(cap, (client, rng.randrange(40000, 60000)), (server, port), start,
-                                            rng).handshake()
+                 start: float = EPOCH, validate: bool = True, magic: int = MAGIC,
+                 client_port: int | None = None) -> None:
+        sport = client_port if client_port is not None else rng.randrange(40000, 60000)
+        self.conversation = TcpConversation(cap, (client, sport), (server, port), start, rng).handshake()
         if validate:
-            self.query(StoreWire.validate(magic) + bytes([NEW["PING"]]) + (4242).to_bytes(4, "little"),
-                       (4242).to_bytes(4, "little"))
+            self.query(*opening(magic))
 
     def query(self, query: bytes, reply: bytes = b"") -> None:
         self.conversation.send(CLIENT, query, think=0.0003)
@@ -35,18 +60,18 @@ class StoreSession:
             self.conversation.send(SERVER, reply, think=0.0002)
 
     def set(self, key: str, value: bytes) -> None:
-        self.query(bytes([NEW["SET"]]) + StoreWire.string("/" + key) + StoreWire.string(value))
+        self.query(set_query(key, value))
 
     def get(self, key: str, value: bytes) -> None:
         """WAIT then GET, as the C++ client's get() does."""
-        self.query(bytes([NEW["WAIT"]]) + StoreWire.keys(["/" + key]), b"\x00")
-        self.query(bytes([NEW["GET"]]) + StoreWire.string("/" + key), StoreWire.string(value))
+        self.query(wait_query(key), b"\x00")
+        self.query(get_query(key), StoreWire.string(value))
 
     def delete_key(self, key: str) -> None:
-        self.query(bytes([NEW["DELETE_KEY"]]) + StoreWire.string("/" + key), StoreWire.i64(1))
+        self.query(delete_key_query(key), StoreWire.i64(1))
 
     def list_keys(self, keys: list[str]) -> None:
-        self.query(bytes([NEW["LIST_KEYS"]]), StoreWire.i64(len(keys)) + b"".join(StoreWire.string(k) for k in keys))
+        self.query(list_keys_query(), StoreWire.i64(len(keys)) + b"".join(StoreWire.string(k) for k in keys))
 
     def close(self) -> None:
         self.conversation.close()

@@ -226,3 +226,42 @@ def grpc_model_load(model: str, *, config: dict[str, Any] | None = None,
 
 def grpc_model_ready(model: str) -> GrpcCall:
     return _call("ModelReady", pb.ModelReadyRequest(name=model), pb.ModelReadyResponse(ready=True))
+
+
+def grpc_request_headers(method: str, *, encoding: str | None = None,
+                         authority: str = GRPC_AUTHORITY) -> list[tuple[bytes, bytes]]:
+    """The HEADERS of a gRPC call to `method` as grpc-python sends them, with `grpc-encoding` when given
+    (for calls driven frame by frame: `GrpcSession.raw`)."""
+    headers = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", (SERVICE + method).encode()),
+               (b":authority", authority.encode()), (b"content-type", b"application/grpc"), (b"te", b"trailers")]
+    if encoding:
+        headers.append((b"grpc-encoding", encoding.encode()))
+    return headers
+
+
+GRPC_RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+GRPC_OK_TRAILERS = [(b"grpc-status", b"0")]
+
+
+def snappy_literal(data: bytes) -> bytes:
+    """`data` as a raw Snappy block of literals (a valid Snappy encoding, never smaller): the varint
+    length, then literal elements of at most 65536 bytes."""
+    out = bytearray()
+    length = len(data)
+    while True:  # preamble: uncompressed length, varint
+        byte = length & 0x7F
+        length >>= 7
+        out.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    for offset in range(0, len(data), 65536):
+        chunk = data[offset:offset + 65536]
+        n = len(chunk) - 1
+        if n < 60:
+            out.append(n << 2)
+        elif n < 256:
+            out += bytes([60 << 2, n])
+        else:
+            out += bytes([61 << 2]) + n.to_bytes(2, "little")
+        out += chunk
+    return bytes(out)

@@ -1,0 +1,106 @@
+"""`inspector eval`: the shipped pack scored against the lab's ground truth, a before/after comparison,
+false positives that count, and the Markdown / HTML / JSON report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = REPO / "pcaps" / "lab"
+EXTRACTION_RULE_SID = 3100003
+
+
+def _eval(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "inspector.cli", "eval", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+
+
+def _lab_args() -> list[str]:
+    return ["--config", str(LAB / "site.yaml"), "--policy", str(LAB / "policy.yaml")]
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory) -> tuple[Path, dict]:
+    """The shipped pack against a copy without the model-extraction rate rule and with a noisy rule."""
+    work = tmp_path_factory.mktemp("eval")
+    tuned = work / "tuned"
+    shutil.copytree(REPO / "signatures", tuned)
+    removed = [p for p in tuned.rglob("*.yml") if f"sid: {EXTRACTION_RULE_SID}\n" in p.read_text()]
+    assert len(removed) == 1
+    removed[0].unlink()
+    (tuned / "noisy.yml").write_text(
+        "title: Any TorchServe registration\nid: 0b6f1f1e-8d8e-4a4e-9d6c-4f0a3d1f7e01\nsid: 9990001\nrev: 1\n"
+        "status: experimental\nlevel: low\ndescription: every model registration, benign or not\n"
+        "event: torchserve\ndetection:\n  sel:\n    torchserve.api: register_model\n  condition: sel\n")
+    out = work / "report"
+    done = _eval(str(LAB / "mixed.pcap"), *_lab_args(), "--compare-rules", str(tuned), "--name", "shipped",
+                 "--compare-name", "tuned", "-o", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_shipped_pack_detects_every_expected_step_of_the_mixed_lab_without_false_positives(comparison):
+    _, report = comparison
+    shipped = report["evaluations"][0]["overall"]
+    assert shipped["fired_pairs"] == shipped["expected_pairs"] > 50
+    assert shipped["fp"] == 0 and shipped["unmatched"] == 0
+    assert shipped["scenarios_detected"] == shipped["scenarios"] >= 12
+    assert shipped["truth_transactions_seen"] == shipped["truth_transactions"]
+    assert shipped["benign_transactions"] > 50
+
+
+def test_comparison_shows_the_lost_detection_and_the_new_false_positives(comparison):
+    out, report = comparison
+    before, after = (e["overall"] for e in report["evaluations"])
+    assert after["fired_pairs"] == before["fired_pairs"] - 1
+    assert after["fp"] > 0 and after["precision"] < 1.0 and after["benign_alerted"] > 0
+    rules = {r["sid"]: r for r in report["evaluations"][1]["rules_scored"]}
+    assert rules[EXTRACTION_RULE_SID]["loaded"] is False and rules[EXTRACTION_RULE_SID]["fn"] == 1
+    assert rules[9990001]["fp"] == after["fp"] and rules[9990001]["tp"] > 0  # ShellTorch registrations too
+    scenario = {s["name"]: s for s in report["evaluations"][1]["scenarios"]}["model-extraction-rate"]
+    assert scenario["steps"][0]["missed"] == [EXTRACTION_RULE_SID]
+    markdown = (out / "report.md").read_text()
+    assert "Detections lost: model-extraction-rate/query-flood by sid 3100003" in markdown
+    assert "| shipped | tuned |" in markdown
+    assert "### False positives (after)" in markdown and "9990001" in markdown
+
+
+def test_html_report_is_self_contained_with_charts(comparison):
+    out, _ = comparison
+    html = (out / "report.html").read_text()
+    assert html.lower().startswith("<!doctype html>")
+    assert html.count('src="data:image/png;base64,') >= 3
+    assert 'src="http' not in html and "<link" not in html and "<script src" not in html
+    charts = sorted(p.name for p in (out / "charts").iterdir())
+    assert charts and all(name.endswith(".png") for name in charts)
+    for name in charts:
+        assert (out / "charts" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_scenario_capture_is_detected_by_the_rules_its_steps_expect(tmp_path):
+    captures = sorted(str(p) for p in LAB.glob("*.pcap") if p.stem != "mixed")
+    done = _eval(*captures, *_lab_args(), "-o", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    overall = json.loads((tmp_path / "report.json").read_text())["evaluations"][0]
+    missed = [(s["name"], step["id"], step["missed"]) for s in overall["scenarios"] for step in s["steps"]
+              if step["missed"]]
+    assert missed == []
+    assert overall["overall"]["captures"] == len(captures)
+    assert overall["overall"]["fp"] == 0 and overall["false_positives"] == []
+
+
+def test_missing_or_mismatched_truth_is_a_usage_error(tmp_path):
+    capture = tmp_path / "lone.pcap"
+    shutil.copy(LAB / "shadowray.pcap", capture)
+    missing = _eval(str(capture), "-o", str(tmp_path / "r"))
+    assert missing.returncode == 2 and "no truth file" in missing.stdout + missing.stderr
+    broken = tmp_path / "broken.truth.json"
+    broken.write_text('{"format": "something-else/9"}')
+    wrong = _eval(str(capture), "--truth", str(broken), "-o", str(tmp_path / "r"))
+    assert wrong.returncode == 2 and "broken.truth.json" in wrong.stdout + wrong.stderr
