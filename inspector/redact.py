@@ -28,6 +28,9 @@ SECRET_QUERY_KEYS = frozenset({
 
 _SIGV4 = re.compile(r"^(AWS4-HMAC-SHA256)\s+(.*)$", re.IGNORECASE | re.DOTALL)
 _QUERY_PAIR = re.compile(r"([^&=;]+)=([^&;]*)")
+#: A password in the user-info of a URL carried inside a query value (`?url=https://u:pw@host/`),
+#: plain or percent-encoded (`%3A%2F%2F`, `%40`).
+_USERINFO_PASSWORD = re.compile(r"((?:://|%3A%2F%2F)[^/?#@:%\s]*(?::|%3A))[^/?#@\s]*?((?:@|%40))", re.IGNORECASE)
 
 
 def fingerprint(secret: str) -> str:
@@ -74,4 +77,4 @@ def redact_url(url: str) -> str:
             return f"{key}=[redacted]"
         return match.group(0)
 
-    return f"{path}?{_QUERY_PAIR.sub(repl, query)}"
+    return f"{path}?{_USERINFO_PASSWORD.sub(r'\1[redacted]\2', _QUERY_PAIR.sub(repl, query))}"

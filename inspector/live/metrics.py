@@ -91,6 +91,13 @@ class Metrics:
         self.reloads = Counter("inspector_reloads", "Rule and config reloads.", ["result"], registry=registry)
         self.eve_records = Counter("inspector_eve_records", "EVE records written.", ["event_type"],
                                    registry=registry)
+        self.eve_write_errors = Counter("inspector_eve_write_errors", "Failed writes or opens of the EVE output "
+                                        "(records are held and retried).", registry=registry)
+        self.eve_backlog = Gauge("inspector_eve_backlog_records", "EVE records held in memory, waiting for the "
+                                 "output to be writable.", registry=registry)
+        self.eve_dropped = Counter("inspector_eve_records_dropped", "EVE records dropped because the output "
+                                   "stayed unwritable and the spool was full (alerts last).", ["event_type"],
+                                   registry=registry)
 
     def set_rules(self, rules: Iterable[Any]) -> None:
         """The running rule set: `inspector_rules_loaded` and one `inspector_rule_info` per rule."""

@@ -21,7 +21,7 @@ from inspector.live.redis_rate import RedisRateStore
 from inspector.policy import PolicyLoadError, PolicyMonitor, load_policy
 from inspector.rules import RuleLoadError, RuleSet, load_config, load_rules
 from inspector.rules.rate import MemoryRateStore, RateStore
-from inspector.sinks.eve import EveWriter
+from inspector.sinks.spool import SpoolingEveWriter
 
 logger = logging.getLogger("inspector.live")
 
@@ -76,7 +76,9 @@ class Runtime:
             if not self.redis.ping():
                 logger.warning("inspector: Redis at %s does not answer yet: rate windows are in-process until "
                                "it does", self.redis._safe_url())
-        self.writer = EveWriter(spec.eve, append=True)
+        self.writer = SpoolingEveWriter(spec.eve)  # a full or unwritable disk spools, never raises
+        self._eve_errors = 0
+        self._eve_dropped: dict[str, int] = {}
         self._writer_lock = threading.Lock()
         self.inspector = LiveInspector(self._engine(ruleset), self._write, self._flush, self.metrics,
                                        spec.settings)
@@ -110,8 +112,11 @@ class Runtime:
         backend = "memory"
         if self.redis is not None:
             backend = "redis" if self.redis.up else "memory-fallback"
-        return {"status": "ok" if self.listening else "starting", "rules": len(engine.ruleset.rules),
-                "ratelimit_backend": backend, "internal_errors": self.inspector.errors}
+        health = {"status": "ok" if self.listening else "starting", "rules": len(engine.ruleset.rules),
+                  "ratelimit_backend": backend, "internal_errors": self.inspector.errors}
+        if self.writer.failing:  # the EVE output cannot be written: records wait in memory
+            health.update(eve="failing", eve_backlog=self.writer.backlog)
+        return health
 
     # -- reload ---------------------------------------------------------------------------------
 
@@ -119,6 +124,7 @@ class Runtime:
         """Re-read rules and config (keeping the running set when they fail), reopen the EVE file."""
         with self._writer_lock:
             self.writer.reopen()
+            self._eve_metrics()
         try:
             ruleset = load_ruleset(self.spec.rules, self.spec.config)
             policy = load_policy_monitor(self.spec.policy)
@@ -149,6 +155,20 @@ class Runtime:
     def _flush(self) -> None:
         with self._writer_lock:
             self.writer.flush()
+            self._eve_metrics()
+
+    def _eve_metrics(self) -> None:
+        """EVE output failures as metrics: write errors, records waiting, records dropped."""
+        writer, metrics = self.writer, self.metrics
+        if writer.write_errors != self._eve_errors:
+            metrics.eve_write_errors.inc(writer.write_errors - self._eve_errors)
+            self._eve_errors = writer.write_errors
+        metrics.eve_backlog.set(writer.backlog)
+        for event_type, count in writer.dropped.items():
+            seen = self._eve_dropped.get(event_type, 0)
+            if count != seen:
+                metrics.eve_dropped.labels(event_type).inc(count - seen)
+                self._eve_dropped[event_type] = count
 
     # -- Redis callbacks ------------------------------------------------------------------------
 

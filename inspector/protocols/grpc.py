@@ -28,6 +28,7 @@ from urllib.parse import unquote
 from inspector import fields
 from inspector.http import Headers, HttpExchange, HttpMessage, SessionAnomaly, header
 from inspector.limits import DEFAULT_LIMITS, Limits
+from inspector.redact import redact_url
 
 OBSERVATION_REQUEST = "grpc.request"
 OBSERVATION_RESPONSE = "grpc.response"
@@ -251,8 +252,11 @@ class GrpcFramer:
             payload = inflater.decompress(data, min(keep, cap + 1))
             produced = len(payload)
             tail = inflater.unconsumed_tail
-            while tail and produced <= cap:  # count the rest without keeping it
-                produced += len(inflater.decompress(tail, min(_DECOMPRESS_STEP, cap + 1 - produced)))
+            while tail and produced <= cap and not inflater.eof:  # count the rest without keeping it
+                step = len(inflater.decompress(tail, min(_DECOMPRESS_STEP, cap + 1 - produced)))
+                if not step and len(inflater.unconsumed_tail) == len(tail):
+                    break  # no progress (zlib keeps the bytes after a stream's end as its tail)
+                produced += step
                 tail = inflater.unconsumed_tail
         except zlib.error as exc:
             self._anomaly("grpc_decompression_error", f"{encoding}: {exc}", ts)
@@ -406,7 +410,7 @@ def grpc_record(exchange: HttpExchange) -> dict[str, object] | None:
     return {
         "service": service,
         "method": method,
-        "path": path,
+        "path": redact_url(path) if path is not None else None,
         "content_type": content_type,
         "encoding": request.header("grpc-encoding") if request is not None else None,
         "accept_encoding": request.header("grpc-accept-encoding") if request is not None else None,
