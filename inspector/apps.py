@@ -48,6 +48,7 @@ HTTP_LAYER_MODULES = (
     "inspector.protocols.mlflow",
     "inspector.protocols.ollama",
     "inspector.protocols.jupyter",
+    "inspector.protocols.modelhub",
     "inspector.protocols.llm",
 )
 

@@ -52,12 +52,15 @@ FIELD_MODULES = (
     "inspector.protocols.mlflow",
     "inspector.protocols.ollama",
     "inspector.protocols.jupyter",
+    "inspector.protocols.modelhub",
     "inspector.protocols.llm",
     "inspector.protocols.nccl",
     "inspector.protocols.tcpstore",
     "inspector.protocols.tls",
     "inspector.live.principal",
     "inspector.policy.fields",
+    "inspector.anomaly.fields",
+    "inspector.egress.fields",
 )
 
 

@@ -25,6 +25,7 @@ EXIT_OK, EXIT_USAGE = 0, 2
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from inspector.anomaly.baseline import BaselineError
     from inspector.eval.report import write_report
     from inspector.eval.run import RuleSetSpec, evaluate, pair_truths
     from inspector.lab.truth import TruthFormatError
@@ -45,11 +46,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     rules = tuple(args.rules or [str(default_rules_path())])
     specs = [RuleSetSpec(name=args.name or ("before" if _comparing(args) else "rules"), rules=rules,
-                         config=args.config, policy=args.policy)]
+                         config=args.config, policy=args.policy, baseline=args.baseline)]
     if _comparing(args):
         specs.append(RuleSetSpec(name=args.compare_name or "after", rules=tuple(args.compare_rules or rules),
                                  config=args.compare_config or args.config,
-                                 policy=args.compare_policy or args.policy))
+                                 policy=args.compare_policy or args.policy,
+                                 baseline=args.compare_baseline or args.baseline))
     evaluations = []
     for spec in specs:
         try:
@@ -58,6 +60,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             console.print(f"[red]error:[/red] rule set {spec.name} ({escape(spec.describe())}) does not load:")
             for error in exc.errors:
                 console.print(f"[red]{escape(str(error))}[/red]")
+            return EXIT_USAGE
+        except BaselineError as exc:
+            console.print(f"[red]error:[/red] rule set {spec.name}: baseline {escape(str(exc))}")
             return EXIT_USAGE
     command = _command(args)
     write_report(args.output, evaluations, command, [s.describe() for s in specs])
@@ -75,7 +80,8 @@ def _command(args: argparse.Namespace) -> str:
     for option in ("rules", "compare_rules"):
         for value in getattr(args, option) or []:
             words += ["--" + option.replace("_", "-"), value]
-    for option in ("config", "policy", "compare_config", "compare_policy", "name", "compare_name"):
+    for option in ("config", "policy", "baseline", "compare_config", "compare_policy", "compare_baseline", "name",
+                   "compare_name"):
         value = getattr(args, option)
         if value:
             words += ["--" + option.replace("_", "-"), value]
@@ -84,7 +90,7 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _comparing(args: argparse.Namespace) -> bool:
-    return bool(args.compare_rules or args.compare_config or args.compare_policy)
+    return bool(args.compare_rules or args.compare_config or args.compare_policy or args.compare_baseline)
 
 
 def _print_summary(console: Console, evaluations: list[Any]) -> None:
@@ -119,6 +125,9 @@ def add_eval_command(sub: Any) -> None:
                         help="a second rule set to compare with (repeatable; default: the same rules)")
     parser.add_argument("--compare-config", metavar="FILE", help="site config of the second rule set")
     parser.add_argument("--compare-policy", metavar="FILE", help="segmentation policy of the second rule set")
+    parser.add_argument("--baseline", metavar="FILE", help="anomaly baseline (`inspector baseline learn`) for the "
+                        "anomaly rules (e.g. the lab's baseline.json)")
+    parser.add_argument("--compare-baseline", metavar="FILE", help="anomaly baseline of the second rule set")
     parser.add_argument("--name", help="name of the (first) rule set in the report")
     parser.add_argument("--compare-name", help="name of the second rule set in the report")
     parser.add_argument("-o", "--output", required=True, metavar="REPORT_DIR",

@@ -104,7 +104,18 @@ def _changes(before: Evaluation, after: Evaluation) -> list[str]:
     def fp_by_sid(e: Evaluation) -> Counter:
         return Counter(a.sid for a in e.false_positives)
 
+    def tp_by_sid(e: Evaluation) -> Counter:
+        return Counter(a.sid for a in e.alerts if a.attack)
+
     lines = []
+    gained_tp = tp_by_sid(after) - tp_by_sid(before)
+    lost_tp = tp_by_sid(before) - tp_by_sid(after)
+    if gained_tp:
+        lines.append(f"Alerts on attack traffic added: {sum(gained_tp.values())} ("
+                     + ", ".join(f"sid {sid} x{n}" for sid, n in sorted(gained_tp.items())) + ").")
+    if lost_tp:
+        lines.append(f"Alerts on attack traffic removed: {sum(lost_tp.values())} ("
+                     + ", ".join(f"sid {sid} x{n}" for sid, n in sorted(lost_tp.items())) + ").")
     gone = fp_by_sid(before) - fp_by_sid(after)
     new = fp_by_sid(after) - fp_by_sid(before)
     if gone:

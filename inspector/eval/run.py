@@ -24,12 +24,16 @@ class RuleSetSpec:
     rules: tuple[str, ...]
     config: str | None = None
     policy: str | None = None
+    #: Anomaly baseline (`inspector baseline learn`): anomaly records for the anomaly rules.
+    baseline: str | None = None
 
     def describe(self) -> str:
         text = ", ".join(f"`{r}`" for r in self.rules)
         text += f" with config `{self.config}`" if self.config else " with the default config"
         if self.policy:
             text += f" and policy `{self.policy}`"
+        if self.baseline:
+            text += f", anomaly baseline `{self.baseline}`"
         return text
 
 
@@ -54,10 +58,12 @@ def pair_truths(captures: list[Path], truths: list[Path]) -> list[tuple[Path, Tr
 
 
 def evaluate(pairs: list[tuple[Path, Truth]], spec: RuleSetSpec) -> Evaluation:
-    """Analyze every capture with `spec`'s rules and score the alerts (RuleLoadError / PolicyLoadError
-    propagate)."""
+    """Analyze every capture with `spec`'s rules and score the alerts (RuleLoadError, PolicyLoadError and
+    BaselineError propagate)."""
     ruleset = load_rules(list(spec.rules), load_config(spec.config))
     policy = Path(spec.policy) if spec.policy else None
-    runs = [CaptureRun(path=str(capture), truth=truth, records=analyze_captures([capture], ruleset, policy=policy))
+    baseline = Path(spec.baseline) if spec.baseline else None
+    runs = [CaptureRun(path=str(capture), truth=truth,
+                       records=analyze_captures([capture], ruleset, policy=policy, baseline=baseline))
             for capture, truth in pairs]
     return score(runs, ruleset, name=spec.name, rules=list(spec.rules), config=spec.config, policy=spec.policy)

@@ -32,6 +32,11 @@ from inspector.lab.truth import BENIGN, Truth
 SHIPPED_SEED = 7
 MIXED_BENIGN = 60
 MIXED_DURATION = 600.0
+#: The shipped anomaly baseline is learned from benign traffic of another seed (never the
+#: evaluated captures): this many sessions over this many seconds.
+BASELINE_SEED = 11
+BASELINE_BENIGN = 300
+BASELINE_DURATION = 600.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,11 +99,41 @@ def write_lab(out_dir: str | Path, scenarios: Sequence[str], *, name: str | None
     return LabCapture(pcap=pcap, truth=truth_path, packets=truth.packets, flows=len(truth.flows))
 
 
+def learn_baseline(out_dir: str | Path, *, seed: int = BASELINE_SEED, benign: int = BASELINE_BENIGN,
+                   duration: float = BASELINE_DURATION) -> Path:
+    """`<out_dir>/baseline.json`: an anomaly baseline learned (as `inspector baseline learn --policy`
+    does) from benign lab traffic of its own seed, for `inspector eval --baseline`."""
+    import tempfile
+
+    from inspector.analyze import Analyzer
+    from inspector.anomaly import Baseline
+    from inspector.policy import PolicyMonitor, load_policy
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    policy = out / "policy.yaml"
+    policy.write_text(network.policy_yaml())
+    lab, _ = generate_lab([], seed=seed, benign=benign, duration=duration)
+    baseline = Baseline()
+    baseline.detect = False
+    analyzer = Analyzer(lambda record: None, flow_records=False, policy=PolicyMonitor(load_policy(policy)),
+                        baseline=baseline)
+    with tempfile.TemporaryDirectory() as scratch:
+        training = Path(scratch) / "benign.pcap"
+        lab.capture.write(training)
+        analyzer.analyze_file(training)
+    path = out / "baseline.json"
+    baseline.save(path)
+    return path
+
+
 def write_shipped(out_dir: str | Path) -> list[LabCapture]:
-    """pcaps/lab: one capture per scenario, and mixed.pcap (every scenario and background)."""
+    """pcaps/lab: one capture per scenario, mixed.pcap (every scenario and background), and the
+    anomaly baseline learned from benign traffic of another seed."""
     written = [write_lab(out_dir, [name], seed=SHIPPED_SEED) for name in SCENARIOS]
     written.append(write_lab(out_dir, list(SCENARIOS), name="mixed", seed=SHIPPED_SEED, benign=MIXED_BENIGN,
                              duration=MIXED_DURATION))
+    learn_baseline(out_dir)
     (Path(out_dir) / "README.md").write_text(_readme(written))
     return written
 
@@ -108,7 +143,9 @@ def _readme(written: list[LabCapture]) -> str:
              "Made by `python -m inspector.lab.generate pcaps/lab` (inspector/lab/scenarios/; deterministic: the "
              "tests regenerate every file and compare bytes). Each capture has its ground truth beside it "
              "(`<name>.truth.json`, format in docs/lab.md); `policy.yaml` and `site.yaml` describe the lab's network "
-             "for `inspector analyze --policy/--config` and `inspector eval`.", "",
+             "for `inspector analyze --policy/--config` and `inspector eval`. `baseline.json` is an anomaly baseline "
+             f"learned from {BASELINE_BENIGN} benign sessions over {BASELINE_DURATION:.0f} s of seed {BASELINE_SEED} "
+             "(not these captures), for `--baseline`.", "",
              "| capture | scenario | packets | flows |", "|---|---|---|---|"]
     for item in written:
         stem = item.pcap.stem

@@ -88,6 +88,8 @@ class InspectorAddon:
         self._client_verifier: ClientCertVerifier | None = None
         self._stream_threshold = 0
         self._flusher: asyncio.Task | None = None
+        self._baseline: Any = None
+        self._baseline_option: str | None = None
 
     # -- options --------------------------------------------------------------------------------
 
@@ -119,6 +121,7 @@ class InspectorAddon:
         except OSError as exc:
             raise exceptions.OptionsError(f"inspector: cannot open {spec.eve}: {exc}") from exc
         self._spec = spec
+        self.runtime.inspector.baseline = self._baseline
         if old is not None and old.listening:
             self.runtime.listening = True
             self._start_exporter()
@@ -149,7 +152,16 @@ class InspectorAddon:
         settings = LiveSettings(block_message=o.inspector_block_message, uninspectable=o.inspector_uninspectable,
                                 fail_open=o.inspector_fail == "open",
                                 log_transactions=o.inspector_log_transactions,
-                                stream_threshold=threshold, stream_methods=methods)
+                                stream_threshold=threshold, stream_methods=methods, egress=o.inspector_egress)
+        if o.inspector_baseline != self._baseline_option:
+            from inspector.anomaly.baseline import BaselineError
+            from inspector.anomaly.cli import load_baseline
+
+            try:
+                self._baseline = load_baseline(o.inspector_baseline) if o.inspector_baseline else None
+            except BaselineError as exc:
+                raise exceptions.OptionsError(f"inspector_baseline: {exc}") from exc
+            self._baseline_option = o.inspector_baseline
         return RuntimeSpec(rules=tuple(o.inspector_rules), config=o.inspector_config, eve=o.inspector_eve,
                            metrics=metrics, redis=redis, redis_timeout=timeout, redis_retry=retry,
                            settings=settings, policy=o.inspector_policy)
@@ -300,6 +312,22 @@ class InspectorAddon:
             self._close_tcp(_Connections(client_conn=client, server_conn=data.context.server))
 
     # -- HTTP -----------------------------------------------------------------------------------
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """Forward mode: a CONNECT is an `egress` record; a block answers 403 and no tunnel opens."""
+        if self.runtime is None or not self.live_inspector().settings.egress or flow.response is not None:
+            return
+        try:
+            conn = self._connection(flow)
+            decision = self.live_inspector().connect(conn.info, flow.request.host, flow.request.port,
+                                                     flow.request.timestamp_start or time.time())
+            block = decision.action == BLOCK
+            message = decision.message
+        except Exception as exc:
+            block = self.live_inspector().failed(exc, "CONNECT")
+            message = "blocked by inspector: internal error"
+        if block:
+            flow.response = http.Response.make(403, message.encode(), {"content-type": "text/plain"})
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if self.runtime is None or not flow.live or flow.response is not None or flow.error is not None:

@@ -29,6 +29,11 @@ With a segmentation policy (`policy`, an inspector.policy.PolicyMonitor), each c
 transaction is checked (once per connection and protocol), and connections that close without
 one are checked as they close; a flow the policy does not allow gives a `policy` record, always
 written (also without log_transactions) and evaluated by the engine like any record.
+
+With an anomaly baseline (`baseline`, inspector.anomaly), each completed record is offered to it
+and the anomaly records it returns are written and evaluated. In forward mode (`settings.egress`)
+every record carries the `egress` decision of the config's allowlists, and each CONNECT is an
+`egress` record evaluated before the tunnel opens (`connect`).
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from inspector.anomaly.baseline import Baseline
 from inspector.apps import HTTP_LAYERS, transaction_record
+from inspector.egress.policy import EgressPolicy, egress_policy_from_config, split_authority
 from inspector.engine import ALERT, ALLOW, BLOCK, Engine, Verdict
 from inspector.http import HttpExchange, HttpMessage, SessionAnomaly
 from inspector.limits import Limits
@@ -48,7 +55,7 @@ from inspector.live.flowinfo import LiveFlowInfo
 from inspector.live.metrics import Metrics
 from inspector.policy.monitor import Check, PolicyMonitor
 from inspector.protocols.grpc import GrpcFramer
-from inspector.records import anomaly_record
+from inspector.records import anomaly_record, base_record
 from inspector.rules.layers import layer_closure
 
 logger = logging.getLogger("inspector.live")
@@ -78,6 +85,9 @@ class LiveSettings:
     stream_threshold: int = 1024 * 1024
     #: gRPC methods (fnmatch patterns on the :path) inspected message by message while streaming.
     stream_methods: tuple[str, ...] = ("/inference.GRPCInferenceService/ModelStreamInfer",)
+    #: Forward proxy (egress control): records get the `egress` decision of the config's
+    #: allowlists (inspector.egress), and CONNECTs are records of their own.
+    egress: bool = False
 
 
 @dataclass(slots=True)
@@ -135,6 +145,9 @@ class LiveInspector:
         self.errors = 0
         #: The segmentation policy, when one is loaded (set by the runtime).
         self.policy: PolicyMonitor | None = None
+        #: The anomaly baseline (inspector.anomaly), when one is loaded or learned online.
+        self.baseline: Baseline | None = None
+        self._egress: tuple[Engine | None, EgressPolicy | None] = (None, None)
 
     def _split_rules(self) -> tuple[frozenset[int], frozenset[int]]:
         engine = self.engine
@@ -239,8 +252,51 @@ class LiveInspector:
         if self.settings.log_transactions:
             self.write(decision.record)
         self.check_policy(decision.record, tx.ts)
+        self.observe_baseline(decision.record, tx.ts)
         self.maybe_flush()
         return decision
+
+    def observe_baseline(self, record: dict[str, Any], ts: float) -> None:
+        """Offer a completed record to the anomaly baseline; its anomaly records are written (also
+        without log_transactions) and evaluated. They come after the transaction: they alert, and
+        cannot block the request that showed them."""
+        if self.baseline is None or not record:
+            return
+        anomalies = self.baseline.observe(record, ts)
+        for anomaly in anomalies:
+            info = anomaly["anomaly"]
+            self.metrics.anomalies.labels("baseline", info["kind"]).inc()
+            self.write(anomaly)
+            self._alerts(list(self.engine.process(anomaly, ts).alerts))
+
+    # -- egress (forward proxy) -----------------------------------------------------------------
+
+    def egress_policy(self) -> EgressPolicy | None:
+        """The allowlists of the running config (re-read with the rules), in forward mode."""
+        if not self.settings.egress:
+            return None
+        engine = self.engine
+        if self._egress[0] is not engine:
+            self._egress = (engine, egress_policy_from_config(engine.ruleset.config))
+        return self._egress[1]
+
+    def connect(self, info: LiveFlowInfo, host: str, port: int, ts: float) -> Decision:
+        """A CONNECT from a workload: an `egress` record (phase connect), written and evaluated."""
+        record = base_record(info, "egress", ts)
+        policy = self.egress_policy()
+        record["egress"] = policy.decide_connect(host, port) if policy is not None else {"host": host, "port": port}
+        verdict = self.engine.process(record, ts)
+        self.metrics.transactions.labels("egress").inc()
+        self.write(record)
+        self._alerts(list(verdict.alerts))
+        self.observe_baseline(record, ts)
+        if verdict.action == BLOCK:
+            rule = _first_block_rule(verdict)
+            self.metrics.blocks.labels("rule").inc()
+            return Decision(action=BLOCK, record=record, reason="rule", sid=rule.sid if rule else None,
+                            message=block_message(self.settings.block_message, rule.title if rule else "blocked",
+                                                  rule.sid if rule else None))
+        return Decision(action=verdict.action, record=record)
 
     def record(self, tx: Transaction, exchange: HttpExchange, layers: list | None = None,
                ) -> tuple[dict[str, Any], list]:
@@ -248,6 +304,12 @@ class LiveInspector:
         (`layers`: only these of inspector.apps.HTTP_LAYERS)."""
         record, layer_anomalies = transaction_record(tx.conn.info, exchange, layers)
         record["tx_id"] = tx.tx_id
+        policy = self.egress_policy()
+        if policy is not None and exchange.request is not None:
+            request = exchange.request
+            authority = request.authority or request.header("host") or ""
+            host, port = split_authority(authority, 443 if request.scheme == "https" else 80)
+            record["egress"] = policy.decide_request(host, port, request.path)
         if tx.conn.principal is not None:
             record["principal"] = tx.conn.principal
         return record, layer_anomalies

@@ -73,6 +73,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("inspector_h2c_upstreams", Sequence[str], [],
                "Cleartext upstreams (HOST:PORT, or * for all) spoken to in HTTP/2 with prior knowledge (h2c), "
                "as Triton's gRPC port expects. Needs connection_strategy=lazy."),
+    OptionSpec("inspector_egress", bool, False,
+               "Forward proxy (egress control, docs/egress.md): every request gets an `egress` decision from "
+               "the config's egress allowlists, and each CONNECT is an `egress` record the rules can block "
+               "before the tunnel opens. Set by `inspector proxy --mode forward`."),
+    OptionSpec("inspector_baseline", str | None, None,
+               "Anomaly detection (docs/anomaly.md): a baseline file from `inspector baseline learn`, or "
+               "'online' to learn from the traffic (nothing reported during the warm-up). Deviations become "
+               "anomaly records (anomaly.kind, anomaly.score) that rules alert on. Kept across reloads."),
     OptionSpec("inspector_client_ca", str | None, None,
                "PEM file of the CA(s) client certificates must chain to: clients without a valid certificate "
                "fail the TLS handshake (mTLS), and every record of a connection carries its certificate's "

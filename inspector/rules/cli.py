@@ -35,16 +35,24 @@ def default_rules_path() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "signatures"
 
 
-def analyze_captures(paths: Iterable[Path], ruleset: RuleSet, policy: Path | None = None) -> list[dict[str, Any]]:
-    """Run captures through the offline pipeline with `ruleset` (and a segmentation policy file);
-    every EVE record, in order."""
+def analyze_captures(paths: Iterable[Path], ruleset: RuleSet, policy: Path | None = None,
+                     baseline: Path | None = None, egress: bool = False) -> list[dict[str, Any]]:
+    """Run captures through the offline pipeline with `ruleset` (and a segmentation policy file,
+    an anomaly baseline file, the config's egress allowlists); every EVE record, in order."""
     from inspector.analyze import Analyzer
+    from inspector.anomaly import Baseline
     from inspector.engine import Engine
     from inspector.policy import PolicyMonitor, load_policy
 
     records: list[dict[str, Any]] = []
     monitor = PolicyMonitor(load_policy(policy)) if policy is not None else None
-    analyzer = Analyzer(records.append, engine=Engine(ruleset), policy=monitor)
+    learned = Baseline.load(baseline) if baseline is not None else None
+    allowlists = None
+    if egress:
+        from inspector.egress import egress_policy_from_config
+
+        allowlists = egress_policy_from_config(ruleset.config)
+    analyzer = Analyzer(records.append, engine=Engine(ruleset), policy=monitor, baseline=learned, egress=allowlists)
     for path in paths:
         analyzer.analyze_file(path)
     return records

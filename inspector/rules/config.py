@@ -35,7 +35,7 @@ from inspector.rules.yamlsource import line_of, load_yaml_file, load_yaml_text
 DEFAULT_RATE_MAX_KEYS = 100_000
 DEFAULT_CONFIG_NAME = "default-config.yaml"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_TOP_KEYS = ("vars", "suppress", "engine")
+_TOP_KEYS = ("vars", "suppress", "engine", "egress")
 _ENGINE_KEYS = ("rate_max_keys",)
 
 
@@ -49,6 +49,8 @@ class Config:
     rate_max_keys: int = DEFAULT_RATE_MAX_KEYS
     #: Files this config was read from, for messages.
     sources: tuple[str, ...] = ()
+    #: The `egress:` section (allowlists of the forward proxy; inspector.egress reads it).
+    egress: Any = None
 
 
 def default_config_text() -> str:
@@ -80,11 +82,12 @@ def load_config(path: str | Path | None = None, *, catalogue: Mapping[str, Field
     variables: dict[str, Any] = {}
     suppress_raw: tuple[str, Any, int] | None = None
     rate_max_keys = DEFAULT_RATE_MAX_KEYS
+    egress: Any = None
     for file, doc in documents:
         if doc is None:
             continue
         if not isinstance(doc, dict):
-            errors.append(RuleError(file, 0, "a config file is a map with vars:, suppress:, engine:"))
+            errors.append(RuleError(file, 0, "a config file is a map with vars:, suppress:, engine:, egress:"))
             continue
         for key in doc:
             if key not in _TOP_KEYS:
@@ -95,6 +98,14 @@ def load_config(path: str | Path | None = None, *, catalogue: Mapping[str, Field
             suppress_raw = (file, doc["suppress"], line_of(doc, "suppress", 0))
         if "engine" in doc:
             rate_max_keys = _engine(doc["engine"], file, line_of(doc, "engine", 0), errors, rate_max_keys)
+        if "egress" in doc:
+            egress = doc["egress"]
+            try:
+                from inspector.egress.policy import EgressPolicy
+
+                EgressPolicy.from_section(egress)
+            except ValueError as exc:
+                errors.append(RuleError(file, line_of(doc, "egress", 0), str(exc)))
     suppressions = Suppressions()
     if suppress_raw is not None:
         file, raw, line = suppress_raw
@@ -104,7 +115,7 @@ def load_config(path: str | Path | None = None, *, catalogue: Mapping[str, Field
     if errors:
         raise RuleLoadError(errors)
     return Config(variables=variables, suppressions=suppressions, rate_max_keys=rate_max_keys,
-                  sources=tuple(file for file, _ in documents))
+                  sources=tuple(file for file, _ in documents), egress=egress)
 
 
 def _variables(raw: Any, file: str, line: int, errors: list[RuleError]) -> dict[str, Any]:

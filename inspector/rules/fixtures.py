@@ -6,6 +6,8 @@ Each fixture is a folder holding a `test.yaml` (and usually its captures)::
     rules: [../../signatures/triton/triton_log_redirect.yml]   # optional: else the given set
     config: site.yaml                # optional site config for these rules
     policy: policy.yaml              # optional segmentation policy (inspector.policy) for the run
+    baseline: baseline.json          # optional anomaly baseline (inspector.anomaly) for the run
+    egress: true                     # optional: apply the config's egress allowlists (inspector.egress)
     checks:
       - filter: {count: 1, match: {event_type: alert, alert.signature_id: 3100001}}
       - filter: {count: 0, match: {event_type: alert, alert.signature_id: 3100002}}
@@ -14,7 +16,7 @@ A filter counts the EVE records whose dotted paths equal the given values (a num
 indexes a list; a scalar expected where the record holds a list matches an element) and
 compares with `count` exactly; `count: 0` is how a negative is written. Running the captures
 is the caller's `analyze_fn(pcap_paths, ruleset) -> EVE records` (the offline pipeline), called
-with `policy=<path>` as well when the fixture names a policy.
+with `policy=<path>` / `baseline=<path>` / `egress=True` as well when the fixture asks for them.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from inspector.rules.yamlsource import load_yaml_file
 AnalyzeFn = Callable[..., Iterable[Mapping[str, Any]]]
 
 TEST_FILE = "test.yaml"
-_KEYS = ("pcap", "rules", "config", "policy", "checks", "description")
+_KEYS = ("pcap", "rules", "config", "policy", "baseline", "egress", "checks", "description")
 _MISSING = object()
 
 
@@ -77,10 +79,16 @@ def run_fixture(folder: Path, analyze_fn: AnalyzeFn, ruleset: RuleSet | None = N
         checks = []
     rules = _fixture_rules(folder, spec, ruleset, failures)
     policy = _paths(folder, spec["policy"], "policy", failures) if "policy" in spec else []
+    baseline = _paths(folder, spec["baseline"], "baseline", failures) if "baseline" in spec else []
     if failures or rules is None:
         return FixtureResult(folder, 0, tuple(failures))
+    options = {"policy": policy[0]} if policy else {}
+    if baseline:
+        options["baseline"] = baseline[0]
+    if spec.get("egress") is True:
+        options["egress"] = True
     try:
-        records = list(analyze_fn(pcaps, rules, policy=policy[0]) if policy else analyze_fn(pcaps, rules))
+        records = list(analyze_fn(pcaps, rules, **options))
     except Exception as exc:  # a fixture's failure, not the runner's
         return FixtureResult(folder, 0, (f"analysis failed: {type(exc).__name__}: {exc}",))
     for index, check in enumerate(checks, 1):

@@ -33,6 +33,8 @@ LAYER_PARENTS: dict[str, tuple[str, ...]] = {
     "torchserve": ("grpc", "http"),
     "mlflow": ("http",),
     "jupyter": ("http",),
+    "modelhub": ("http",),
+    "egress": (),  # the egress object rides on any record of the forward proxy (docs/egress.md)
     "tls": (),
     "nccl": (),
     "tcpstore": (),

@@ -104,3 +104,26 @@ def test_missing_or_mismatched_truth_is_a_usage_error(tmp_path):
     broken.write_text('{"format": "something-else/9"}')
     wrong = _eval(str(capture), "--truth", str(broken), "-o", str(tmp_path / "r"))
     assert wrong.returncode == 2 and "broken.truth.json" in wrong.stdout + wrong.stderr
+
+
+def test_anomaly_rules_scored_with_the_shipped_lab_baseline(tmp_path):
+    """What the anomaly rules add to the signatures on the lab, with the baseline learned from
+    benign traffic of another seed (pcaps/lab/baseline.json)."""
+    done = _eval(str(LAB / "mixed.pcap"), *_lab_args(), "--compare-baseline", str(LAB / "baseline.json"),
+                 "--name", "signatures", "--compare-name", "signatures + anomaly", "-o", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    before, after = (e["overall"] for e in report["evaluations"])
+    assert before["fired_pairs"] == after["fired_pairs"] == after["expected_pairs"]
+    assert after["tp"] > before["tp"] and after["fp"] == before["fp"] == 0
+    anomaly = {r["sid"]: r for r in report["evaluations"][1]["rules_scored"] if r["sid"] // 100 == 47000}
+    assert anomaly[4700001]["tp"] > 0 and anomaly[4700004]["tp"] > 0  # rate spikes, new clients
+    assert all(r["fp"] == 0 for r in anomaly.values())
+    by_scenario = {s["name"]: s["alerts"] for s in report["evaluations"][1]["scenarios"]}
+    assert "4700001" in by_scenario["model-extraction-rate"]
+    markdown = (tmp_path / "report.md").read_text()
+    assert "anomaly baseline `" in markdown and "Alerts on attack traffic added:" in markdown
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    bad = _eval(str(LAB / "mixed.pcap"), "--baseline", str(broken), "-o", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "baseline" in bad.stdout + bad.stderr

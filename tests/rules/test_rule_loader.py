@@ -213,7 +213,7 @@ def test_config_errors_have_lines(catalog, tmp_path):
     with pytest.raises(RuleLoadError) as info:
         load_config(site)
     assert [(e.line, e.message) for e in info.value.errors] == [
-        (16, "unknown config key 'extra' (known: vars, suppress, engine)"),
+        (16, "unknown config key 'extra' (known: vars, suppress, engine, egress)"),
         (3, "bad variable name 'bad-name' (letters, digits, _)"),
         (4, "$NESTED: list items must be strings or numbers"),
         (5, "$NOTHING: a variable is a scalar or a list, not null (use [] for an empty list)"),

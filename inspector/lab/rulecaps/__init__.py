@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inspector.lab.rulecaps import core, llm, mlops, s3, training, triton
+from inspector.lab.rulecaps import anomaly, core, egress, llm, mlops, s3, training, triton
 from inspector.lab.rulecaps.fixture import Fixture, write_fixture
 
 FIXTURES: dict[str, Fixture] = {**core.FIXTURES, **triton.FIXTURES, **s3.FIXTURES, **llm.FIXTURES,
-                                **mlops.FIXTURES, **training.FIXTURES}
+                                **mlops.FIXTURES, **training.FIXTURES, **anomaly.FIXTURES,
+                                **egress.FIXTURES}
 
 
 def rule_paths(signatures: Path) -> dict[str, str]:

@@ -2,9 +2,10 @@
 
 A fixture folder (tests/signatures/<rule-stem>/) holds `positive/` (traffic that must fire the
 rule) and `negative/` (its benign twin, one step short of the attack), each with `input.pcap`,
-a suricata-verify style `test.yaml` and, when the rule reads site variables, a `site.yaml`;
-plus a README saying how the captures were made. Builders get a Capture and a generator seeded
-from the stem, so every run writes the same bytes.
+a suricata-verify style `test.yaml` and, when the rule reads site variables, a `site.yaml`
+(anomaly rules: a `baseline.json` learned from the fixture's normal traffic); plus a README
+saying how the captures were made. Builders get a Capture and a generator seeded from the stem,
+so every run writes the same bytes.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class Fixture:
     positive_count: int = 1
     config: dict[str, Any] | None = None
     notes: str = ""
+    #: Normal traffic to learn an anomaly baseline from (inspector.anomaly): written as
+    #: baseline.json beside both captures and named in their test.yaml.
+    baseline: Build | None = None
+    #: An `egress:` section for site.yaml; the captures are analyzed with the allowlists applied.
+    egress: dict[str, Any] | None = None
 
 
 def _yaml_config(config: dict[str, Any]) -> str:
@@ -56,9 +62,28 @@ def _yaml_config(config: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _learned_baseline(folder: Path, stem: str, build: Build) -> str:
+    """The baseline JSON learned from the traffic `build` makes (its capture is not kept)."""
+    import tempfile
+
+    from inspector.analyze import Analyzer
+    from inspector.anomaly import Baseline
+
+    cap = Capture()
+    build(cap, random.Random(f"{stem}:baseline"))
+    baseline = Baseline()
+    baseline.detect = False
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "baseline.pcap"
+        cap.write(path)
+        Analyzer(lambda record: None, flow_records=False, baseline=baseline).analyze_file(path)
+    return json.dumps(baseline.to_json(), sort_keys=True, indent=1) + "\n"
+
+
 def write_fixture(root: Path, stem: str, fixture: Fixture, rule_path: str) -> None:
     """Write tests/signatures/<stem>/{positive,negative}/ and the README."""
     event_type, parsed_positive, parsed_negative = fixture.parsed
+    baseline_json = _learned_baseline(root / stem, stem, fixture.baseline) if fixture.baseline else None
     for kind, build, count, parsed in (("positive", fixture.positive, fixture.positive_count, parsed_positive),
                                        ("negative", fixture.negative, 0, parsed_negative)):
         folder = root / stem / kind
@@ -69,9 +94,17 @@ def write_fixture(root: Path, stem: str, fixture: Fixture, rule_path: str) -> No
         lines = [f"# {kind} fixture for {stem} (sid {fixture.sid}); made by inspector.lab.rulecaps",
                  "pcap: input.pcap",
                  f"rules: [../../../../{rule_path}]"]
-        if fixture.config:
-            (folder / "site.yaml").write_text(_yaml_config(fixture.config))
+        if fixture.config or fixture.egress:
+            text = _yaml_config(fixture.config) if fixture.config else "# Site values for this fixture.\n"
+            if fixture.egress:
+                text += "egress:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in fixture.egress.items())
+            (folder / "site.yaml").write_text(text)
             lines.append("config: site.yaml")
+        if fixture.egress:
+            lines.append("egress: true")
+        if baseline_json is not None:
+            (folder / "baseline.json").write_text(baseline_json)
+            lines.append("baseline: baseline.json")
         lines += ["checks:",
                   f"  - filter: {{count: {count}, match: {{event_type: alert, alert.signature_id: {fixture.sid}}}}}",
                   f"  - filter: {{count: {parsed}, match: {{event_type: {event_type}}}}}"]
