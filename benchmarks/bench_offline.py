@@ -4,7 +4,7 @@ Both run in this invocation, on the same file, after a warm-up read (page cache)
 packets/s and MB/s of each, and the ratio inspector/dpkt (the goal is <= 2.5). Peak memory of
 the analysis is measured in a child process (ru_maxrss), so the dpkt loop does not share it.
 
-    python benchmarks/bench_offline.py CAPTURE [--rules PATH | --no-rules] [--repeat 3] [--tshark]
+    python benchmarks/bench_offline.py CAPTURE [--rules PATH | --no-rules] [--repeat 3] [--tshark] [--workers N]
     python benchmarks/bench_offline.py --make-capture /tmp/ml.pcap --megabytes 200
 """
 
@@ -69,6 +69,21 @@ print(json.dumps({{"elapsed": elapsed, "packets": a.stats.packets, "peak_mib": p
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def cli_run(path: Path, workers: int) -> dict:
+    """`inspector analyze CAPTURE --workers N` (EVE to /dev/null) in a child: wall time and the
+    largest process's peak RSS (the parent, or one worker)."""
+    code = f"""
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+subprocess.run([sys.executable, "-m", "inspector.cli", "analyze", {str(path)!r}, "--eve", "/dev/null", "-q",
+                "--workers", "{workers}"], cwd={str(REPO)!r}, check=False)
+elapsed = time.perf_counter() - t
+print(json.dumps({{"elapsed": elapsed, "peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def tshark_grpc(path: Path, ports: list[int]) -> tuple[float, float]:
     """tshark's gRPC extraction over the same file: (wall seconds, peak MiB)."""
     import resource
@@ -127,6 +142,8 @@ def main() -> int:
     parser.add_argument("--tshark", action="store_true",
                         help="also time tshark's gRPC extraction (-d tcp.port==P,http2 for --grpc-port)")
     parser.add_argument("--grpc-port", type=int, action="append", help="gRPC ports for tshark (default 8001 50051 443)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="also time `inspector analyze --workers N` against `--workers 1` (the CLI, shipped rules)")
     args = parser.parse_args()
     if args.make_capture:
         make_capture(args.make_capture, args.megabytes)
@@ -162,6 +179,14 @@ def main() -> int:
         print(f"tshark gRPC fields : {shark:8.2f} s  {packets / shark:12,.0f} pkt/s  {size_mb / shark:8.1f} MB/s"
               f"  peak {shark_peak:.0f} MiB")
         print(f"ratio inspector/tshark: {ours / shark:.2f}  (goal <= 1.0)")
+    if args.workers > 1:
+        one = [cli_run(path, 1) for _ in range(args.repeat)]
+        many = [cli_run(path, args.workers) for _ in range(args.repeat)]
+        single, sharded = statistics.median(r["elapsed"] for r in one), statistics.median(r["elapsed"] for r in many)
+        print(f"analyze --workers 1: {single:8.2f} s  peak {max(r['peak_mib'] for r in one):.0f} MiB")
+        print(f"analyze --workers {args.workers}: {sharded:8.2f} s  largest process peak "
+              f"{max(r['peak_mib'] for r in many):.0f} MiB")
+        print(f"speed-up --workers {args.workers} / --workers 1: {single / sharded:.2f}x  (goal >= 1.7 with 2)")
     return 0
 
 

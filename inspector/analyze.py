@@ -10,6 +10,12 @@ flow table creates it (so every record of it carries `src_zone` / `dest_zone`), 
 record is checked (once per flow and protocol) and flows that end without one are checked at
 their end; a flow the policy does not allow gives a `policy` record, written and offered to the
 engine right after the record that triggered it (before the flow record, at a flow's end).
+
+With egress allowlists (inspector.egress, `analyze --egress`: a capture of workloads' outbound
+traffic), every HTTP record gets the `egress` decision before it is written and evaluated.
+
+With a baseline (inspector.anomaly), each transaction record is also offered to it, and the
+anomaly records it returns are written and offered to the engine right after it.
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from inspector.anomaly.baseline import Baseline
 from inspector.capture.decode import PacketDecoder
 from inspector.capture.flows import Flow, FlowTable
 from inspector.capture.packet import IPPROTO_TCP
 from inspector.capture.reader import CaptureFormatError, open_capture
 from inspector.capture.router import StreamRouter
 from inspector.capture.tls_keylog import CaptureKeys, KeyLog
+from inspector.egress.policy import EgressPolicy, egress_decision
 from inspector.limits import DEFAULT_LIMITS, Limits
 from inspector.policy.monitor import PolicyMonitor
 from inspector.records import anomaly_record, base_record, format_ts
@@ -93,8 +101,11 @@ class Analyzer:
 
     def __init__(self, write: Callable[[dict[str, Any]], None], engine: RecordEngine | None = None,
                  limits: Limits = DEFAULT_LIMITS, flow_records: bool = True,
-                 policy: PolicyMonitor | None = None, keylog: KeyLog | None = None) -> None:
+                 policy: PolicyMonitor | None = None, keylog: KeyLog | None = None,
+                 baseline: Baseline | None = None, egress: EgressPolicy | None = None) -> None:
         self._write = write
+        self.egress = egress  # egress allowlists (inspector.egress): HTTP records get an `egress` object
+        self.baseline = baseline  # anomaly detection (inspector.anomaly): deviations become anomaly records
         self.keylog = keylog  # TLS secrets (--keylog); each capture's own secrets blocks are added
         self._tls_keys: CaptureKeys | None = None
         self._engine = engine
@@ -107,30 +118,43 @@ class Analyzer:
     # -- record sink (the routers call this) ------------------------------------------------
 
     def emit(self, record: dict[str, Any], ts: float) -> None:
-        stats = self.stats
-        event_type = record["event_type"]
-        stats.records[event_type] += 1
-        transaction = event_type not in NOT_TRANSACTIONS
-        if event_type == "anomaly":
-            anomaly = record["anomaly"]
-            stats.anomalies[f"{anomaly['layer']}.{anomaly['event']}"] += 1
-        elif transaction:
-            stats.transactions[event_type] += 1
+        transaction = self.count(record)
+        if transaction and self.egress is not None and "http" in record:
+            record["egress"] = egress_decision(self.egress, record["http"])
         self._write(record)
         engine = self._engine
         if engine is not None:
             verdict = engine.process(record, ts)
             for alert in verdict.alerts:
-                info = alert["alert"]
-                stats.alerts[(info["signature_id"], info["signature"])] += 1
-                stats.records["alert"] += 1
-                if alert.get("flow_id") is not None:
-                    self._alerted_flows.add(alert["flow_id"])
+                self.count(alert)
                 self._write(alert)
         if transaction and self.policy is not None:
             check = self.policy.check_record(record)
             if check is not None and check.record is not None:
                 self.emit(check.record, ts)
+        if transaction and self.baseline is not None:
+            for anomaly in self.baseline.observe(record, ts):
+                self.emit(anomaly, ts)
+
+    def count(self, record: dict[str, Any]) -> bool:
+        """Count one record written (an alert also marks its flow alerted); True for a transaction."""
+        stats = self.stats
+        event_type = record["event_type"]
+        stats.records[event_type] += 1
+        if event_type == "alert":
+            info = record["alert"]
+            stats.alerts[(info["signature_id"], info["signature"])] += 1
+            if record.get("flow_id") is not None:
+                self._alerted_flows.add(record["flow_id"])
+            return False
+        if event_type == "anomaly":
+            anomaly = record["anomaly"]
+            stats.anomalies[f"{anomaly['layer']}.{anomaly['event']}"] += 1
+            return False
+        if event_type in NOT_TRANSACTIONS:
+            return False
+        stats.transactions[event_type] += 1
+        return True
 
     # -- files -------------------------------------------------------------------------------
 
@@ -151,28 +175,15 @@ class Analyzer:
         decoder = PacketDecoder(limits)
         table = FlowTable(limits, self._make_handler, self._flow_end)
         stats = self.stats
-        frame_bytes = 0
-        packets = 0
-        last_ts = 0.0
         try:
-            for packets, frame in enumerate(self._frames(reader, progress), 1):
-                frame_bytes += frame.wire_len
-                last_ts = frame.ts
-                packet = decoder.decode(frame)
-                if packet is not None:
-                    table.packet(packet)
-                if not packets & 0xFF:
-                    self._decode_anomalies(decoder)
-            decoder.flush()
-            self._decode_anomalies(decoder)
-            table.finish()
+            packets, frame_bytes, last_ts = self._run(reader, decoder, table, progress)
+            self._finish(decoder, table)
         finally:
             reader.close()
         result.packets = packets
         if reader.error is not None:
             result.error = str(reader.error)
-            self.emit(anomaly_record(None, last_ts, kind="decode", layer="capture",
-                                     event="capture_damaged", message=str(reader.error)), last_ts)
+            self._capture_damaged(str(reader.error), last_ts)
         stats.packets += packets
         stats.frame_bytes += frame_bytes
         stats.flows += table.flows_total
@@ -181,6 +192,32 @@ class Analyzer:
         stats.tcp["flows_evicted"] += table.flows_evicted
         stats.tcp["flows_timed_out"] += table.flows_timed_out
         return result
+
+    def _run(self, reader: Any, decoder: PacketDecoder, table: FlowTable,
+             progress: Callable[[int], None] | None) -> tuple[int, int, float]:
+        """Every frame through the decoder and the flow table: (frames, their wire bytes, last time)."""
+        frame_bytes = 0
+        packets = 0
+        last_ts = 0.0
+        for packets, frame in enumerate(self._frames(reader, progress), 1):
+            frame_bytes += frame.wire_len
+            last_ts = frame.ts
+            packet = decoder.decode(frame)
+            if packet is not None:
+                table.packet(packet)
+            if not packets & 0xFF:
+                self._decode_anomalies(decoder)
+        return packets, frame_bytes, last_ts
+
+    def _finish(self, decoder: PacketDecoder, table: FlowTable) -> None:
+        """End of a capture: unfinished fragments, then every open flow."""
+        decoder.flush()
+        self._decode_anomalies(decoder)
+        table.finish()
+
+    def _capture_damaged(self, message: str, ts: float) -> None:
+        self.emit(anomaly_record(None, ts, kind="decode", layer="capture", event="capture_damaged",
+                                 message=message), ts)
 
     @staticmethod
     def _frames(reader: Any, progress: Callable[[int], None] | None) -> Iterator[Any]:
@@ -201,7 +238,10 @@ class Analyzer:
         return StreamRouter(flow, self, self._limits, self.stats.detection, self._tls_keys)
 
     def _decode_anomalies(self, decoder: PacketDecoder) -> None:
-        for anomaly in decoder.drain_anomalies():
+        self._emit_decode_anomalies(decoder.drain_anomalies())
+
+    def _emit_decode_anomalies(self, anomalies: Iterable[Any]) -> None:
+        for anomaly in anomalies:
             layer = anomaly.event.split("_", 1)[0]
             self.emit(anomaly_record(None, anomaly.ts, kind="decode", layer=_DECODE_LAYERS.get(layer, layer),
                                      event=anomaly.event, message=anomaly.message,

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from inspector import __version__
+from inspector.anomaly.cli import add_baseline_commands
 from inspector.eval.cli import add_eval_command
 from inspector.lab.cli import add_lab_commands
 from inspector.live.proxy import add_live_commands
@@ -42,6 +43,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     eve_to_stdout = args.eve == "-"
     console = _console(eve_to_stdout)
+    if args.workers < 1:
+        console.print("[red]error:[/red] --workers must be at least 1")
+        return EXIT_USAGE
     files = expand_paths(args.paths)
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
@@ -61,9 +65,41 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     keylog = _load_keylog(args.keylog, console) if args.keylog else None
     if keylog is False:
         return EXIT_USAGE
+    baseline = None
+    if args.baseline:
+        from inspector.anomaly.baseline import BaselineError
+        from inspector.anomaly.cli import load_baseline
+
+        try:
+            baseline = load_baseline(args.baseline)
+        except BaselineError as exc:
+            console.print(f"[red]error:[/red] --baseline: {escape(str(exc))}")
+            return EXIT_USAGE
+    allowlists = None
+    if args.egress:
+        from inspector.egress import egress_policy_from_config
+        from inspector.rules import RuleLoadError, load_config
+
+        try:
+            allowlists = egress_policy_from_config(engine.config if engine else load_config(args.config))
+        except RuleLoadError as exc:
+            for error in exc.errors:
+                console.print(f"[red]{escape(str(error))}[/red]")
+            return EXIT_USAGE
     writer = EveWriter(args.eve)
     analyzer = Analyzer(writer.write, engine=engine or None, flow_records=not args.no_flow_records,
-                        policy=monitor or None, keylog=keylog or None)
+                        policy=monitor or None, keylog=keylog or None, baseline=baseline, egress=allowlists)
+    if args.workers > 1:
+        from inspector.parallel import ParallelAnalyzer
+
+        if baseline is not None:
+            console.print("[red]error:[/red] --baseline learns across flows and runs in one process: drop --workers")
+            writer.close()
+            return EXIT_USAGE
+
+        analyzer = ParallelAnalyzer(writer.write, args.workers, write_encoded=writer.write_encoded,
+                                    engine=engine or None, flow_records=not args.no_flow_records,
+                                    policy=monitor or None, keylog=keylog or None, egress=allowlists)
     started = time.perf_counter()
     try:
         _run_files(analyzer, files, console, show_progress=not args.quiet and console.is_terminal)
@@ -125,6 +161,9 @@ def _load_engine(args: argparse.Namespace, console: Console) -> Any:
 
 
 def _run_files(analyzer: Any, files: list[Path], console: Console, show_progress: bool) -> None:
+    if hasattr(analyzer, "analyze_files"):  # --workers: no progress bar (the workers read on their own)
+        analyzer.analyze_files(files)
+        return
     if not show_progress:
         for path in files:
             analyzer.analyze_file(path)
@@ -268,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "record for each flow it does not allow (docs/policy.md)")
     analyze.add_argument("--metrics-textfile", metavar="FILE", help="write the run's counters in Prometheus text "
                          "format (node-exporter textfile collector)")
+    analyze.add_argument("--baseline", metavar="FILE|online", help="anomaly detection: a baseline from `inspector "
+                         "baseline learn`, or online (learn as it goes, after a warm-up); docs/anomaly.md")
+    analyze.add_argument("--egress", action="store_true", help="the captures are workloads' outbound traffic: "
+                         "apply the config's egress allowlists to every HTTP record (docs/egress.md)")
+    analyze.add_argument("--workers", type=int, default=1, metavar="N",
+                         help="processes to shard flows across (default 1); same records and alerts as one "
+                         "process (docs/offline.md)")
     analyze.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     analyze.set_defaults(func=cmd_analyze)
 
@@ -281,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_live_commands(sub)
     add_lab_commands(sub)
     add_eval_command(sub)
+    add_baseline_commands(sub)
     return parser
 
 

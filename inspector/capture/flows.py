@@ -49,6 +49,7 @@ class Flow:
         "client_ip",
         "client_port",
         "closed_at",
+        "closed_number",
         "community_id",
         "dest_text",
         "end_reason",
@@ -56,6 +57,7 @@ class Flow:
         "flow_id",
         "handler",
         "ip_version",
+        "last_number",
         "last_ts",
         "pkts",
         "proto",
@@ -81,6 +83,7 @@ class Flow:
         self.ip_version = packet.ip_version
         self.start_ts = packet.ts
         self.last_ts = packet.ts
+        self.last_number = packet.number  # frame number of its latest packet (LRU order across shards)
         self.pkts = [0, 0]
         self.bytes = [0, 0]
         self.syn = False
@@ -88,6 +91,7 @@ class Flow:
         self.fin = [False, False]
         self.rst = False
         self.closed_at: float | None = None
+        self.closed_number = 0  # frame number of the packet that closed it
         self.end_reason = ""
         self.app_proto = "failed" if packet.proto == IPPROTO_TCP else ""
         self.streams: list[TcpDirection] | None = None
@@ -147,6 +151,9 @@ class FlowTable:
         self.flows_evicted = 0
         self.flows_timed_out = 0
         self.port_reuse = 0
+        #: Called with each flow about to end (before its last records): how a sharded run
+        #: (inspector.parallel) orders what the flow's end writes.
+        self.on_flow_ending: Callable[[Flow, str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -173,6 +180,7 @@ class FlowTable:
             flow = self._new_flow(key, p)
         else:
             flows.move_to_end(key)
+        flow.last_number = p.number
         direction = TO_SERVER if p.src == flow.client_ip and p.sport == flow.client_port else TO_CLIENT
         flow.pkts[direction] += 1
         flow.bytes[direction] += p.wire_len
@@ -229,6 +237,7 @@ class FlowTable:
             flow.rst = True
         if flow.closed_at is None and (flow.rst or (flow.fin[0] and flow.fin[1])):
             flow.closed_at = p.ts
+            flow.closed_number = p.number
             self._closing[key] = flow
         if flow.rst and streams:
             # Nothing more will be sent: what waits is flushed past any gap.
@@ -252,7 +261,18 @@ class FlowTable:
             self.flows_timed_out += 1
             self._end(key, flow, "timeout")
 
+    def tick(self, ts: float) -> None:
+        """Advance capture time without a packet (a frame another shard owns): flows time out
+        at the same frames as when every packet passes here."""
+        if ts > self._now:
+            self._now = ts
+            if ts >= self._next_expiry_check:
+                self._expire(ts)
+                self._next_expiry_check = ts + 1.0
+
     def _end(self, key: tuple, flow: Flow, reason: str) -> None:
+        if self.on_flow_ending is not None:
+            self.on_flow_ending(flow, reason)
         self._flows.pop(key, None)
         self._closing.pop(key, None)
         flow.end_reason = reason

@@ -18,7 +18,7 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -172,6 +172,11 @@ class CaptureReader:
         self.bytes_read = 0
         self.secrets: list[DecryptionSecret] = []
         self.error: CaptureDamage | None = None
+        #: Optional filter, set before iterating: ``select(buf, start, stop, linktype, ts, number,
+        #: wire_len)`` sees each packet record's bytes in place (``buf[start:stop]``) and returns
+        #: False to skip it without a copy or a Frame (a sharded run, inspector.parallel).
+        #: Enhanced packet blocks and pcap records go through it; other pcapng packet blocks do not.
+        self.select: Callable[[bytes, int, int, int, float, int, int], bool] | None = None
         self._fileobj = fileobj
         self._owns_file = owns_file
         self._source = _CountingSource(fileobj, b"")
@@ -300,6 +305,7 @@ class CaptureReader:
                       linktype: int, swap: int) -> Iterator[Frame]:
         unpack_record = struct.Struct(order + "IIII").unpack_from
         max_caplen = self.limits.max_packet_bytes
+        select = self.select
         new_frame = tuple.__new__
         off = 24
         end = len(buf)
@@ -334,7 +340,9 @@ class CaptureReader:
                     wire_len = caplen
                 number += 1
                 self.packets = number
-                yield new_frame(Frame, (sec + frac / divisor, linktype, buf[start:stop], wire_len, number))
+                ts = sec + frac / divisor
+                if select is None or select(buf, start, stop, linktype, ts, number, wire_len):
+                    yield new_frame(Frame, (ts, linktype, buf[start:stop], wire_len, number))
                 off = stop
         except _Damage as damage:
             self._record_damage(damage)
@@ -345,6 +353,7 @@ class CaptureReader:
         """Walk pcapng blocks; a section header sets the byte order and starts a new interface list."""
         max_caplen = self.limits.max_packet_bytes
         max_packet_block = max_caplen + PACKET_BLOCK_OVERHEAD
+        select = self.select
         new_frame = tuple.__new__
         interfaces: list[tuple[int, int, int, int]] = []  # (linktype, tick divisor, tsoffset, snaplen)
         buf = self._buf
@@ -419,8 +428,10 @@ class CaptureReader:
                         wire_len = caplen
                     number += 1
                     self.packets = number
-                    yield new_frame(Frame, (last_ts, linktype, buf[off + 28:off + 28 + caplen], wire_len,
-                                            number))
+                    if select is None or select(buf, off + 28, off + 28 + caplen, linktype, last_ts, number,
+                                                wire_len):
+                        yield new_frame(Frame, (last_ts, linktype, buf[off + 28:off + 28 + caplen], wire_len,
+                                                number))
                 elif btype == _BT_IDB:
                     if blen < 20:
                         raise _Damage(f"interface description block too short ({blen} bytes)",

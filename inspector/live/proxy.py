@@ -5,6 +5,11 @@
         [--rules signatures/] [--config site.yaml] [--eve -] [--metrics 127.0.0.1:9464] \\
         [--redis redis://redis:6379/0] [--fail-open | --fail-closed]
 
+Forward mode (`--mode forward --listen HOST:PORT`, no --upstream) is an explicit proxy for
+workloads' outbound traffic (HTTPS_PROXY): mitmproxy's regular mode, TLS intercepted with the CA
+in the state directory (`mitmproxy-ca-cert.pem`, which workloads must trust), egress allowlists
+from the config's `egress:` section (docs/egress.md).
+
 Upstream schemes: `http://` (HTTP/1.1), `https://` (TLS, verified against the system CAs or
 `--upstream-ca`), `h2c://` (cleartext HTTP/2 with prior knowledge: Triton's gRPC port), and
 `tcp://` / `tls://` for raw-TCP protocols (PyTorch TCPStore, NCCL bootstrap). Several
@@ -112,7 +117,31 @@ def combined_pem(cert: str, key: str, state_dir: Path) -> Path:
     return path
 
 
-def build_options(args: argparse.Namespace, routes: list[Route], state_dir: Path) -> dict[str, Any]:
+class ForwardRoute(NamedTuple):
+    """`--mode forward`: an explicit HTTP(S) proxy for workloads' outbound traffic (egress)."""
+
+    listen_host: str
+    listen_port: int
+    scheme: str = "forward"
+
+    @property
+    def mode(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"regular@{host}:{self.listen_port}"
+
+    def describe(self) -> str:
+        return f"{self.listen_host}:{self.listen_port} forward proxy (egress; HTTPS_PROXY=http://this)"
+
+
+def parse_forward(upstreams: list[str], listens: list[str]) -> list[ForwardRoute]:
+    if upstreams:
+        raise ValueError("--mode forward takes no --upstream: workloads name their destinations")
+    if len(listens) != 1:
+        raise ValueError("--mode forward takes one --listen HOST:PORT")
+    return [ForwardRoute(*parse_hostport(listens[0]))]
+
+
+def build_options(args: argparse.Namespace, routes: list[Any], state_dir: Path) -> dict[str, Any]:
     """mitmproxy and inspector option values for the parsed command line."""
     values: dict[str, Any] = {
         "mode": [route.mode for route in routes],
@@ -126,6 +155,10 @@ def build_options(args: argparse.Namespace, routes: list[Route], state_dir: Path
         "inspector_uninspectable": args.uninspectable,
         "inspector_h2c_upstreams": [f"{r.host}:{r.port}" for r in routes if r.scheme == "h2c"],
     }
+    if getattr(args, "mode", "reverse") == "forward":
+        values["inspector_egress"] = True
+    if getattr(args, "baseline", None):
+        values["inspector_baseline"] = args.baseline
     if args.rules:
         values["inspector_rules"] = list(args.rules)
     if args.config:
@@ -194,14 +227,27 @@ async def _serve(values: dict[str, Any], extra: list[str], routes: list[Route]) 
     for route in routes:
         logging.getLogger("inspector.live").warning("inspector proxy: %s (%d rules, EVE to %s)", route.describe(),
                                                     rules, values["inspector_eve"])
+        if isinstance(route, ForwardRoute):
+            logging.getLogger("inspector.live").warning(
+                "inspector proxy: workloads must trust %s", Path(values["confdir"]) / "mitmproxy-ca-cert.pem")
     await master.run()
     return EXIT_OK
+
+
+def _run(values: dict[str, Any], extra: list[str], routes: list[Any]) -> int:
+    try:
+        return asyncio.run(_serve(values, extra, routes))
+    except SystemExit as exc:  # mitmproxy's errorcheck: errors logged at startup (port in use ...)
+        return EXIT_FAILED if exc.code not in (0, None) else EXIT_OK
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose - args.quiet)
     try:
-        routes = parse_routes(args.upstream or [], args.listen or [])
+        if getattr(args, "mode", "reverse") == "forward":
+            routes: list[Any] = parse_forward(args.upstream or [], args.listen or [])
+        else:
+            routes = parse_routes(args.upstream or [], args.listen or [])
     except ValueError as exc:
         print(f"inspector proxy: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -215,16 +261,34 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             print(f"inspector proxy: {exc}", file=sys.stderr)
             return EXIT_USAGE
         extra = list(args.set or [])
-        try:
-            return asyncio.run(_serve(values, extra, routes))
-        except SystemExit as exc:  # mitmproxy's errorcheck: errors logged at startup (port in use ...)
-            return EXIT_FAILED if exc.code not in (0, None) else EXIT_OK
+        processes = getattr(args, "processes", 1)
+        if processes < 1:
+            print("inspector proxy: --processes must be at least 1", file=sys.stderr)
+            return EXIT_USAGE
+        if processes > 1:
+            from inspector.live.processes import run_workers
+
+            if values["inspector_eve"] == "-":
+                print("inspector proxy: --processes needs --eve FILE (each process writes its own "
+                      "FILE.<n> beside it)", file=sys.stderr)
+                return EXIT_USAGE
+            if not args.redis:
+                logging.getLogger("inspector.live").warning(
+                    "inspector proxy: --processes %d without --redis: rate windows are per process", processes)
+            return run_workers(processes, values, lambda mine: _run(mine, extra, routes))
+        return _run(values, extra, routes)
     finally:
         if owned_state:
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=("reverse", "forward"), default="reverse",
+                        help="reverse (default): in front of model servers (--upstream); forward: an HTTP(S) proxy "
+                        "for workloads' outbound traffic, egress allowlists from the config (docs/egress.md)")
+    parser.add_argument("--baseline", metavar="FILE|online",
+                        help="anomaly detection: a baseline from `inspector baseline learn`, or online "
+                        "(docs/anomaly.md)")
     parser.add_argument("--upstream", action="append", metavar="URL",
                         help="model server to protect: http://, https://, h2c:// (cleartext HTTP/2, "
                         "Triton's gRPC port), or tcp:// / tls:// for raw TCP protocols (TCPStore, NCCL); "
@@ -251,6 +315,9 @@ def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default=DEFAULT_METRICS, metavar="HOST:PORT|off",
                         help=f"Prometheus /metrics and /healthz (default {DEFAULT_METRICS})")
     parser.add_argument("--redis", metavar="URL", help="share rate-rule windows across replicas through Redis")
+    parser.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="N sidecar processes behind each port (SO_REUSEPORT); EVE to FILE.<n>, metrics on "
+                        "port+n; use --redis for rate rules (docs/live.md)")
     fail = parser.add_mutually_exclusive_group()
     fail.add_argument("--fail-open", action="store_true", help="on an internal error, let traffic pass (default)")
     fail.add_argument("--fail-closed", action="store_true", help="on an internal error, block the traffic")

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import IO, Any
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+#: One record as its EVE line (without the newline): what `EveWriter.write` writes.
+encode_record = _dumps
 
 
 class EveWriter:
@@ -39,6 +41,12 @@ class EveWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         self._fh.write(_dumps(record))
+        self._fh.write("\n")
+        self.written += 1
+
+    def write_encoded(self, line: str) -> None:
+        """Write a record already made by :func:`encode_record` (a worker of a sharded run)."""
+        self._fh.write(line)
         self._fh.write("\n")
         self.written += 1
 

@@ -1,0 +1,460 @@
+"""Offline analysis across processes: `inspector analyze --workers N`.
+
+Flows are sharded by a symmetric hash of their addresses and ports (:func:`flow_shard`), so every
+packet of a flow, and all per-flow state (reassembly, sessions, policy checks), lives in one
+worker. Every worker reads every capture, but the reader skips the frames of other workers'
+flows before copying or decoding them (:func:`frame_shard` reads the addresses and ports in
+place); only their capture time is used, so flows idle out and linger-close at the same frames
+as in one process. Frames whose flow cannot be told from the raw bytes (fragments, IPv6
+extension headers, ICMP and other transports, short or odd headers, pcapng simple packet
+blocks) go through a second decoder in every worker and the flow's owner keeps the packet;
+worker 0 alone counts and reports what that decoder finds.
+
+Workers run the rules, except that a rate rule cannot decide alone: its window may hold events
+of flows in other workers. A worker therefore lets every rate-rule match through as a candidate
+alert carrying its window key, and the parent merges the workers' record streams back into the
+order one process writes them in, and runs the rate windows there. The order key of a record is
+(file, phase, frame, stage, sub-order, sequence):
+
+    phase 0   the frames: at frame F, stage 0 is the flows that F's time expires (linger-closed
+              ones by the frame that closed them, then idle ones by their last frame), stage 1
+              the records F's packet makes, stage 2 the decode anomalies drained after F
+              (every 256 frames, by the frame they were found in)
+    phase 1   decode anomalies at the end of the capture (unfinished fragments)
+    phase 2   the flows still open at the end, by their last frame
+    phase 3   the capture's damage, if any
+
+So the merged stream, and every rate verdict, equal a single process's; the EVE file holds the
+same records in the same order. Where the two can differ: a flow table or rate table at its cap
+(each worker has the whole cap for its share, so sharded runs evict later), and `--baseline`
+anomaly detection, whose state spans flows (it runs in one process). Records cross processes
+pickled in batches; a worker's stream is consumed as it comes, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import heapq
+import multiprocessing
+import pickle
+import struct
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from zlib import crc32
+
+from inspector.analyze import NOT_TRANSACTIONS, Analyzer, RunStats
+from inspector.capture.decode import (
+    ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_LOOP,
+    LINKTYPE_NULL,
+    LINKTYPE_RAW,
+    PacketDecoder,
+)
+from inspector.capture.flows import Flow, FlowTable
+from inspector.capture.packet import IPPROTO_TCP, IPPROTO_UDP, Packet
+from inspector.engine import Engine
+from inspector.rules.rate import MemoryRateStore, RateResult
+from inspector.sinks.eve import encode_record
+
+#: Records per message from a worker to the parent.
+BATCH_RECORDS = 512
+UNKNOWN = -1
+
+_U16 = struct.Struct("!H").unpack_from
+_U32_LE = struct.Struct("<I").unpack_from
+_IPV4 = struct.Struct("!BxHxxHxB2x4s4s").unpack_from  # version/ihl, total length, fragment, proto, src, dst
+_IPV6 = struct.Struct("!6xB1x16s16s").unpack_from  # next header, src, dst
+_PORTS = struct.Struct("!HH").unpack_from
+_TCP_OFFSET = struct.Struct("!12xB").unpack_from
+_VLAN_ETHERTYPES = frozenset((0x8100, 0x88A8, 0x9100))
+# Link types whose network layer starts at a fixed offset (or after a 4-byte family word).
+_FIXED_IP_OFFSET = {LINKTYPE_RAW: 0, LINKTYPE_IPV4: 0, LINKTYPE_IPV6: 0, LINKTYPE_LINUX_SLL: 16,
+                    LINKTYPE_LINUX_SLL2: 20, LINKTYPE_NULL: 4, LINKTYPE_LOOP: 4}
+_SLL_PROTOCOL = {LINKTYPE_LINUX_SLL: 14, LINKTYPE_LINUX_SLL2: 0}
+
+
+def flow_shard(src: bytes, dst: bytes, sport: int, dport: int, workers: int) -> int:
+    """The worker owning a flow: the same for both directions of it."""
+    a = src + sport.to_bytes(2, "big")
+    b = dst + dport.to_bytes(2, "big")
+    return crc32(a + b if a <= b else b + a) % workers
+
+
+def frame_shard(buf: bytes, start: int, stop: int, linktype: int, workers: int) -> int:
+    """The worker owning the flow of the frame `buf[start:stop]`, read in place; UNKNOWN when only a
+    full decode can tell (anything but a plain, whole IPv4 or IPv6 TCP/UDP header)."""
+    if linktype == LINKTYPE_ETHERNET:
+        if stop - start < 34:
+            return UNKNOWN
+        ethertype = _U16(buf, start + 12)[0]
+        off = start + 14
+        while ethertype in _VLAN_ETHERTYPES and stop - off >= 24:
+            ethertype = _U16(buf, off + 2)[0]
+            off += 4
+    else:
+        fixed = _FIXED_IP_OFFSET.get(linktype)
+        if fixed is None or stop - start < fixed + 20:
+            return UNKNOWN
+        off = start + fixed
+        version = buf[off] >> 4
+        ethertype = ETHERTYPE_IPV4 if version == 4 else ETHERTYPE_IPV6 if version == 6 else 0
+        if linktype in _SLL_PROTOCOL and _U16(buf, start + _SLL_PROTOCOL[linktype])[0] != ethertype:
+            return UNKNOWN
+        if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP) and _U32_LE(buf, start)[0] not in (2, 24, 28, 30) and \
+                struct.unpack_from("!I", buf, start)[0] not in (2, 24, 28, 30):
+            return UNKNOWN
+    if ethertype == ETHERTYPE_IPV4:
+        if stop - off < 20:
+            return UNKNOWN
+        vihl, total, frag, proto, src, dst = _IPV4(buf, off)
+        ihl = (vihl & 15) << 2
+        if vihl >> 4 != 4 or ihl < 20 or frag & 0x3FFF or total < ihl + 8:
+            return UNKNOWN
+        transport = off + ihl
+    elif ethertype == ETHERTYPE_IPV6:
+        if stop - off < 40:
+            return UNKNOWN
+        proto, src, dst = _IPV6(buf, off)
+        if buf[off] >> 4 != 6:
+            return UNKNOWN
+        transport = off + 40
+    else:
+        return UNKNOWN
+    if proto == IPPROTO_TCP:
+        if stop - transport < 20 or _TCP_OFFSET(buf, transport)[0] >> 4 < 5:
+            return UNKNOWN
+    elif proto != IPPROTO_UDP or stop - transport < 8:
+        return UNKNOWN
+    sport, dport = _PORTS(buf, transport)
+    return flow_shard(src, dst, sport, dport, workers)
+
+
+class DeferredRateStore:
+    """A worker's rate store: every rate-rule match becomes a candidate alert; the window key,
+    time, length and count go to the parent, which decides in the merged order."""
+
+    evicted = 0
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Any, float, float, int]] = []
+
+    def hit(self, key: Any, ts: float, window: float, count: int) -> RateResult:
+        self.pending.append((key, ts, window, count))
+        return RateResult.ALERT
+
+    def __len__(self) -> int:
+        return 0
+
+
+class ShardAnalyzer(Analyzer):
+    """One worker: the flows of its shard, records tagged with their place in the single-process order."""
+
+    def __init__(self, index: int, workers: int, send: Callable[[list], None], rate_sids: frozenset[int],
+                 rate_store: DeferredRateStore | None, *, encode: bool = True, **kwargs: Any) -> None:
+        super().__init__(self._collect, **kwargs)
+        self._encode = encode  # send EVE lines (made here, in parallel) rather than dicts
+        self._undecided_flows: set[Any] = set()  # flows with rate-rule candidate alerts
+        self.index = index
+        self.workers = workers
+        self._send = send
+        self._rate_sids = rate_sids
+        self._rate_store = rate_store
+        self._batch: list[tuple[tuple, Any, tuple, Any]] = []
+        self._seq = 0
+        self._file = 0
+        self._phase = 0
+        self._frame = 0
+        self._stage = 1
+        self._sub: tuple[int, int] = (0, 0)
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _collect(self, record: dict[str, Any]) -> None:
+        hit = None
+        event_type = record["event_type"]
+        if event_type == "alert":
+            info = record["alert"]
+            flow_id = record.get("flow_id")
+            meta: tuple = ("alert", info["signature_id"], info["signature"], flow_id)
+            if info["signature_id"] in self._rate_sids and self._rate_store is not None:
+                hit = self._rate_store.pending.pop(0)
+                self._undecided_flows.add(flow_id)
+        elif event_type == "anomaly":
+            anomaly = record["anomaly"]
+            meta = ("anomaly", f"{anomaly['layer']}.{anomaly['event']}")
+        elif event_type == "flow":
+            meta = ("flow", record.get("flow_id"))
+        else:
+            meta = (event_type,)
+        payload: Any = record
+        if self._encode and not (event_type == "flow" and meta[1] in self._undecided_flows):
+            payload = encode_record(record)
+        elif event_type == "flow":
+            self._undecided_flows.discard(meta[1])  # its `alerted` is decided by the parent
+        self._seq += 1
+        self._batch.append(((self._file, self._phase, self._frame, self._stage, self._sub, self._seq),
+                            payload, meta, hit))
+        if len(self._batch) >= BATCH_RECORDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._batch:
+            self._send(self._batch)
+            self._batch = []
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def analyze_files(self, files: list[Path]) -> None:
+        for self._file, path in enumerate(files):
+            self._phase, self._frame, self._stage, self._sub = 0, 0, 1, (0, 0)
+            self.analyze_file(path)
+        self.flush()
+
+    def _run(self, reader: Any, decoder: PacketDecoder, table: FlowTable,
+             progress: Callable[[int], None] | None) -> tuple[int, int, float]:
+        index, workers = self.index, self.workers
+        shared = PacketDecoder(self._limits)  # frames every worker decodes; worker 0 reports them
+        self._shared = shared
+        table.on_flow_ending = self._flow_ending
+        selected = 0  # number of the last frame `select` let through, and whether this worker owns it
+        selected_owned = False
+        wire_bytes = 0
+        last_ts = 0.0
+
+        def select(buf: bytes, start: int, stop: int, linktype: int, ts: float, number: int, wire_len: int) -> bool:
+            nonlocal selected, selected_owned, wire_bytes, last_ts
+            wire_bytes += wire_len
+            last_ts = ts
+            owner = frame_shard(buf, start, stop, linktype, workers)
+            if owner in (index, UNKNOWN):
+                selected, selected_owned = number, owner == index
+                return True
+            self._frame = number
+            self._stage = 0
+            table.tick(ts)
+            if not number & 0xFF:
+                self._drain(decoder, shared)
+            return False
+
+        reader.select = select
+        for frame in reader:
+            number = frame.number
+            self._frame = number
+            if number == selected and selected_owned:
+                packet = decoder.decode(frame)
+            else:
+                if number != selected:  # a block type that does not pass `select`
+                    wire_bytes += frame.wire_len
+                    last_ts = frame.ts
+                packet = shared.decode(frame)
+                if packet is not None and flow_shard(packet.src, packet.dst, packet.sport, packet.dport,
+                                                     workers) != index:
+                    self._stage = 0
+                    table.tick(packet.ts)
+                    packet = None
+            if packet is not None:
+                self._feed(table, packet)
+            if not number & 0xFF:
+                self._drain(decoder, shared)
+        if index != 0:
+            return 0, 0, last_ts
+        return reader.packets, wire_bytes, last_ts
+
+    def _feed(self, table: FlowTable, packet: Packet) -> None:
+        self._stage = 0
+        table.tick(packet.ts)
+        self._stage = 1
+        self._sub = (0, 0)
+        table.packet(packet)
+
+    def _flow_ending(self, flow: Flow, reason: str) -> None:
+        if self._phase == 2:
+            self._frame = flow.last_number
+        elif self._stage == 0:
+            self._sub = (0, flow.closed_number) if reason == "closed" else (1, flow.last_number)
+
+    def _drain(self, decoder: PacketDecoder, shared: PacketDecoder) -> None:
+        anomalies = decoder.drain_anomalies()
+        extra = shared.drain_anomalies()
+        if self.index == 0:
+            anomalies += extra
+        if not anomalies:
+            return
+        self._stage = 2
+        for anomaly in sorted(anomalies, key=lambda a: a.number):
+            self._sub = (0, anomaly.number)
+            self._emit_decode_anomalies((anomaly,))
+
+    def _finish(self, decoder: PacketDecoder, table: FlowTable) -> None:
+        shared = self._shared
+        self._phase, self._frame, self._stage = 1, 0, 0
+        decoder.flush()
+        shared.flush()
+        self._drain(decoder, shared)
+        self._phase, self._stage, self._sub = 2, 0, (0, 0)
+        table.finish()
+        self._phase, self._frame = 3, 0
+        if self.index == 0:
+            decoder.counters = Counter(decoder.counters) + Counter(shared.counters)  # type: ignore[assignment]
+
+    def _capture_damaged(self, message: str, ts: float) -> None:
+        if self.index == 0:
+            super()._capture_damaged(message, ts)
+
+
+def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options: dict[str, Any]) -> None:
+    try:
+        options = dict(options)
+        engine = options.pop("engine", None)
+        rate_store = None
+        rate_sids: frozenset[int] = frozenset()
+        if engine is not None:
+            rate_store = DeferredRateStore()
+            rate_sids = frozenset(rule.sid for rule in engine.ruleset.rules if rule.rate is not None)
+            engine = Engine(engine.ruleset, engine.config, rate_store=rate_store)  # type: ignore[arg-type]
+        analyzer = ShardAnalyzer(index, workers, lambda batch: conn.send_bytes(pickle.dumps(batch, protocol=5)),
+                                 rate_sids, rate_store, engine=engine, **options)
+        analyzer.analyze_files(files)
+        policy = analyzer.policy
+        summary = {"stats": analyzer.stats,
+                   "policy": None if policy is None else (policy.cells, policy.violations,
+                                                          policy.violations_untracked, policy.flows_evicted)}
+        conn.send_bytes(pickle.dumps(("done", summary), protocol=5))
+    except BaseException:  # reported to the parent, which fails the run
+        conn.send_bytes(pickle.dumps(("error", traceback.format_exc()), protocol=5))
+    finally:
+        conn.close()
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process died or raised; its traceback is the message."""
+
+
+class ParallelAnalyzer:
+    """`Analyzer`'s interface (analyze_files, stats, policy, keylog) over N worker processes."""
+
+    def __init__(self, write: Callable[[dict[str, Any]], None], workers: int, *, engine: Engine | None = None,
+                 policy: Any = None, keylog: Any = None, write_encoded: Callable[[str], None] | None = None,
+                 **options: Any) -> None:
+        """`write` takes records as dicts; with `write_encoded` (EveWriter.write_encoded) the workers
+        encode the EVE lines themselves and the parent writes them as they are. `options`: the rest
+        of Analyzer's keyword arguments (limits, flow_records, egress)."""
+        if workers < 2:
+            raise ValueError("ParallelAnalyzer needs at least 2 workers")
+        if options.get("baseline") is not None:
+            raise ValueError("anomaly baselines learn across flows: run them in one process (no --workers)")
+        self.workers = workers
+        self.policy = policy
+        self.keylog = keylog
+        self._options = {**options, "engine": engine, "policy": policy, "keylog": keylog,
+                         "encode": write_encoded is not None}
+        self._counter = Analyzer(write)  # counts what is written, as one process does
+        self._write = write
+        self._write_encoded = write_encoded
+        self.rate_store = MemoryRateStore(engine.config.rate_max_keys) if engine is not None else None
+        self.rate_pending = 0
+
+    @property
+    def stats(self) -> RunStats:
+        return self._counter.stats
+
+    def analyze_files(self, files: list[Path]) -> None:
+        context = multiprocessing.get_context("fork")
+        pipes = [context.Pipe(duplex=False) for _ in range(self.workers)]
+        processes = [context.Process(target=_worker_main, args=(i, self.workers, files, pipes[i][1], self._options),
+                                     daemon=True) for i in range(self.workers)]
+        for process in processes:
+            process.start()
+        for _, sender in pipes:
+            sender.close()
+        summaries: list[dict[str, Any]] = [{} for _ in processes]
+        try:
+            streams = [self._stream(i, receiver, summaries) for i, (receiver, _) in enumerate(pipes)]
+            for _, payload, meta, hit in heapq.merge(*streams, key=lambda item: item[0]):
+                self._write_merged(payload, meta, hit)
+        finally:
+            for process in processes:
+                process.join(timeout=30)
+                if process.is_alive():
+                    process.kill()
+        self._add_summaries(files, summaries)
+
+    def _stream(self, index: int, receiver: Any, summaries: list[dict[str, Any]]) -> Iterator[tuple]:
+        while True:
+            try:
+                message = pickle.loads(receiver.recv_bytes())
+            except EOFError:
+                raise WorkerFailed(f"worker {index} exited without finishing") from None
+            if isinstance(message, list):
+                yield from message
+            elif message[0] == "done":
+                summaries[index] = message[1]
+                return
+            else:
+                raise WorkerFailed(f"worker {index} failed:\n{message[1]}")
+
+    def _write_merged(self, payload: Any, meta: tuple, hit: Any) -> None:
+        if hit is not None and self.rate_store is not None and self.rate_store.hit(*hit) is not RateResult.ALERT:
+            self.rate_pending += 1
+            return
+        counter = self._counter
+        if payload.__class__ is dict:
+            if meta[0] == "flow":
+                payload["flow"]["alerted"] = meta[1] in counter._alerted_flows
+                counter._alerted_flows.discard(meta[1])
+            counter.count(payload)
+            self._write(payload)
+            return
+        # An EVE line from a worker: count it from its meta, as Analyzer.count counts a record.
+        stats = counter.stats
+        kind = meta[0]
+        stats.records[kind] += 1
+        if kind == "alert":
+            stats.alerts[(meta[1], meta[2])] += 1
+            if meta[3] is not None:
+                counter._alerted_flows.add(meta[3])
+        elif kind == "anomaly":
+            stats.anomalies[meta[1]] += 1
+        elif kind == "flow":
+            counter._alerted_flows.discard(meta[1])
+        elif kind not in NOT_TRANSACTIONS:
+            stats.transactions[kind] += 1
+        self._write_encoded(payload)  # type: ignore[misc]
+
+    def _add_summaries(self, files: list[Path], summaries: list[dict[str, Any]]) -> None:
+        stats = self.stats
+        first: RunStats = summaries[0]["stats"]
+        stats.files.extend(first.files)
+        stats.packets += first.packets
+        stats.frame_bytes += first.frame_bytes
+        for summary in summaries:
+            worker: RunStats = summary["stats"]
+            stats.flows += worker.flows
+            stats.flows_by_app.update(worker.flows_by_app)
+            stats.decode.update(worker.decode)
+            stats.tcp.update(worker.tcp)
+            stats.detection.update(worker.detection)
+            if self.policy is not None and summary["policy"] is not None:
+                self._merge_policy(*summary["policy"])
+
+    def _merge_policy(self, cells: dict, violations: Counter, untracked: int, evicted: int) -> None:
+        policy = self.policy
+        for key, cell in cells.items():
+            mine = policy.cells.get(key)
+            if mine is None:
+                policy.cells[key] = cell
+            else:
+                mine.allowed += cell.allowed
+                mine.denied += cell.denied
+                mine.rules.update(cell.rules)
+        policy.violations.update(violations)
+        policy.violations_untracked += untracked
+        policy.flows_evicted += evicted

@@ -1,0 +1,186 @@
+"""`inspector analyze --workers N`: flows sharded across processes give the same EVE, byte for byte,
+and the same rate verdicts as one process, including rate windows whose events land in different
+workers and windows that span files."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from inspector.lab import network as net
+from inspector.lab.recorder import Lab
+from inspector.lab.traffic_triton import Tensor, rest_infer, rest_infer_response
+from inspector.parallel import UNKNOWN, flow_shard, frame_shard
+
+REPO = Path(__file__).resolve().parents[1]
+LAB = REPO / "pcaps" / "lab"
+
+RATE_RULE = """title: Many inferences from one client
+id: 6d0b9c55-2c49-4f0e-9a37-5a7a3f0b9d11
+sid: 9970001
+rev: 1
+status: experimental
+level: medium
+description: ten Triton inferences from one client within a minute, counted across its connections
+event: triton
+detection:
+  sel:
+    triton.api: infer
+  condition: sel
+rate:
+  count: 10
+  window: 60s
+  by: [src_ip]
+"""
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "inspector.cli", "analyze", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+
+
+def _many_connections(path: Path, connections: int = 40, seed: int = 1) -> None:
+    """One client making one inference per connection, every 0.5 s; two other clients a few each."""
+    lab = Lab()
+    rng = random.Random(seed)
+    lab.rng = rng
+    t = 1_767_225_600.0
+    for n in range(connections):
+        client = net.FRAUD_SERVICE if n % 5 else (net.WEB_FRONTEND if n % 2 else net.CHAT_APP)
+        session = lab.http(client, net.TRITON, net.TRITON_HTTP, start=t + n * 0.5)
+        tensor = Tensor(name="INPUT0", shape=(1, 4))
+        session.exchange(rest_infer("fraud-detector", [tensor]), rest_infer_response("fraud-detector", [tensor]),
+                         event="triton", what="infer")
+        session.close()
+    lab.capture.write(path)
+
+
+def test_shard_is_symmetric_and_spreads_flows():
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+    for workers in (2, 3, 4):
+        seen = Counter(flow_shard(a, b, port, 8000, workers) for port in range(40000, 41000))
+        assert set(seen) == set(range(workers))
+        assert min(seen.values()) > 1000 / workers / 2
+        for port in (40000, 51234, 65535):
+            assert flow_shard(a, b, port, 8000, workers) == flow_shard(b, a, 8000, port, workers)
+
+
+def test_frame_shard_agrees_with_the_decoder_and_refers_odd_frames_to_it():
+    from inspector.capture.decode import PacketDecoder
+    from inspector.capture.reader import open_capture
+
+    decoder = PacketDecoder()
+    checked = unknown = 0
+    for path in [LAB / "mixed.pcap", *sorted((REPO / "pcaps" / "core").glob("*.pcap*"))]:
+        with open_capture(path) as reader:
+            for frame in reader:
+                owner = frame_shard(frame.data, 0, len(frame.data), frame.linktype, 3)
+                packet = decoder.decode(frame)
+                if owner == UNKNOWN:
+                    unknown += 1
+                    continue
+                assert packet is not None
+                assert owner == flow_shard(packet.src, packet.dst, packet.sport, packet.dport, 3)
+                checked += 1
+    assert checked > 3000
+    assert unknown < checked / 10
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_eve_is_byte_identical_to_one_process(tmp_path, workers):
+    captures = [str(LAB / "mixed.pcap"), str(REPO / "pcaps" / "core"), str(REPO / "pcaps" / "clients")]
+    args = ["--config", str(LAB / "site.yaml"), "--policy", str(LAB / "policy.yaml"), "-q"]
+    one = _cli(*captures, *args, "--eve", str(tmp_path / "one.json"))
+    many = _cli(*captures, *args, "--eve", str(tmp_path / "many.json"), "--workers", str(workers))
+    assert one.returncode == many.returncode
+    first = (tmp_path / "one.json").read_bytes()
+    assert first == (tmp_path / "many.json").read_bytes()
+    alerts = Counter(json.loads(line)["alert"]["signature_id"] for line in first.splitlines()
+                     if b'"event_type":"alert"' in line)
+    assert alerts[3100003] == 1 and alerts[3400003] == 1  # rate rules of the lab, decided in the parent
+
+
+def test_rate_window_across_workers_gives_single_process_verdicts(tmp_path):
+    capture = tmp_path / "many.pcap"
+    _many_connections(capture)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rate.yml").write_text(RATE_RULE)
+
+    def run(workers: int) -> str:
+        out = tmp_path / f"eve-{workers}.json"
+        done = _cli(str(capture), "--rules", str(rules), "--eve", str(out), "-q", "--workers", str(workers))
+        assert done.returncode == 0, done.stdout + done.stderr
+        return out.read_text()
+
+    text = run(1)
+    single = [json.loads(line) for line in text.splitlines()]
+    fraud_flows = {r["flow_id"] for r in single if r["event_type"] == "triton" and r["src_ip"] == net.FRAUD_SERVICE}
+    owners = {flow_shard(*_endpoints(r), 2) for r in single if r["event_type"] == "triton"
+              and r["flow_id"] in fraud_flows}
+    assert owners == {0, 1}, "the client's connections must land in both workers"
+    alerts = [r for r in single if r["event_type"] == "alert"]
+    assert [a["src_ip"] for a in alerts] == [net.FRAUD_SERVICE]  # the 10th inference of the busy client
+    for workers in (2, 3):
+        assert run(workers) == text
+    flow_alerted = [r["flow"]["alerted"] for r in single if r["event_type"] == "flow"]
+    assert flow_alerted.count(True) == 1
+
+
+def _endpoints(record: dict) -> tuple[bytes, bytes, int, int]:
+    import ipaddress
+
+    return (ipaddress.ip_address(record["src_ip"]).packed, ipaddress.ip_address(record["dest_ip"]).packed,
+            record["src_port"], record["dest_port"])
+
+
+def test_rate_windows_span_files_as_in_one_process(tmp_path):
+    first, second = tmp_path / "a.pcap", tmp_path / "b.pcap"
+    _many_connections(first, connections=7, seed=2)
+    _many_connections(second, connections=7, seed=3)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rate.yml").write_text(RATE_RULE)
+    one = _cli(str(first), str(second), "--rules", str(rules), "--eve", str(tmp_path / "one.json"), "-q")
+    two = _cli(str(first), str(second), "--rules", str(rules), "--eve", str(tmp_path / "two.json"), "-q",
+               "--workers", "2")
+    assert one.returncode == two.returncode == 0
+    text = (tmp_path / "one.json").read_text()
+    assert text == (tmp_path / "two.json").read_text()
+    assert text.count('"event_type":"alert"') == 1  # 5 + 5 inferences of the busy client: the 10th alerts
+
+
+def test_damaged_capture_and_summary_match(tmp_path):
+    damaged = tmp_path / "cut.pcap"
+    data = (LAB / "mixed.pcap").read_bytes()
+    damaged.write_bytes(data[: len(data) // 2 + 7])
+    one = _cli(str(damaged), "--eve", str(tmp_path / "one.json"))
+    two = _cli(str(damaged), "--eve", str(tmp_path / "two.json"), "--workers", "2")
+    assert one.returncode == two.returncode == 1
+    assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+    assert "capture_damaged" in (tmp_path / "two.json").read_text()
+    def summary(text: str) -> list[str]:
+        return [line for line in text.splitlines() if "packets/s" not in line]
+
+    assert summary(two.stdout) == summary(one.stdout)
+
+
+def test_corpus_captures_are_identical_with_workers(tmp_path, corpus_dir):
+    captures = sorted(p for p in corpus_dir.rglob("*") if p.is_file() and p.suffix in (".pcap", ".pcapng", ".cap")
+                      and p.stat().st_size < 2_000_000)[:60]
+    assert captures
+    one = _cli(*map(str, captures), "--eve", str(tmp_path / "one.json"), "-q")
+    two = _cli(*map(str, captures), "--eve", str(tmp_path / "two.json"), "-q", "--workers", "2")
+    assert one.returncode == two.returncode
+    assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+
+
+def test_workers_refuse_bad_counts(tmp_path):
+    bad = _cli(str(LAB / "shadowray.pcap"), "--workers", "0", "--eve", str(tmp_path / "x.json"))
+    assert bad.returncode == 2 and "--workers" in bad.stdout + bad.stderr
