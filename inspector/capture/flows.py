@@ -261,6 +261,11 @@ class FlowTable:
             self.flows_timed_out += 1
             self._end(key, flow, "timeout")
 
+    @property
+    def next_expiry_check(self) -> float:
+        """Capture time at which the next expiry check runs (a packet or a tick at or past it)."""
+        return self._next_expiry_check
+
     def tick(self, ts: float) -> None:
         """Advance capture time without a packet (a frame another shard owns): flows time out
         at the same frames as when every packet passes here."""

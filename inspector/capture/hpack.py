@@ -318,6 +318,16 @@ def _continued_integer(block: bytes, pos: int, value: int) -> tuple[int, int]:
     raise HpackIntegerError(f"integer at octet {pos} has more than {MAX_INTEGER_CONTINUATION} continuation octets")
 
 
+#: Huffman-decoded strings by their coded bytes. Header values repeat across connections and
+#: requests (each connection's dynamic table starts empty, and tokens in `authorization` are sent
+#: never-indexed, so the same literals come again): a hit saves the decode. Pure memoization,
+#: bounded: strings up to 8 KiB, emptied when the coded strings held pass 4 MiB.
+_HUFFMAN_MEMO: dict[bytes, str] = {}
+_HUFFMAN_MEMO_OCTETS = 8192
+_HUFFMAN_MEMO_BUDGET = 4 << 20
+_huffman_memo_held = [0]
+
+
 def _string(block: bytes, pos: int, end: int) -> tuple[str, int]:
     """A string literal (section 5.2) at `pos`, as latin-1; returns (text, position after it)."""
     first = block[pos]
@@ -330,7 +340,18 @@ def _string(block: bytes, pos: int, end: int) -> tuple[str, int]:
         raise HpackTruncatedError(f"string of {length} octets at octet {pos} runs past the end of the "
                                   f"{end}-octet block")
     if first & 0x80:
-        return huffman_decode(block[pos:stop]).decode("latin-1"), stop
+        coded = block[pos:stop]
+        text = _HUFFMAN_MEMO.get(coded)
+        if text is None:
+            text = huffman_decode(coded).decode("latin-1")
+            if length <= _HUFFMAN_MEMO_OCTETS:
+                held = _huffman_memo_held[0] + length + 64
+                if held > _HUFFMAN_MEMO_BUDGET:
+                    _HUFFMAN_MEMO.clear()
+                    held = length + 64
+                _huffman_memo_held[0] = held
+                _HUFFMAN_MEMO[coded] = text
+        return text, stop
     return block[pos:stop].decode("latin-1"), stop
 
 

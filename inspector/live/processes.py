@@ -53,13 +53,23 @@ def worker_metrics(value: str, index: int) -> str:
 
 def listen_with_reuseport() -> None:
     """Make mitmproxy's TCP listeners bind with SO_REUSEPORT (its servers call asyncio.start_server
-    with a host and port; this process's mode_servers module gets a start_server that adds the flag)."""
-    from mitmproxy.proxy import mode_servers
+    with a host and port; this process's mode_servers module gets a start_server that adds the flag).
+    Reverse proxies to `https://` upstreams also listen on UDP for HTTP/3, which cannot be shared
+    this way: in a worker they listen on TCP only (QUIC is not inspected in any case)."""
+    from mitmproxy.proxy import mode_servers, mode_specs
 
     shim = types.ModuleType("asyncio_reuseport")
     shim.__dict__.update(asyncio.__dict__)
     shim.start_server = partial(asyncio.start_server, reuse_port=True)  # type: ignore[attr-defined]
     mode_servers.asyncio = shim  # type: ignore[attr-defined]
+    original = mode_specs.ReverseMode.__post_init__
+
+    def tcp_only(self: Any) -> None:
+        original(self)
+        if self.transport_protocol == mode_specs.BOTH:
+            object.__setattr__(self, "transport_protocol", mode_specs.TCP)
+
+    mode_specs.ReverseMode.__post_init__ = tcp_only  # type: ignore[method-assign]
 
 
 def prepare_shared_state(confdir: Path) -> None:

@@ -86,3 +86,26 @@ def test_processes_need_an_eve_file(tmp_path, rest_upstream):
                            f"http://127.0.0.1:{rest_upstream.server_address[1]}", "--listen", "127.0.0.1:0",
                            "--processes", "2"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 2 and "--eve FILE" in done.stderr
+
+
+def test_two_processes_in_front_of_a_tls_grpc_upstream(grpc_tls_upstream, certs, tmp_path):
+    """A reverse proxy to https:// also listens on UDP (HTTP/3) in one process; with --processes the
+    workers listen on TCP only, so they can share the port."""
+    import tritonclient.grpc as grpcclient
+
+    port, _ = grpc_tls_upstream
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    write_rule(rules, 9410002, "Readiness probe", "triton", {"triton.api": "health"})
+    sidecar = Sidecar(tmp_path, f"https://localhost:{port}", rules, cert=certs.server_cert, key=certs.server_key,
+                      args=["--processes", "2", "--upstream-ca", str(certs.ca)], name="tls-pair")
+    with sidecar:
+        wait_for(lambda: _health(sidecar.metrics_port + 1).get("status") == "ok", timeout=20)
+        for _ in range(12):
+            client = grpcclient.InferenceServerClient(f"localhost:{sidecar.port}", ssl=True,
+                                                      root_certificates=str(certs.ca))
+            assert client.is_server_ready()
+            client.close()
+        eve = [tmp_path / "tls-pair-eve.0.json", tmp_path / "tls-pair-eve.1.json"]
+        wait_for(lambda: sum(len([r for r in _records(p) if r["event_type"] == "alert"]) for p in eve) == 12,
+                 timeout=15)
