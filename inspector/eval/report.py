@@ -101,29 +101,20 @@ def _summary(doc: Document, evaluations: list[Evaluation]) -> None:
 
 
 def _changes(before: Evaluation, after: Evaluation) -> list[str]:
-    def fp_by_sid(e: Evaluation) -> Counter:
-        return Counter(a.sid for a in e.false_positives)
+    def by_sid(alerts: Any) -> Counter:
+        return Counter(a.sid for a in alerts)
 
-    def tp_by_sid(e: Evaluation) -> Counter:
-        return Counter(a.sid for a in e.alerts if a.attack)
+    def counted(what: str, by: Counter) -> str:
+        return f"{what}: {sum(by.values())} (" + ", ".join(f"sid {sid} x{n}" for sid, n in sorted(by.items())) + ")."
 
-    lines = []
-    gained_tp = tp_by_sid(after) - tp_by_sid(before)
-    lost_tp = tp_by_sid(before) - tp_by_sid(after)
-    if gained_tp:
-        lines.append(f"Alerts on attack traffic added: {sum(gained_tp.values())} ("
-                     + ", ".join(f"sid {sid} x{n}" for sid, n in sorted(gained_tp.items())) + ").")
-    if lost_tp:
-        lines.append(f"Alerts on attack traffic removed: {sum(lost_tp.values())} ("
-                     + ", ".join(f"sid {sid} x{n}" for sid, n in sorted(lost_tp.items())) + ").")
-    gone = fp_by_sid(before) - fp_by_sid(after)
-    new = fp_by_sid(after) - fp_by_sid(before)
-    if gone:
-        lines.append(f"False positives removed: {sum(gone.values())} ("
-                     + ", ".join(f"sid {sid} x{n}" for sid, n in sorted(gone.items())) + ").")
-    if new:
-        lines.append(f"False positives added: {sum(new.values())} ("
-                     + ", ".join(f"sid {sid} x{n}" for sid, n in sorted(new.items())) + ").")
+    tp_before = by_sid(a for a in before.alerts if a.attack)
+    tp_after = by_sid(a for a in after.alerts if a.attack)
+    fp_before, fp_after = by_sid(before.false_positives), by_sid(after.false_positives)
+    lines = [counted(what, by) for what, by in (
+        ("Alerts on attack traffic added", tp_after - tp_before),
+        ("Alerts on attack traffic removed", tp_before - tp_after),
+        ("False positives removed", fp_before - fp_after),
+        ("False positives added", fp_after - fp_before)) if by]
     missed_before = {(s.capture, s.scenario, s.step.id, sid) for s, sid in before.missed}
     missed_after = {(s.capture, s.scenario, s.step.id, sid) for s, sid in after.missed}
     if missed_before - missed_after:
