@@ -249,22 +249,28 @@ class ShardAnalyzer(Analyzer):
         last_ts = 0.0
 
         def select(buf: bytes, start: int, stop: int, linktype: int, ts: float, number: int, wire_len: int) -> bool:
-            nonlocal selected, selected_owned, wire_bytes, last_ts
-            wire_bytes += wire_len
-            last_ts = ts
+            nonlocal selected, selected_owned
             owner = frame_shard(buf, start, stop, linktype, workers)
             if owner in (index, UNKNOWN):
                 selected, selected_owned = number, owner == index
                 return True
-            self._frame = number
-            if ts >= table.next_expiry_check:
+            if ts >= table.next_expiry_check:  # another shard's frame: only its time matters here
+                self._frame = number
                 self._stage = 0
                 table.tick(ts)
             if not number & 0xFF:
+                self._frame = number
                 self._drain(decoder, shared)
             return False
 
-        reader.select = select
+        def select_and_count(buf: bytes, start: int, stop: int, linktype: int, ts: float, number: int,
+                             wire_len: int) -> bool:
+            nonlocal wire_bytes, last_ts
+            wire_bytes += wire_len
+            last_ts = ts
+            return select(buf, start, stop, linktype, ts, number, wire_len)
+
+        reader.select = select_and_count if index == 0 else select  # worker 0 counts every frame
         for frame in reader:
             number = frame.number
             self._frame = number
@@ -289,8 +295,9 @@ class ShardAnalyzer(Analyzer):
         return reader.packets, wire_bytes, last_ts
 
     def _feed(self, table: FlowTable, packet: Packet) -> None:
-        self._stage = 0
-        table.tick(packet.ts)
+        if packet.ts >= table.next_expiry_check:  # what the packet's time expires comes first (stage 0)
+            self._stage = 0
+            table.tick(packet.ts)
         self._stage = 1
         self._sub = (0, 0)
         table.packet(packet)

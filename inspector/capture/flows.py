@@ -144,7 +144,8 @@ class FlowTable:
         self._on_flow_end = on_flow_end
         self._flows: OrderedDict[tuple, Flow] = OrderedDict()
         self._closing: OrderedDict[tuple, Flow] = OrderedDict()
-        self._next_expiry_check = float("-inf")
+        #: Capture time at which the next expiry check runs (a packet or a tick at or past it).
+        self.next_expiry_check = float("-inf")
         self._now = float("-inf")
         self.tcp_counters = TcpCounters()
         self.flows_total = 0
@@ -162,9 +163,9 @@ class FlowTable:
         ts = p.ts
         if ts > self._now:
             self._now = ts
-            if ts >= self._next_expiry_check:
+            if ts >= self.next_expiry_check:
                 self._expire(ts)
-                self._next_expiry_check = ts + 1.0
+                self.next_expiry_check = ts + 1.0
         a = (p.src, p.sport)
         b = (p.dst, p.dport)
         key = (a, b, p.proto) if a <= b else (b, a, p.proto)
@@ -261,19 +262,14 @@ class FlowTable:
             self.flows_timed_out += 1
             self._end(key, flow, "timeout")
 
-    @property
-    def next_expiry_check(self) -> float:
-        """Capture time at which the next expiry check runs (a packet or a tick at or past it)."""
-        return self._next_expiry_check
-
     def tick(self, ts: float) -> None:
         """Advance capture time without a packet (a frame another shard owns): flows time out
         at the same frames as when every packet passes here."""
         if ts > self._now:
             self._now = ts
-            if ts >= self._next_expiry_check:
+            if ts >= self.next_expiry_check:
                 self._expire(ts)
-                self._next_expiry_check = ts + 1.0
+                self.next_expiry_check = ts + 1.0
 
     def _end(self, key: tuple, flow: Flow, reason: str) -> None:
         if self.on_flow_ending is not None:
