@@ -103,6 +103,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         _run_files(analyzer, files, console, show_progress=not args.quiet and console.is_terminal)
+    except RuntimeError as exc:  # --workers: a worker died (killed, out of memory) or raised
+        from inspector.parallel import WorkerFailed
+
+        if not isinstance(exc, WorkerFailed):
+            raise
+        console.print(f"[red]error:[/red] {escape(str(exc))}\n(the records before the failure were written)")
+        return EXIT_DAMAGED
     finally:
         writer.close()
     elapsed = time.perf_counter() - started

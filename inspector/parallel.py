@@ -337,7 +337,10 @@ class ShardAnalyzer(Analyzer):
             super()._capture_damaged(message, ts)
 
 
-def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options: dict[str, Any]) -> None:
+def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options: dict[str, Any],
+                 others: list[Any]) -> None:
+    for end in others:
+        end.close()
     try:
         options = dict(options)
         engine = options.pop("engine", None)
@@ -396,8 +399,12 @@ class ParallelAnalyzer:
     def analyze_files(self, files: list[Path]) -> None:
         context = multiprocessing.get_context("fork")
         pipes = [context.Pipe(duplex=False) for _ in range(self.workers)]
-        processes = [context.Process(target=_worker_main, args=(i, self.workers, files, pipes[i][1], self._options),
-                                     daemon=True) for i in range(self.workers)]
+        processes = []
+        for index in range(self.workers):
+            # A worker keeps only its own sending end: when one dies, its pipe ends (EOF) at once.
+            others = [end for i, pair in enumerate(pipes) for end in pair if i != index] + [pipes[index][0]]
+            processes.append(context.Process(target=_worker_main, daemon=True,
+                                             args=(index, self.workers, files, pipes[index][1], self._options, others)))
         for process in processes:
             process.start()
         for _, sender in pipes:
@@ -407,6 +414,10 @@ class ParallelAnalyzer:
             streams = [self._stream(i, receiver, summaries) for i, (receiver, _) in enumerate(pipes)]
             for _, payload, meta, hit in heapq.merge(*streams, key=lambda item: item[0]):
                 self._write_merged(payload, meta, hit)
+        except BaseException:
+            for process in processes:  # the others would wait for a reader that is gone
+                process.kill()
+            raise
         finally:
             for process in processes:
                 process.join(timeout=30)

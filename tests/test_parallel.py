@@ -184,3 +184,29 @@ def test_corpus_captures_are_identical_with_workers(tmp_path, corpus_dir):
 def test_workers_refuse_bad_counts(tmp_path):
     bad = _cli(str(LAB / "shadowray.pcap"), "--workers", "0", "--eve", str(tmp_path / "x.json"))
     assert bad.returncode == 2 and "--workers" in bad.stdout + bad.stderr
+
+
+def test_a_failing_worker_fails_the_run_with_its_reason(tmp_path):
+    """A worker that raises (here: a segmentation policy whose zone lookup breaks) ends the run with
+    its traceback, and the other worker is stopped, not left waiting. Run in a child process: the
+    test process has threads, which a fork must not inherit."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+from inspector.parallel import ParallelAnalyzer, WorkerFailed
+
+class BrokenPolicy:
+    def zones(self, *args):
+        raise RuntimeError("zone lookup exploded")
+
+out = []
+try:
+    ParallelAnalyzer(out.append, 2, policy=BrokenPolicy()).analyze_files([Path({str(LAB / "mixed.pcap")!r})])
+except WorkerFailed as exc:
+    print("FAILED", "zone lookup exploded" in str(exc))
+else:
+    print("NO FAILURE")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "FAILED True", done.stdout + done.stderr
