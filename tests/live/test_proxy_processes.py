@@ -109,3 +109,29 @@ def test_two_processes_in_front_of_a_tls_grpc_upstream(grpc_tls_upstream, certs,
         eve = [tmp_path / "tls-pair-eve.0.json", tmp_path / "tls-pair-eve.1.json"]
         wait_for(lambda: sum(len([r for r in _records(p) if r["event_type"] == "alert"]) for p in eve) == 12,
                  timeout=15)
+
+
+def test_a_dead_worker_stops_the_set(rest_upstream, tmp_path):
+    """When a worker dies, the parent stops the others and exits non-zero (for the supervisor to
+    restart the set) rather than serving at half capacity unnoticed."""
+    import os
+    import time
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    sidecar = Sidecar(tmp_path, f"http://127.0.0.1:{rest_upstream.server_address[1]}", rules,
+                      args=["--processes", "2"], name="dying")
+    sidecar.start()
+    try:
+        wait_for(lambda: _health(sidecar.metrics_port + 1).get("status") == "ok", timeout=20)
+        workers = [int(pid) for pid in Path(f"/proc/{sidecar.process.pid}/task/{sidecar.process.pid}/children")
+                   .read_text().split()]
+        assert len(workers) == 2
+        os.kill(workers[1], signal.SIGKILL)
+        status = sidecar.process.wait(20)
+        assert status != 0
+        time.sleep(0.5)
+        assert not Path(f"/proc/{workers[0]}").exists() or "zombie" in Path(f"/proc/{workers[0]}/status").read_text()
+        assert "worker 1 exited" in sidecar.log_text()
+    finally:
+        sidecar.stop()
