@@ -112,8 +112,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _answered(detail: str) -> bool:
     """An error that still means the target answered (an HTTP, gRPC or S3 refusal, not a dead connection)."""
     lowered = detail.lower()
-    return not any(word in lowered for word in ("connection refused", "connecterror", "unavailable",
-                                                "timed out", "timeout", "name or service"))
+    return not any(word in lowered for word in ("connection refused", "connecterror", "connection error",
+                                                "unavailable", "timed out", "timeout", "name or service"))
 
 
 def add_lab_commands(sub: Any) -> None:

@@ -213,8 +213,9 @@ class Replay:
         """The openai client with the target as its base URL (`/v1`)."""
         import openai
 
+        http_client = openai.DefaultHttpxClient(verify=self._ssl_context()) if self.target.tls else None
         return openai.OpenAI(base_url=f"{self.target.base_url}/v1", api_key="sk-lab-0000", max_retries=0,
-                             timeout=self.timeout)
+                             timeout=self.timeout, http_client=http_client)
 
     def send_http(self, request: bytes) -> int:
         """Send an HTTP/1.1 request written by the traffic library (its method, path, headers and body;

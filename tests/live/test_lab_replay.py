@@ -82,6 +82,17 @@ def _listening(port: int) -> bool:
     return True
 
 
+def test_llm_scenario_with_openai_over_tls(tmp_path, rest_upstream, certs):
+    upstream = f"http://127.0.0.1:{rest_upstream.server_address[1]}"
+    with Sidecar(tmp_path, upstream, SIGNATURES, cert=certs.server_cert, key=certs.server_key,
+                 args=LAB_ARGS) as sidecar:
+        status, results = _replay("prompt-injection", f"https://localhost:{sidecar.port}", "--ca", str(certs.ca))
+        assert status == 0
+        assert not any("connection error" in r["detail"].lower() for r in results), results
+        fired = _fired(sidecar, _expected("prompt-injection"))
+    assert _expected("prompt-injection") <= set(fired)
+
+
 @pytest.fixture(scope="module")
 def moto_server():
     port = free_port()
@@ -96,11 +107,13 @@ def moto_server():
         process.wait(10)
 
 
-def test_s3_scenarios_with_boto3_through_a_sidecar_to_moto(tmp_path, moto_server):
-    with Sidecar(tmp_path, moto_server, SIGNATURES, args=LAB_ARGS) as sidecar:
+def test_s3_scenarios_with_boto3_through_a_tls_sidecar_to_moto(tmp_path, moto_server, certs):
+    with Sidecar(tmp_path, moto_server, SIGNATURES, cert=certs.server_cert, key=certs.server_key,
+                 args=LAB_ARGS) as sidecar:
         wanted: set[int] = set()
         for scenario in ("malicious-model-pull", "bucket-poisoning"):
-            status, results = _replay(scenario, f"http://127.0.0.1:{sidecar.port}")
+            status, results = _replay(scenario, f"https://localhost:{sidecar.port}", "--ca", str(certs.ca))
+            assert all(r["ok"] for r in results if r["step"] is None), results  # the setup calls got through
             assert status == 0, results
             wanted |= _expected(scenario)
         fired = _fired(sidecar, wanted)
