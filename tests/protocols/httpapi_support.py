@@ -144,14 +144,28 @@ def capture_problem() -> str | None:
     return None
 
 
+def capture_gaps(path: Path) -> int:
+    """TCP gaps in a capture: bytes the capture missed, as the reassembly saw them."""
+    from inspector.analyze import Analyzer
+
+    analyzer = Analyzer(lambda record: None)
+    analyzer.analyze_file(path)
+    return analyzer.stats.tcp.get("gaps", 0)
+
+
 def rerun_script(script: str, out_dir: Path) -> None:
-    """Run pcaps/clients/<script> into `out_dir` (skips the test when captures cannot run here)."""
+    """Run pcaps/clients/<script> into `out_dir` (skips the test when captures cannot run here).
+    A loopback capture on a loaded machine can lose a packet: when a capture shows a TCP gap, the
+    script runs again (three times at most)."""
     reason = capture_problem()
     if reason:
         pytest.skip(reason)
-    done = subprocess.run([PYTHON, str(CLIENTS / script), "--out", str(out_dir)], capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    for _ in range(3):
+        done = subprocess.run([PYTHON, str(CLIENTS / script), "--out", str(out_dir)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        if not any(capture_gaps(path) for path in out_dir.glob("*.pcap")):
+            return
 
 
 # --- the field catalogue ----------------------------------------------------------------------------

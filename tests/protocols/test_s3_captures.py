@@ -287,14 +287,24 @@ def summary(path: Path) -> list[tuple[str, str]]:
 
 
 @pytest.mark.slow
+def capture_gaps(path: Path) -> int:
+    """TCP gaps in a capture: bytes the capture missed, as the reassembly saw them."""
+    analyzer = Analyzer(lambda record: None)
+    analyzer.analyze_file(path)
+    return analyzer.stats.tcp.get("gaps", 0)
+
+
 def test_capture_script_reproduces_the_transactions(tmp_path):
     """Run make_s3.py into tmp_path (its own process: it wraps getaddrinfo and sets moto's part size)."""
     reason = _capture_problem()
     if reason:
         pytest.skip(reason)
-    done = subprocess.run([sys.executable, str(CLIENTS / "make_s3.py"), "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert done.returncode == 0, done.stderr[-2000:]
     fresh = tmp_path / "s3.pcap"
+    for _ in range(3):  # a loopback capture on a loaded machine can lose a packet: capture again
+        done = subprocess.run([sys.executable, str(CLIENTS / "make_s3.py"), "--out", str(tmp_path)],
+                              capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert done.returncode == 0, done.stderr[-2000:]
+        if not capture_gaps(fresh):
+            break
     assert summary(fresh) == summary(S3_PCAP)
     assert [(m, json.dumps(e, sort_keys=True)) for m, e in EXPECTED] == summary(fresh)
