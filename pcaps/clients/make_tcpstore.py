@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime
 import os
 import pickle
+import re
 import signal
 import socket
 import struct
@@ -55,11 +56,11 @@ def capture(path: Path, scenario: Callable[[int], None], attempts: int = 3) -> N
     A busy machine can make this go wrong in two ways, and each makes the scenario run again on
     another port: a port found free is taken by another process before the store binds it, or
     tcpdump is stopped before it wrote every packet (the file must show each connection closed
-    by both sides).
+    by both sides), or the kernel dropped packets before tcpdump read them (its exit report).
     """
     for attempt in range(attempts):
         port = free_port()
-        tcpdump = subprocess.Popen(["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-w", str(path),
+        tcpdump = subprocess.Popen(["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-B", "16384", "-w", str(path),
                                     f"tcp port {port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert tcpdump.stderr is not None
         deadline = time.monotonic() + 10
@@ -76,7 +77,10 @@ def capture(path: Path, scenario: Callable[[int], None], attempts: int = 3) -> N
             problem = repr(error)
         finally:
             tcpdump.send_signal(signal.SIGINT)
-            tcpdump.communicate(timeout=10)
+            _, report = tcpdump.communicate(timeout=10)
+        dropped = re.search(rb"(\d+) packets? dropped by kernel", report or b"")
+        if problem is None and dropped and int(dropped.group(1)):
+            problem = f"tcpdump dropped {int(dropped.group(1))} packet(s)"
         if problem is None:
             return
         if attempt == attempts - 1:
