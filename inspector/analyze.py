@@ -96,6 +96,21 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def record_meta(record: dict[str, Any]) -> tuple:
+    """What counting a written record takes: `("alert", sid, signature, flow_id)`,
+    `("anomaly", "layer.event")`, `("flow", flow_id)` or `(event_type,)`."""
+    event_type = record["event_type"]
+    if event_type == "alert":
+        info = record["alert"]
+        return ("alert", info["signature_id"], info["signature"], record.get("flow_id"))
+    if event_type == "anomaly":
+        anomaly = record["anomaly"]
+        return ("anomaly", f"{anomaly['layer']}.{anomaly['event']}")
+    if event_type == "flow":
+        return ("flow", record.get("flow_id"))
+    return (event_type,)
+
+
 class Analyzer:
     """Runs captures through the offline path. `write` receives every record to output."""
 
@@ -138,23 +153,32 @@ class Analyzer:
 
     def count(self, record: dict[str, Any]) -> bool:
         """Count one record written (an alert also marks its flow alerted); True for a transaction."""
+        return self.count_meta(record_meta(record))
+
+    def count_meta(self, meta: tuple) -> bool:
+        """:meth:`count` from a record's :func:`record_meta` (what a sharded run's workers send)."""
         stats = self.stats
-        event_type = record["event_type"]
-        stats.records[event_type] += 1
-        if event_type == "alert":
-            info = record["alert"]
-            stats.alerts[(info["signature_id"], info["signature"])] += 1
-            if record.get("flow_id") is not None:
-                self._alerted_flows.add(record["flow_id"])
+        kind = meta[0]
+        stats.records[kind] += 1
+        if kind == "alert":
+            stats.alerts[(meta[1], meta[2])] += 1
+            if meta[3] is not None:
+                self._alerted_flows.add(meta[3])
             return False
-        if event_type == "anomaly":
-            anomaly = record["anomaly"]
-            stats.anomalies[f"{anomaly['layer']}.{anomaly['event']}"] += 1
+        if kind == "anomaly":
+            stats.anomalies[meta[1]] += 1
             return False
-        if event_type in NOT_TRANSACTIONS:
+        if kind == "flow":
+            self._alerted_flows.discard(meta[1])  # its record has been made
             return False
-        stats.transactions[event_type] += 1
+        if kind in NOT_TRANSACTIONS:
+            return False
+        stats.transactions[kind] += 1
         return True
+
+    def flow_alerted(self, flow_id: Any) -> bool:
+        """Whether an alert was written for the flow (its flow record's `alerted`)."""
+        return flow_id in self._alerted_flows
 
     # -- files -------------------------------------------------------------------------------
 
@@ -267,7 +291,7 @@ class Analyzer:
             "age": int(flow.last_ts - flow.start_ts),
             "state": flow.state,
             "reason": flow.end_reason,
-            "alerted": flow.flow_id in self._alerted_flows,
+            "alerted": self.flow_alerted(flow.flow_id),
         }
         gap_bytes = getattr(handler, "gap_bytes", 0)
         if gap_bytes:

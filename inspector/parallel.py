@@ -38,12 +38,12 @@ import multiprocessing
 import pickle
 import struct
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from inspector.analyze import NOT_TRANSACTIONS, Analyzer, RunStats
+from inspector.analyze import Analyzer, RunStats, record_meta
 from inspector.capture.decode import (
     ETHERTYPE_IPV4,
     ETHERTYPE_IPV6,
@@ -163,7 +163,7 @@ class DeferredRateStore:
     evicted = 0
 
     def __init__(self) -> None:
-        self.pending: list[tuple[Any, float, float, int]] = []
+        self.pending: deque[tuple[Any, float, float, int]] = deque()
 
     def hit(self, key: Any, ts: float, window: float, count: int) -> RateResult:
         self.pending.append((key, ts, window, count))
@@ -198,26 +198,16 @@ class ShardAnalyzer(Analyzer):
 
     def _collect(self, record: dict[str, Any]) -> None:
         hit = None
-        event_type = record["event_type"]
-        if event_type == "alert":
-            info = record["alert"]
-            flow_id = record.get("flow_id")
-            meta: tuple = ("alert", info["signature_id"], info["signature"], flow_id)
-            if info["signature_id"] in self._rate_sids and self._rate_store is not None:
-                hit = self._rate_store.pending.pop(0)
-                self._undecided_flows.add(flow_id)
-        elif event_type == "anomaly":
-            anomaly = record["anomaly"]
-            meta = ("anomaly", f"{anomaly['layer']}.{anomaly['event']}")
-        elif event_type == "flow":
-            meta = ("flow", record.get("flow_id"))
-        else:
-            meta = (event_type,)
+        meta = record_meta(record)
+        kind = meta[0]
+        if kind == "alert" and meta[1] in self._rate_sids and self._rate_store is not None:
+            hit = self._rate_store.pending.popleft()
+            self._undecided_flows.add(meta[3])
         payload: Any = record
-        if self._encode and not (event_type == "flow" and meta[1] in self._undecided_flows):
-            payload = encode_record(record)
-        elif event_type == "flow":
+        if kind == "flow" and meta[1] in self._undecided_flows:
             self._undecided_flows.discard(meta[1])  # its `alerted` is decided by the parent
+        elif self._encode:
+            payload = encode_record(record)
         self._seq += 1
         self._batch.append(((self._file, self._phase, self._frame, self._stage, self._sub, self._seq),
                             payload, meta, hit))
@@ -354,9 +344,7 @@ def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options
                                  rate_sids, rate_store, engine=engine, **options)
         analyzer.analyze_files(files)
         policy = analyzer.policy
-        summary = {"stats": analyzer.stats,
-                   "policy": None if policy is None else (policy.cells, policy.violations,
-                                                          policy.violations_untracked, policy.flows_evicted)}
+        summary = {"stats": analyzer.stats, "policy": None if policy is None else policy.counts()}
         conn.send_bytes(pickle.dumps(("done", summary), protocol=5))
     except BaseException:  # reported to the parent, which fails the run
         conn.send_bytes(pickle.dumps(("error", traceback.format_exc()), protocol=5))
@@ -423,7 +411,7 @@ class ParallelAnalyzer:
                 process.join(timeout=30)
                 if process.is_alive():
                     process.kill()
-        self._add_summaries(files, summaries)
+        self._add_summaries(summaries)
 
     def _stream(self, index: int, receiver: Any, summaries: list[dict[str, Any]]) -> Iterator[tuple]:
         while True:
@@ -444,30 +432,16 @@ class ParallelAnalyzer:
             self.rate_pending += 1
             return
         counter = self._counter
-        if payload.__class__ is dict:
-            if meta[0] == "flow":
-                payload["flow"]["alerted"] = meta[1] in counter._alerted_flows
-                counter._alerted_flows.discard(meta[1])
-            counter.count(payload)
-            self._write(payload)
+        if payload.__class__ is not dict:  # an EVE line a worker made
+            counter.count_meta(meta)
+            self._write_encoded(payload)  # type: ignore[misc]
             return
-        # An EVE line from a worker: count it from its meta, as Analyzer.count counts a record.
-        stats = counter.stats
-        kind = meta[0]
-        stats.records[kind] += 1
-        if kind == "alert":
-            stats.alerts[(meta[1], meta[2])] += 1
-            if meta[3] is not None:
-                counter._alerted_flows.add(meta[3])
-        elif kind == "anomaly":
-            stats.anomalies[meta[1]] += 1
-        elif kind == "flow":
-            counter._alerted_flows.discard(meta[1])
-        elif kind not in NOT_TRANSACTIONS:
-            stats.transactions[kind] += 1
-        self._write_encoded(payload)  # type: ignore[misc]
+        if meta[0] == "flow":
+            payload["flow"]["alerted"] = counter.flow_alerted(meta[1])
+        counter.count_meta(meta)
+        self._write(payload)
 
-    def _add_summaries(self, files: list[Path], summaries: list[dict[str, Any]]) -> None:
+    def _add_summaries(self, summaries: list[dict[str, Any]]) -> None:
         stats = self.stats
         first: RunStats = summaries[0]["stats"]
         stats.files.extend(first.files)
@@ -481,18 +455,4 @@ class ParallelAnalyzer:
             stats.tcp.update(worker.tcp)
             stats.detection.update(worker.detection)
             if self.policy is not None and summary["policy"] is not None:
-                self._merge_policy(*summary["policy"])
-
-    def _merge_policy(self, cells: dict, violations: Counter, untracked: int, evicted: int) -> None:
-        policy = self.policy
-        for key, cell in cells.items():
-            mine = policy.cells.get(key)
-            if mine is None:
-                policy.cells[key] = cell
-            else:
-                mine.allowed += cell.allowed
-                mine.denied += cell.denied
-                mine.rules.update(cell.rules)
-        policy.violations.update(violations)
-        policy.violations_untracked += untracked
-        policy.flows_evicted += evicted
+                self.policy.add_counts(summary["policy"])

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from inspector.protocols.modelhub import parse_hub_path
+from inspector.protocols.modelhub import parse_hub_path, path_of_target
 
 SECTION_KEYS = ("hosts", "buckets", "s3_endpoints", "registries")
 DEFAULT_S3_ENDPOINTS = ("s3.amazonaws.com", "*.amazonaws.com")
@@ -167,13 +167,9 @@ def egress_decision(policy: EgressPolicy, http: dict[str, Any]) -> dict[str, Any
     if http.get("http_method") == "CONNECT":
         name, number = split_authority(url, 443)
         return policy.decide_connect(name or host, number)
-    path = url
-    if "://" in url:
-        rest = url.split("://", 1)[1]
-        slash = rest.find("/")
-        path = rest[slash:] if slash >= 0 else "/"
-        if not host:
-            host = split_authority(rest[:slash] if slash >= 0 else rest, 80)[0]
+    path = path_of_target(url)
+    if not host and path != url:  # absolute-form target: the host is in it
+        host = split_authority(url.split("://", 1)[1].split("/", 1)[0], 80)[0]
     if not isinstance(port, int):
         port = 443 if url.startswith("https://") else 80
     return policy.decide_request(host, port, path)

@@ -204,8 +204,7 @@ def _false_positives(doc: Document, evaluation: Evaluation, label: str) -> None:
                   a.match.tx.what if a.match.tx is not None else ("(flow)" if a.match.flow else "(no labelled flow)"))
                  for a in fps[:MAX_LISTED])
     doc.add(Table(("time (s)", "sid", "rule", "flow", "benign transaction (truth)"), rows, numeric=frozenset({0, 1})))
-    if len(fps) > MAX_LISTED:
-        doc.add(Para(f"... and {len(fps) - MAX_LISTED} more (report.json lists them all)."))
+    _more(doc, len(fps))
 
 
 def _missed(doc: Document, evaluation: Evaluation, label: str) -> None:
@@ -218,6 +217,13 @@ def _missed(doc: Document, evaluation: Evaluation, label: str) -> None:
                   evaluation.rule_scores[sid].title if sid in evaluation.rule_scores else "(not in the rule set)")
                  for step, sid in missed[:MAX_LISTED])
     doc.add(Table(("scenario", "step", "what the step does", "sid", "rule"), rows, numeric=frozenset({3})))
+    _more(doc, len(missed))
+
+
+def _more(doc: Document, listed: int) -> None:
+    """Say how many rows a table capped at MAX_LISTED left out."""
+    if listed > MAX_LISTED:
+        doc.add(Para(f"... and {listed - MAX_LISTED} more (report.json lists them all)."))
 
 
 def _charts(doc: Document, evaluations: list[Evaluation]) -> None:

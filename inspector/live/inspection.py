@@ -216,10 +216,7 @@ class LiveInspector:
         alerts = [*verdict.alerts, *(alert for v in extra for alert in v.alerts)]
         decision = Decision(action=action, record=record)
         if action == BLOCK:
-            signature = block_rule.title if block_rule is not None else "blocked"
-            sid = block_rule.sid if block_rule is not None else None
-            decision = Decision(action=BLOCK, record=record, reason="rule", sid=sid,
-                                message=block_message(self.settings.block_message, signature, sid))
+            decision = self._blocked_by(block_rule, record)
         elif not tx.uninspectable:
             reason = uninspectable_reason(exchange)
             if reason:
@@ -291,12 +288,16 @@ class LiveInspector:
         self._alerts(list(verdict.alerts))
         self.observe_baseline(record, ts)
         if verdict.action == BLOCK:
-            rule = _first_block_rule(verdict)
             self.metrics.blocks.labels("rule").inc()
-            return Decision(action=BLOCK, record=record, reason="rule", sid=rule.sid if rule else None,
-                            message=block_message(self.settings.block_message, rule.title if rule else "blocked",
-                                                  rule.sid if rule else None))
+            return self._blocked_by(_first_block_rule(verdict), record)
         return Decision(action=verdict.action, record=record)
+
+    def _blocked_by(self, rule: Any, record: dict[str, Any]) -> Decision:
+        """A block by `rule` (None: a block with no rule to name), with the message clients get."""
+        signature = rule.title if rule is not None else "blocked"
+        sid = rule.sid if rule is not None else None
+        return Decision(action=BLOCK, record=record, reason="rule", sid=sid,
+                        message=block_message(self.settings.block_message, signature, sid))
 
     def record(self, tx: Transaction, exchange: HttpExchange, layers: list | None = None,
                ) -> tuple[dict[str, Any], list]:

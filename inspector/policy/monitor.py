@@ -189,6 +189,25 @@ class PolicyMonitor:
 
     # -- summary ---------------------------------------------------------------------------------
 
+    def counts(self) -> tuple[Any, ...]:
+        """What this monitor counted, for :meth:`add_counts` of another (a sharded run's workers)."""
+        return self.cells, self.violations, self.violations_untracked, self.flows_evicted
+
+    def add_counts(self, counts: tuple[Any, ...]) -> None:
+        """Add another monitor's :meth:`counts` to this one's."""
+        cells, violations, untracked, evicted = counts
+        for key, cell in cells.items():
+            mine = self.cells.get(key)
+            if mine is None:
+                self.cells[key] = cell
+            else:
+                mine.allowed += cell.allowed
+                mine.denied += cell.denied
+                mine.rules.update(cell.rules)
+        self.violations.update(violations)
+        self.violations_untracked += untracked
+        self.flows_evicted += evicted
+
     @property
     def flows_checked(self) -> int:
         return sum(cell.allowed + cell.denied for cell in self.cells.values())

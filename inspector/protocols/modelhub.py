@@ -75,7 +75,7 @@ def build(ctx: Any) -> dict[str, Any] | None:
     request: HttpMessage = exchange.request
     if request is None or request.method not in ("GET", "HEAD"):
         return None
-    hub = parse_hub_path(request.path if request.path.startswith("/") else _path_of(request.path))
+    hub = parse_hub_path(path_of_target(request.path))
     if hub is None:
         return None
     obj: dict[str, Any] = {"hub": hub.hub, "api": hub.api, "repo": hub.repo}
@@ -104,9 +104,10 @@ def build(ctx: Any) -> dict[str, Any] | None:
     return obj
 
 
-def _path_of(target: str) -> str:
-    """The path of an absolute-form request target (a plain-HTTP proxy request)."""
-    if "://" in target:
+def path_of_target(target: str) -> str:
+    """The path of a request target: as it is, or the path of an absolute-form target (a plain-HTTP
+    proxy request, `http://host/path`)."""
+    if not target.startswith("/") and "://" in target:
         rest = target.split("://", 1)[1]
         slash = rest.find("/")
         return rest[slash:] if slash >= 0 else "/"
