@@ -35,7 +35,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 
 from inspector.engine import BLOCK
-from inspector.http import TO_CLIENT, TO_SERVER
+from inspector.http import TO_CLIENT, TO_SERVER, HttpMessage
 from inspector.live import options as opts
 from inspector.live.blocking import BlockResponse, block_response, is_grpc_content_type
 from inspector.live.bodystream import HeldBodyStream
@@ -67,10 +67,11 @@ logger = logging.getLogger("inspector.live")
 class _FlowState:
     """The addon's bookkeeping for one HTTPFlow."""
 
-    __slots__ = ("request_stream", "response_stream", "tx")
+    __slots__ = ("request_stream", "response_head", "response_stream", "tx")
 
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
+        self.response_head: HttpMessage | None = None
         self.request_stream: GrpcRequestStream | HeldBodyStream | None = None
         self.response_stream: GrpcResponseStream | HeldBodyStream | None = None
 
@@ -382,7 +383,7 @@ class InspectorAddon:
         exchange, anomalies = request_exchange(inspector.settings.limits, tx.request_head, raw_body(flow.request),
                                                trailers, ts_end)
         tx.request_side = exchange
-        if not inspector.request_phase_needed():
+        if not inspector.blocking_possible():
             inspector.record_anomalies(tx, anomalies, [])
             return
         decision = inspector.inspect(tx, exchange, anomalies, "request", block_only=True)
@@ -402,7 +403,7 @@ class InspectorAddon:
         assert flow.response is not None
         inspector = self.live_inspector()
         limits = inspector.settings.limits
-        head = response_head(flow.response)
+        head = state.response_head = response_head(flow.response)
         if isinstance(state.request_stream, GrpcRequestStream):
             stream = GrpcResponseStream(state.request_stream, head, limits, time.time)
             state.response_stream = stream
@@ -438,8 +439,9 @@ class InspectorAddon:
             response_side, anomalies = state.response_stream.body.end(trailers, ts_end)
             inspector.complete(tx, merge(request_side, response_side), anomalies)
             return
-        response_side, anomalies = response_exchange(inspector.settings.limits, response_head(flow.response),
-                                                     raw_body(flow.response), trailers, ts_end)
+        response_side, anomalies = response_exchange(inspector.settings.limits, state.response_head
+                                                     or response_head(flow.response), raw_body(flow.response),
+                                                     trailers, ts_end)
         decision = inspector.complete(tx, merge(request_side, response_side), anomalies)
         if decision.action == BLOCK:
             flow.response = self._mitm_response(flow, self._block_for(flow, decision))
@@ -533,14 +535,14 @@ class InspectorAddon:
 
     def _inspect_request_part(self, tx: Transaction, data: bytes, complete: bool) -> Decision:
         inspector = self.live_inspector()
-        if not inspector.request_phase_needed():
+        if not inspector.blocking_possible():
             return Decision(action="allow", record={})
         exchange, anomalies = request_exchange(inspector.settings.limits, tx.request_head, data, [], time.time(),
                                                complete=complete)
         return inspector.inspect(tx, exchange, anomalies, "request", block_only=True)
 
     def _inspect_response_part(self, tx: Transaction, head: Any, data: bytes, complete: bool) -> Decision:
-        if not self.live_inspector().request_phase_needed():
+        if not self.live_inspector().blocking_possible():
             return Decision(action="allow", record={})
         limits = self.live_inspector().settings.limits
         request_side = tx.request_side

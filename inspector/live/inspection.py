@@ -164,7 +164,7 @@ class LiveInspector:
         """Sids of the running set's block rules (re-evaluated on every message of a stream)."""
         return self._split_rules()[0]
 
-    def request_phase_needed(self) -> bool:
+    def blocking_possible(self) -> bool:
         """Whether anything can be enforced before the response: block rules, or the block policy
         for what cannot be inspected. Without them a transaction is evaluated once, whole."""
         return bool(self._split_rules()[0]) or self.settings.uninspectable == "block"

@@ -11,7 +11,6 @@ uploads make `content` raise; `raw_content` never does.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from inspector.apps import OBSERVER_FACTORIES
@@ -61,8 +60,9 @@ def response_head(response: Any) -> HttpMessage:
 
 def fresh(head: HttpMessage) -> HttpMessage:
     """A copy of a head that a new builder may fill (builders write body and times into it)."""
-    return replace(head, headers=list(head.headers), body=b"", body_length=0, body_truncated=False,
-                   decoded="", trailers=[], ts_end=0.0, complete=False)
+    return HttpMessage(kind=head.kind, version=head.version, headers=list(head.headers), method=head.method,
+                       scheme=head.scheme, authority=head.authority, path=head.path, status=head.status,
+                       reason=head.reason, ts_start=head.ts_start)
 
 
 def raw_body(message: Any) -> bytes:

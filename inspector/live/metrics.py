@@ -98,6 +98,11 @@ class Metrics:
         self.eve_dropped = Counter("inspector_eve_records_dropped", "EVE records dropped because the output "
                                    "stayed unwritable and the spool was full (alerts last).", ["event_type"],
                                    registry=registry)
+        # Touched for every request: their children are looked up in a dict, not through
+        # prometheus_client's labels() (a lock and a validation per call).
+        for metric in (self.requests, self.transactions, self.alerts, self.blocks, self.inspection,
+                       self.anomalies, self.eve_records):
+            _memoize_children(metric)
 
     def set_rules(self, rules: Iterable[Any]) -> None:
         """The running rule set: `inspector_rules_loaded` and one `inspector_rule_info` per rule."""
@@ -109,6 +114,21 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _memoize_children(metric: Any) -> None:
+    """Replace `metric.labels` by a memo of its children (for metrics never cleared: their label
+    values are bounded sets, protocols, phases, sids, layers)."""
+    children: dict[tuple, Any] = {}
+    labels = metric.labels
+
+    def cached(*values: str) -> Any:
+        child = children.get(values)
+        if child is None:
+            child = children[values] = labels(*values)
+        return child
+
+    metric.labels = cached
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -46,7 +46,10 @@ def cut(text: str, limit: int = MAX_NAME) -> str:
 
 def pb_text(value: bytes, limit: int = MAX_NAME) -> str:
     """A protobuf string field as text (invalid UTF-8 replaced), cut to `limit`."""
-    return cut(value[:limit * 4].decode("utf-8", "replace"), limit)
+    if len(value) <= limit:  # the usual short name: no slicing, no second cut
+        return value.decode("utf-8", "replace")
+    text = value[:limit * 4].decode("utf-8", "replace")
+    return text if len(text) <= limit else text[:limit]
 
 
 def scalar(value: Any, limit: int = MAX_TEXT) -> Any:

@@ -126,6 +126,9 @@ def _shape(f: Field, shape: list[int], report: AnomalyOnce) -> None:
         shape.append(signed64(f.value))  # type: ignore[arg-type]
         return
     data: bytes = f.value  # type: ignore[assignment]
+    if data and max(data) < 0x80:  # every dimension a one-byte varint (0..127): the bytes are the values
+        shape.extend(data[:MAX_DIMS + 1 - len(shape)])
+        return
     pos = 0
     try:
         while pos < len(data) and len(shape) <= MAX_DIMS:

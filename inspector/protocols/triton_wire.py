@@ -50,35 +50,47 @@ def read_fields(data: bytes, *, partial_ok: bool = False,
     With `partial_ok` (the data is a prefix of the message), running out of bytes is not an
     error: a LEN field cut short is returned with what there is and its declared length.
     """
+    # Hot path of every Triton gRPC record: one-byte tags and lengths are read inline and fields
+    # are built as plain tuples of the Field type (no per-field Python call).
     fields: list[Field] = []
+    append = fields.append
+    new = tuple.__new__
     end = len(data)
     pos = 0
     try:
         while pos < end:
             if len(fields) >= max_fields:
                 return Fields(fields, f"more than {max_fields} fields", pos)
-            tag, pos = read_varint(data, pos)
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = read_varint(data, pos)
             number, wire_type = tag >> 3, tag & 7
             if number == 0:
                 return Fields(fields, "field number 0", pos)
-            if wire_type == WIRE_VARINT:
-                value, pos = read_varint(data, pos)
-                fields.append(Field(number, wire_type, value))
-            elif wire_type == WIRE_LEN:
-                length, pos = read_varint(data, pos)
+            if wire_type == WIRE_LEN:
+                length = data[pos] if pos < end else 0x80
+                if length < 0x80:
+                    pos += 1
+                else:
+                    length, pos = read_varint(data, pos)
                 if length > end - pos:
                     if partial_ok:
-                        fields.append(Field(number, wire_type, data[pos:], length))
+                        append(new(Field, (number, wire_type, data[pos:], length)))
                         return Fields(fields, None, pos + length)
                     return Fields(fields, f"field {number}: length {length} runs past the end "
                                           f"({end - pos} bytes left)", pos)
-                fields.append(Field(number, wire_type, data[pos:pos + length], length))
+                append(new(Field, (number, wire_type, data[pos:pos + length], length)))
                 pos += length
+            elif wire_type == WIRE_VARINT:
+                value, pos = read_varint(data, pos)
+                append(new(Field, (number, wire_type, value, 0)))
             elif wire_type in (WIRE_FIXED32, WIRE_FIXED64):
                 size = 4 if wire_type == WIRE_FIXED32 else 8
                 if end - pos < size:
                     return Fields(fields, None if partial_ok else f"field {number}: truncated fixed value", end)
-                fields.append(Field(number, wire_type, int.from_bytes(data[pos:pos + size], "little")))
+                append(new(Field, (number, wire_type, int.from_bytes(data[pos:pos + size], "little"), 0)))
                 pos += size
             else:
                 return Fields(fields, f"field {number}: unsupported wire type {wire_type}", pos)
