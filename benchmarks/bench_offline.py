@@ -5,6 +5,7 @@ packets/s and MB/s of each, and the ratio inspector/dpkt (the goal is <= 2.5). P
 the analysis is measured in a child process (ru_maxrss), so the dpkt loop does not share it.
 
     python benchmarks/bench_offline.py CAPTURE [--rules PATH | --no-rules] [--repeat 3] [--tshark] [--workers N]
+                                       [--rotated K]
     python benchmarks/bench_offline.py --make-capture /tmp/ml.pcap --megabytes 200
 """
 
@@ -69,19 +70,50 @@ print(json.dumps({{"elapsed": elapsed, "packets": a.stats.packets, "peak_mib": p
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def cli_run(path: Path, workers: int) -> dict:
-    """`inspector analyze CAPTURE --workers N` (EVE to /dev/null) in a child: wall time and the
+def cli_run(paths: list[Path], workers: int) -> dict:
+    """`inspector analyze CAPTURE... --workers N` (EVE to /dev/null) in a child: wall time and the
     largest process's peak RSS (the parent, or one worker)."""
     code = f"""
 import json, resource, subprocess, sys, time
 t = time.perf_counter()
-subprocess.run([sys.executable, "-m", "inspector.cli", "analyze", {str(path)!r}, "--eve", "/dev/null", "-q",
-                "--workers", "{workers}"], cwd={str(REPO)!r}, check=False)
+subprocess.run([sys.executable, "-m", "inspector.cli", "analyze", *{[str(p) for p in paths]!r}, "--eve", "/dev/null",
+                "-q", "--workers", "{workers}"], cwd={str(REPO)!r}, check=False)
 elapsed = time.perf_counter() - t
 print(json.dumps({{"elapsed": elapsed, "peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}}))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def rotate(path: Path, parts: int, directory: Path) -> list[Path]:
+    """The capture cut into `parts` consecutive files of about equal packet counts, as a rotating
+    capture (tcpdump -C / -G) leaves them."""
+    with open(path, "rb") as fh:
+        reader = dpkt.pcap.Reader(fh)
+        linktype, frames = reader.datalink(), list(reader)
+    per_part = -(-len(frames) // parts)
+    paths = []
+    for index in range(parts):
+        part = directory / f"{path.stem}.{index:03d}.pcap"
+        with open(part, "wb") as out:
+            writer = dpkt.pcap.Writer(out, linktype=linktype, nano=False)
+            for ts, buf in frames[index * per_part:(index + 1) * per_part]:
+                writer.writepkt(buf, ts)
+        paths.append(part)
+    return paths
+
+
+def speedup(label: str, paths: list[Path], workers: int, repeat: int) -> None:
+    """`--workers 1` against `--workers N`, alternating, medians."""
+    one, many = [], []
+    for _ in range(repeat):
+        one.append(cli_run(paths, 1))
+        many.append(cli_run(paths, workers))
+    single, sharded = statistics.median(r["elapsed"] for r in one), statistics.median(r["elapsed"] for r in many)
+    print(f"{label}: analyze --workers 1: {single:8.2f} s  peak {max(r['peak_mib'] for r in one):.0f} MiB")
+    print(f"{label}: analyze --workers {workers}: {sharded:8.2f} s  largest process peak "
+          f"{max(r['peak_mib'] for r in many):.0f} MiB")
+    print(f"{label}: speed-up --workers {workers} / --workers 1: {single / sharded:.2f}x  (goal >= 1.7 with 2)")
 
 
 def tshark_grpc(path: Path, ports: list[int]) -> tuple[float, float]:
@@ -144,6 +176,9 @@ def main() -> int:
     parser.add_argument("--grpc-port", type=int, action="append", help="gRPC ports for tshark (default 8001 50051 443)")
     parser.add_argument("--workers", type=int, default=0, metavar="N",
                         help="also time `inspector analyze --workers N` against `--workers 1` (the CLI, shipped rules)")
+    parser.add_argument("--rotated", type=int, default=0, metavar="K",
+                        help="with --workers: also cut the capture into K files (a rotated capture set) and "
+                        "time the set, which --workers splits by file")
     args = parser.parse_args()
     if args.make_capture:
         make_capture(args.make_capture, args.megabytes)
@@ -180,13 +215,13 @@ def main() -> int:
               f"  peak {shark_peak:.0f} MiB")
         print(f"ratio inspector/tshark: {ours / shark:.2f}  (goal <= 1.0)")
     if args.workers > 1:
-        one = [cli_run(path, 1) for _ in range(args.repeat)]
-        many = [cli_run(path, args.workers) for _ in range(args.repeat)]
-        single, sharded = statistics.median(r["elapsed"] for r in one), statistics.median(r["elapsed"] for r in many)
-        print(f"analyze --workers 1: {single:8.2f} s  peak {max(r['peak_mib'] for r in one):.0f} MiB")
-        print(f"analyze --workers {args.workers}: {sharded:8.2f} s  largest process peak "
-              f"{max(r['peak_mib'] for r in many):.0f} MiB")
-        print(f"speed-up --workers {args.workers} / --workers 1: {single / sharded:.2f}x  (goal >= 1.7 with 2)")
+        speedup("one file (flows sharded)", [path], args.workers, args.repeat)
+        if args.rotated > 1:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="bench-rotated-") as directory:
+                parts = rotate(path, args.rotated, Path(directory))
+                speedup(f"{args.rotated} rotated files (split by file)", parts, args.workers, args.repeat)
     return 0
 
 

@@ -98,7 +98,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             return EXIT_USAGE
 
         analyzer = ParallelAnalyzer(writer.write, args.workers, write_encoded=writer.write_encoded,
-                                    engine=engine or None, flow_records=not args.no_flow_records,
+                                    shard=args.shard, engine=engine or None, flow_records=not args.no_flow_records,
                                     policy=monitor or None, keylog=keylog or None, egress=allowlists)
     started = time.perf_counter()
     try:
@@ -321,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--workers", type=int, default=1, metavar="N",
                          help="processes to shard flows across (default 1); same records and alerts as one "
                          "process (docs/offline.md)")
+    analyze.add_argument("--shard", choices=("auto", "flows", "files"), default="auto",
+                         help="how --workers divides the run: flows (by flow hash, every worker reads every "
+                         "file), files (whole files per worker: rotated capture sets), auto (default: files "
+                         "when several files balance across the workers, else flows)")
     analyze.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     analyze.set_defaults(func=cmd_analyze)
 

@@ -25,21 +25,35 @@ order one process writes them in, and runs the rate windows there. The order key
     phase 3   the capture's damage, if any
 
 So the merged stream, and every rate verdict, equal a single process's; the EVE file holds the
-same records in the same order. Where the two can differ: a flow table or rate table at its cap
-(each worker has the whole cap for its share, so sharded runs evict later), and `--baseline`
-anomaly detection, whose state spans flows (it runs in one process). Records cross processes
-pickled in batches; a worker's stream is consumed as it comes, so memory stays flat.
+same records in the same order.
+
+Several capture files (a rotated capture set) are split by file instead when that balances
+(:func:`plan_files`): each file is its own run in one process too (flows do not continue across
+files), so a worker that owns a whole file reads nothing twice and its records are already in the
+single-process order. Each worker spools its records file by file to a temporary directory and
+says when a file is done; the parent writes the files' records in file order as they complete
+(rate windows still decided there), while the workers go on with their next files.
+
+Where sharded runs and one process can differ: a flow table or rate table at its cap (each
+flow-sharding worker has the whole cap for its share, so sharded runs evict later), and
+`--baseline` anomaly detection, whose state spans flows (it runs in one process). Records cross
+processes pickled in batches; a flow-sharding worker's stream is consumed as it comes, so memory
+stays flat; a file's spool waits on disk only until the files before it are written.
 """
 
 from __future__ import annotations
 
+import gc
 import heapq
 import multiprocessing
+import os
 import pickle
 import struct
+import tempfile
 import traceback
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +79,9 @@ from inspector.sinks.eve import encode_record
 
 #: Records per message from a worker to the parent.
 BATCH_RECORDS = 512
+#: Splitting by file is chosen when no worker gets more than this times an even share of the bytes.
+FILE_BALANCE = 1.25
+SHARD_MODES = ("auto", "flows", "files")
 UNKNOWN = -1
 
 _U16 = struct.Struct("!H").unpack_from
@@ -221,14 +238,21 @@ class ShardAnalyzer(Analyzer):
 
     # -- files ---------------------------------------------------------------------------------
 
-    def analyze_files(self, files: list[Path]) -> None:
-        for self._file, path in enumerate(files):
+    def analyze_files(self, files: list[Path], numbers: Sequence[int] | None = None,
+                      file_done: Callable[[int], None] | None = None) -> None:
+        """Analyze `files`, whose places in the run are `numbers` (default 0, 1, ...); `file_done`
+        is told each number once its records have all been sent."""
+        for self._file, path in zip(numbers if numbers is not None else range(len(files)), files, strict=True):
             self._phase, self._frame, self._stage, self._sub = 0, 0, 1, (0, 0)
             self.analyze_file(path)
-        self.flush()
+            self.flush()
+            if file_done is not None:
+                file_done(self._file)
 
     def _run(self, reader: Any, decoder: PacketDecoder, table: FlowTable,
              progress: Callable[[int], None] | None) -> tuple[int, int, float]:
+        if self.workers == 1:  # a whole file (split by file): nothing to skip, records come in order
+            return super()._run(reader, decoder, table, progress)
         index, workers = self.index, self.workers
         shared = PacketDecoder(self._limits)  # frames every worker decodes; worker 0 reports them
         self._shared = shared
@@ -311,6 +335,9 @@ class ShardAnalyzer(Analyzer):
             self._emit_decode_anomalies((anomaly,))
 
     def _finish(self, decoder: PacketDecoder, table: FlowTable) -> None:
+        if self.workers == 1:
+            super()._finish(decoder, table)
+            return
         shared = self._shared
         self._phase, self._frame, self._stage = 1, 0, 0
         decoder.flush()
@@ -327,8 +354,37 @@ class ShardAnalyzer(Analyzer):
             super()._capture_damaged(message, ts)
 
 
+class _FileSpool:
+    """File mode: a worker's batches go to one spool file per capture file, and the parent is told
+    when a capture file's spool is complete."""
+
+    def __init__(self, directory: str, conn: Any) -> None:
+        self._directory = directory
+        self._conn = conn
+        self._file: Any = None
+
+    def send(self, batch: list) -> None:
+        if self._file is None:
+            raise RuntimeError("records outside a capture file")
+        pickle.dump(batch, self._file, protocol=5)
+
+    def start(self, number: int) -> None:
+        self._file = open(spool_path(self._directory, number), "wb")  # noqa: SIM115 (closed in done)
+
+    def done(self, number: int) -> None:
+        self._file.close()
+        self._file = None
+        self._conn.send_bytes(pickle.dumps(("file", number), protocol=5))
+
+
+def spool_path(directory: str, number: int) -> str:
+    return os.path.join(directory, f"{number}.records")
+
+
 def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options: dict[str, Any],
-                 others: list[Any]) -> None:
+                 others: list[Any], numbers: list[int] | None = None, spool: str | None = None) -> None:
+    """One worker. Flow mode: shard `index` of `workers` over every file, batches sent on `conn`.
+    File mode (`numbers`, `spool`): the whole of its files (the run's files `numbers`), spooled."""
     for end in others:
         end.close()
     try:
@@ -340,11 +396,19 @@ def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options
             rate_store = DeferredRateStore()
             rate_sids = frozenset(rule.sid for rule in engine.ruleset.rules if rule.rate is not None)
             engine = Engine(engine.ruleset, engine.config, rate_store=rate_store)  # type: ignore[arg-type]
-        analyzer = ShardAnalyzer(index, workers, lambda batch: conn.send_bytes(pickle.dumps(batch, protocol=5)),
-                                 rate_sids, rate_store, engine=engine, **options)
-        analyzer.analyze_files(files)
+        if spool is None:
+            analyzer = ShardAnalyzer(index, workers, lambda batch: conn.send_bytes(pickle.dumps(batch, protocol=5)),
+                                     rate_sids, rate_store, engine=engine, **options)
+            analyzer.analyze_files(files)
+        else:  # the only worker of its files: shard 0 of 1 (counts every frame, reports everything)
+            spooler = _FileSpool(spool, conn)
+            analyzer = ShardAnalyzer(0, 1, spooler.send, rate_sids, rate_store, engine=engine, **options)
+            for number, path in zip(numbers or [], files, strict=True):
+                spooler.start(number)
+                analyzer.analyze_files([path], [number], spooler.done)
         policy = analyzer.policy
-        summary = {"stats": analyzer.stats, "policy": None if policy is None else policy.counts()}
+        summary = {"stats": analyzer.stats, "policy": None if policy is None else policy.counts(),
+                   "numbers": numbers}
         conn.send_bytes(pickle.dumps(("done", summary), protocol=5))
     except BaseException:  # reported to the parent, which fails the run
         conn.send_bytes(pickle.dumps(("error", traceback.format_exc()), protocol=5))
@@ -356,17 +420,61 @@ class WorkerFailed(RuntimeError):
     """A worker process died or raised; its traceback is the message."""
 
 
+def plan_files(sizes: Sequence[int], workers: int, *, balance: float | None = FILE_BALANCE) -> list[list[int]] | None:
+    """The run's files (by their sizes) split across workers, each worker's in run order: the
+    largest file goes to the least loaded worker, and so on. None when there is one file, or when
+    the split would give a worker more than `balance` times an even share of the bytes (then
+    sharding flows spreads the work better); `balance` None: split by file whatever the balance."""
+    if len(sizes) < 2:
+        return None
+    loads = [0] * min(workers, len(sizes))
+    plan: list[list[int]] = [[] for _ in loads]
+    for number in sorted(range(len(sizes)), key=lambda n: -sizes[n]):
+        lightest = min(range(len(loads)), key=lambda w: (loads[w], len(plan[w])))
+        plan[lightest].append(number)
+        loads[lightest] += sizes[number]
+    total = sum(sizes)
+    if balance is not None and total and max(loads) > balance * total / workers:
+        return None
+    return [sorted(numbers) for numbers in plan if numbers]
+
+
+def _start(processes: list[Any]) -> None:
+    """Fork the workers with the parent's objects (rules, engine, modules) frozen out of the
+    collector, so the workers' garbage collections do not write to, and copy, the pages they share."""
+    gc.freeze()
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        gc.unfreeze()
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 class ParallelAnalyzer:
     """`Analyzer`'s interface (analyze_files, stats, policy, keylog) over N worker processes."""
 
     def __init__(self, write: Callable[[dict[str, Any]], None], workers: int, *, engine: Engine | None = None,
                  policy: Any = None, keylog: Any = None, write_encoded: Callable[[str], None] | None = None,
-                 **options: Any) -> None:
+                 shard: str = "auto", **options: Any) -> None:
         """`write` takes records as dicts; with `write_encoded` (EveWriter.write_encoded) the workers
-        encode the EVE lines themselves and the parent writes them as they are. `options`: the rest
-        of Analyzer's keyword arguments (limits, flow_records, egress)."""
+        encode the EVE lines themselves and the parent writes them as they are. `shard`: flows
+        (hash every flow to a worker), files (whole files to workers) or auto (files when several
+        balance, see plan_files). `options`: the rest of Analyzer's keyword arguments (limits,
+        flow_records, egress)."""
         if workers < 2:
             raise ValueError("ParallelAnalyzer needs at least 2 workers")
+        if shard not in SHARD_MODES:
+            raise ValueError(f"shard must be one of {', '.join(SHARD_MODES)}, not {shard!r}")
+        self.shard = shard
+        #: How the last run was split: "flows" or "files".
+        self.split = ""
         if options.get("baseline") is not None:
             raise ValueError("anomaly baselines learn across flows: run them in one process (no --workers)")
         self.workers = workers
@@ -385,6 +493,82 @@ class ParallelAnalyzer:
         return self._counter.stats
 
     def analyze_files(self, files: list[Path]) -> None:
+        plan = None
+        if self.shard != "flows":
+            plan = plan_files([_file_size(path) for path in files], self.workers,
+                              balance=None if self.shard == "files" else FILE_BALANCE)
+        self.split = "files" if plan is not None else "flows"
+        if plan is not None:
+            self._analyze_by_file(files, plan)
+        else:
+            self._analyze_by_flow(files)
+
+    def _analyze_by_file(self, files: list[Path], plan: list[list[int]]) -> None:
+        context = multiprocessing.get_context("fork")
+        with tempfile.TemporaryDirectory(prefix="inspector-workers-") as spool:
+            pipes = [context.Pipe(duplex=False) for _ in plan]
+            processes = []
+            for index, numbers in enumerate(plan):
+                others = [end for i, pair in enumerate(pipes) for end in pair if i != index] + [pipes[index][0]]
+                processes.append(context.Process(
+                    target=_worker_main, daemon=True,
+                    args=(index, len(plan), [files[n] for n in numbers], pipes[index][1], self._options, others,
+                          numbers, spool)))
+            _start(processes)
+            for _, sender in pipes:
+                sender.close()
+            summaries: list[dict[str, Any]] = [{} for _ in processes]
+            running = {receiver: index for index, (receiver, _) in enumerate(pipes)}
+            ready: set[int] = set()
+            try:
+                for number in range(len(files)):  # in run order, as each file's spool completes
+                    while number not in ready:
+                        self._receive(running, ready, summaries)
+                    self._write_spool(spool_path(spool, number))
+                while running:
+                    self._receive(running, ready, summaries)
+            except BaseException:
+                for process in processes:
+                    process.kill()
+                raise
+            finally:
+                for process in processes:
+                    process.join(timeout=30)
+                    if process.is_alive():
+                        process.kill()
+        self._add_summaries(summaries)
+
+    @staticmethod
+    def _receive(running: dict[Any, int], ready: set[int], summaries: list[dict[str, Any]]) -> None:
+        """File mode: the next messages of any worker (a file done, its summary, its failure)."""
+        if not running:
+            raise WorkerFailed("the workers finished without analyzing every file")
+        for receiver in wait(list(running)):
+            index = running[receiver]
+            try:
+                message = pickle.loads(receiver.recv_bytes())  # type: ignore[union-attr]
+            except EOFError:
+                raise WorkerFailed(f"worker {index} exited without finishing") from None
+            if message[0] == "file":
+                ready.add(message[1])
+            elif message[0] == "done":
+                summaries[index] = message[1]
+                del running[receiver]
+            else:
+                raise WorkerFailed(f"worker {index} failed:\n{message[1]}")
+
+    def _write_spool(self, path: str) -> None:
+        with open(path, "rb") as spooled:
+            while True:
+                try:
+                    batch = pickle.load(spooled)
+                except EOFError:
+                    break
+                for _, payload, meta, hit in batch:
+                    self._write_merged(payload, meta, hit)
+        os.unlink(path)
+
+    def _analyze_by_flow(self, files: list[Path]) -> None:
         context = multiprocessing.get_context("fork")
         pipes = [context.Pipe(duplex=False) for _ in range(self.workers)]
         processes = []
@@ -393,8 +577,7 @@ class ParallelAnalyzer:
             others = [end for i, pair in enumerate(pipes) for end in pair if i != index] + [pipes[index][0]]
             processes.append(context.Process(target=_worker_main, daemon=True,
                                              args=(index, self.workers, files, pipes[index][1], self._options, others)))
-        for process in processes:
-            process.start()
+        _start(processes)
         for _, sender in pipes:
             sender.close()
         summaries: list[dict[str, Any]] = [{} for _ in processes]
@@ -443,10 +626,18 @@ class ParallelAnalyzer:
 
     def _add_summaries(self, summaries: list[dict[str, Any]]) -> None:
         stats = self.stats
-        first: RunStats = summaries[0]["stats"]
-        stats.files.extend(first.files)
-        stats.packets += first.packets
-        stats.frame_bytes += first.frame_bytes
+        if summaries[0].get("numbers") is None:  # flows: worker 0 read and counted every frame
+            first: RunStats = summaries[0]["stats"]
+            stats.files.extend(first.files)
+            stats.packets += first.packets
+            stats.frame_bytes += first.frame_bytes
+        else:  # files: each worker counted its own
+            results = {}
+            for summary in summaries:
+                results.update(zip(summary["numbers"], summary["stats"].files, strict=True))
+                stats.packets += summary["stats"].packets
+                stats.frame_bytes += summary["stats"].frame_bytes
+            stats.files.extend(results[number] for number in sorted(results))
         for summary in summaries:
             worker: RunStats = summary["stats"]
             stats.flows += worker.flows

@@ -16,7 +16,7 @@ import pytest
 from inspector.lab import network as net
 from inspector.lab.recorder import Lab
 from inspector.lab.traffic_triton import Tensor, rest_infer, rest_infer_response
-from inspector.parallel import UNKNOWN, flow_shard, frame_shard
+from inspector.parallel import UNKNOWN, flow_shard, frame_shard, plan_files
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = REPO / "pcaps" / "lab"
@@ -92,12 +92,22 @@ def test_frame_shard_agrees_with_the_decoder_and_refers_odd_frames_to_it():
     assert unknown < checked / 10
 
 
-@pytest.mark.parametrize("workers", [2, 3])
-def test_eve_is_byte_identical_to_one_process(tmp_path, workers):
+def test_files_are_planned_largest_first_and_only_when_they_balance():
+    assert plan_files([100, 100, 100, 100], 2) == [[0, 2], [1, 3]]
+    assert plan_files([400, 100, 100, 100, 100], 2) == [[0], [1, 2, 3, 4]]  # 400 against 400
+    assert plan_files([90, 60, 100, 40], 3) == [[2], [0], [1, 3]]  # 100, 90, 60 + 40
+    assert plan_files([500], 2) is None  # one file: shard its flows
+    assert plan_files([900, 50, 50], 2) is None  # one worker would do 90%: shard flows instead
+    assert plan_files([900, 50, 50], 2, balance=None) == [[0], [1, 2]]  # --shard files: split anyway
+    assert plan_files([0, 0], 2) == [[0], [1]]  # unreadable or empty files are still each worker's to report
+
+
+@pytest.mark.parametrize(("workers", "shard"), [(2, "flows"), (3, "flows"), (2, "files"), (3, "files")])
+def test_eve_is_byte_identical_to_one_process(tmp_path, workers, shard):
     captures = [str(LAB / "mixed.pcap"), str(REPO / "pcaps" / "core"), str(REPO / "pcaps" / "clients")]
     args = ["--config", str(LAB / "site.yaml"), "--policy", str(LAB / "policy.yaml"), "-q"]
     one = _cli(*captures, *args, "--eve", str(tmp_path / "one.json"))
-    many = _cli(*captures, *args, "--eve", str(tmp_path / "many.json"), "--workers", str(workers))
+    many = _cli(*captures, *args, "--eve", str(tmp_path / "many.json"), "--workers", str(workers), "--shard", shard)
     assert one.returncode == many.returncode
     first = (tmp_path / "one.json").read_bytes()
     assert first == (tmp_path / "many.json").read_bytes()
@@ -140,7 +150,8 @@ def _endpoints(record: dict) -> tuple[bytes, bytes, int, int]:
             record["src_port"], record["dest_port"])
 
 
-def test_rate_windows_span_files_as_in_one_process(tmp_path):
+@pytest.mark.parametrize("shard", ["flows", "files"])
+def test_rate_windows_span_files_as_in_one_process(tmp_path, shard):
     first, second = tmp_path / "a.pcap", tmp_path / "b.pcap"
     _many_connections(first, connections=7, seed=2)
     _many_connections(second, connections=7, seed=3)
@@ -149,19 +160,23 @@ def test_rate_windows_span_files_as_in_one_process(tmp_path):
     (rules / "rate.yml").write_text(RATE_RULE)
     one = _cli(str(first), str(second), "--rules", str(rules), "--eve", str(tmp_path / "one.json"), "-q")
     two = _cli(str(first), str(second), "--rules", str(rules), "--eve", str(tmp_path / "two.json"), "-q",
-               "--workers", "2")
+               "--workers", "2", "--shard", shard)
     assert one.returncode == two.returncode == 0
     text = (tmp_path / "one.json").read_text()
     assert text == (tmp_path / "two.json").read_text()
     assert text.count('"event_type":"alert"') == 1  # 5 + 5 inferences of the busy client: the 10th alerts
 
 
-def test_damaged_capture_and_summary_match(tmp_path):
+@pytest.mark.parametrize("shard", ["flows", "files"])
+def test_damaged_capture_and_summary_match(tmp_path, shard):
     damaged = tmp_path / "cut.pcap"
     data = (LAB / "mixed.pcap").read_bytes()
     damaged.write_bytes(data[: len(data) // 2 + 7])
-    one = _cli(str(damaged), "--eve", str(tmp_path / "one.json"))
-    two = _cli(str(damaged), "--eve", str(tmp_path / "two.json"), "--workers", "2")
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    captures = [str(damaged)] if shard == "flows" else [str(LAB / "shadowray.pcap"), str(damaged), str(empty)]
+    one = _cli(*captures, "--eve", str(tmp_path / "one.json"))
+    two = _cli(*captures, "--eve", str(tmp_path / "two.json"), "--workers", "2", "--shard", shard)
     assert one.returncode == two.returncode == 1
     assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
     assert "capture_damaged" in (tmp_path / "two.json").read_text()
@@ -186,7 +201,8 @@ def test_workers_refuse_bad_counts(tmp_path):
     assert bad.returncode == 2 and "--workers" in bad.stdout + bad.stderr
 
 
-def test_a_failing_worker_fails_the_run_with_its_reason(tmp_path):
+@pytest.mark.parametrize("shard", ["flows", "files"])
+def test_a_failing_worker_fails_the_run_with_its_reason(tmp_path, shard):
     """A worker that raises (here: a segmentation policy whose zone lookup breaks) ends the run with
     its traceback, and the other worker is stopped, not left waiting. Run in a child process: the
     test process has threads, which a fork must not inherit."""
@@ -202,7 +218,8 @@ class BrokenPolicy:
 
 out = []
 try:
-    ParallelAnalyzer(out.append, 2, policy=BrokenPolicy()).analyze_files([Path({str(LAB / "mixed.pcap")!r})])
+    ParallelAnalyzer(out.append, 2, policy=BrokenPolicy(), shard={shard!r}).analyze_files(
+        [Path({str(LAB / "mixed.pcap")!r}), Path({str(LAB / "shadowray.pcap")!r})])
 except WorkerFailed as exc:
     print("FAILED", "zone lookup exploded" in str(exc))
 else:
