@@ -352,7 +352,7 @@ class InspectorAddon:
             state.request_stream = stream
             flow.request.stream = stream
             inspector.metrics.streams.labels("grpc_stream").inc()
-        elif self._should_stream(flow.request):
+        elif self._should_stream(head):
             body = StreamedMessage(limits, TO_SERVER, head)
             held = HeldBodyStream(body, lambda data, complete: self._inspect_request_part(tx, data, complete),
                                   self._aborter(flow), lambda exc: inspector.failed(exc, "request body"),
@@ -408,7 +408,7 @@ class InspectorAddon:
             stream = GrpcResponseStream(state.request_stream, head, limits, time.time)
             state.response_stream = stream
             flow.response.stream = stream
-        elif self._should_stream(flow.response):
+        elif self._should_stream(head):
             body = StreamedMessage(limits, TO_CLIENT, head)
             tx = state.tx
             held = HeldBodyStream(body, lambda data, complete: self._inspect_response_part(tx, head, data, complete),
@@ -557,12 +557,13 @@ class InspectorAddon:
         if anomalies:
             self.live_inspector().record_anomalies(tx, anomalies, [])
 
-    def _should_stream(self, message: http.Message) -> bool:
-        length = message.headers.get("content-length")
+    def _should_stream(self, head: HttpMessage) -> bool:
+        length = head.header("content-length")
         if length is not None:
-            return length.strip().isascii() and length.strip().isdigit() and int(length) > self._stream_threshold
-        return message.http_version in ("HTTP/1.1", "HTTP/1.0") and "chunked" in message.headers.get(
-            "transfer-encoding", "").lower()
+            length = length.strip()
+            return length.isascii() and length.isdigit() and int(length) > self._stream_threshold
+        return head.version in ("HTTP/1.1", "HTTP/1.0") and "chunked" in (head.header("transfer-encoding")
+                                                                           or "").lower()
 
     # -- enforcement ----------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ OptionsError, which rejects the whole update (at startup: mitmdump exits with th
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+import functools
+import re
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 DEFAULT_METRICS = "127.0.0.1:9464"
@@ -146,7 +148,15 @@ def parse_stream_methods(patterns: Sequence[str]) -> tuple[str, ...]:
 
 
 def matches_method(path: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
+    return _method_matcher(patterns)(path) is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _method_matcher(patterns: tuple[str, ...]) -> Callable[[str], re.Match | None]:
+    """The patterns as one compiled regex (fnmatch syntax, case-sensitive)."""
+    if not patterns:
+        return lambda path: None
+    return re.compile("|".join(f"(?:{fnmatch.translate(pattern)})" for pattern in patterns)).match
 
 
 def parse_h2c_upstreams(values: Sequence[str]) -> frozenset[str]:

@@ -19,6 +19,7 @@ prefix are kept. :func:`grpc_record` turns an exchange whose observations hold t
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 import struct
 import zlib
@@ -320,6 +321,7 @@ def _parse_web_trailers(block: bytes) -> Headers:
 # --- content types, observers -----------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=512)  # every message head asks; the content types seen are few
 def grpc_kind(content_type: str) -> str | None:
     """"grpc", "grpc-web" or "grpc-web-text" for a gRPC content type, else None."""
     base = content_type.split(";", 1)[0].strip().lower()
