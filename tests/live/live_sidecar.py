@@ -23,6 +23,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive ports that are free now (a sidecar with --processes N
+    serves metrics on port, port+1, ...)."""
+    for _ in range(50):
+        base = free_port()
+        if base + count > 65536:
+            continue
+        sockets = []
+        try:
+            for offset in range(1, count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -65,10 +87,11 @@ class Sidecar:
     """`inspector proxy` in its own process."""
 
     def __init__(self, workdir: Path, upstream: str, rules: Path | list[Path], *, cert: Path | None = None,
-                 key: Path | None = None, args: list[str] | None = None, name: str = "sidecar") -> None:
+                 key: Path | None = None, args: list[str] | None = None, name: str = "sidecar",
+                 processes: int = 1) -> None:
         self.workdir = workdir
         self.port = free_port()
-        self.metrics_port = free_port()
+        self.metrics_port = free_ports(processes)  # one metrics port per process
         self.eve = workdir / f"{name}-eve.json"
         self.log = workdir / f"{name}.log"
         rules_list = rules if isinstance(rules, list) else [rules]

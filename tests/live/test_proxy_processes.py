@@ -49,7 +49,7 @@ def test_two_processes_share_the_port_and_the_rate_window(rest_upstream, tmp_pat
                rate={"by": ["src_ip"], "count": 30, "window": "60s"})
     redis = RedisServer(tmp_path).start()
     sidecar = Sidecar(tmp_path, f"http://127.0.0.1:{rest_upstream.server_address[1]}", rules,
-                      args=["--processes", "2", "--redis", redis.url], name="pair")
+                      processes=2, args=["--processes", "2", "--redis", redis.url], name="pair")
     try:
         with sidecar:
             wait_for(lambda: _health(sidecar.metrics_port + 1).get("status") == "ok", timeout=20)
@@ -98,7 +98,7 @@ def test_two_processes_in_front_of_a_tls_grpc_upstream(grpc_tls_upstream, certs,
     rules.mkdir()
     write_rule(rules, 9410002, "Readiness probe", "triton", {"triton.api": "health"})
     sidecar = Sidecar(tmp_path, f"https://localhost:{port}", rules, cert=certs.server_cert, key=certs.server_key,
-                      args=["--processes", "2", "--upstream-ca", str(certs.ca)], name="tls-pair")
+                      processes=2, args=["--processes", "2", "--upstream-ca", str(certs.ca)], name="tls-pair")
     with sidecar:
         wait_for(lambda: _health(sidecar.metrics_port + 1).get("status") == "ok", timeout=20)
         for _ in range(12):
@@ -120,7 +120,7 @@ def test_a_dead_worker_stops_the_set(rest_upstream, tmp_path):
     rules = tmp_path / "rules"
     rules.mkdir()
     sidecar = Sidecar(tmp_path, f"http://127.0.0.1:{rest_upstream.server_address[1]}", rules,
-                      args=["--processes", "2"], name="dying")
+                      processes=2, args=["--processes", "2"], name="dying")
     sidecar.start()
     try:
         wait_for(lambda: _health(sidecar.metrics_port + 1).get("status") == "ok", timeout=20)
