@@ -43,6 +43,7 @@ stays flat; a file's spool waits on disk only until the files before it are writ
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import heapq
 import multiprocessing
@@ -439,15 +440,40 @@ def plan_files(sizes: Sequence[int], workers: int, *, balance: float | None = FI
     return [sorted(numbers) for numbers in plan if numbers]
 
 
-def _start(processes: list[Any]) -> None:
-    """Fork the workers with the parent's objects (rules, engine, modules) frozen out of the
-    collector, so the workers' garbage collections do not write to, and copy, the pages they share."""
+@contextlib.contextmanager
+def _workers(jobs: list[tuple[list[Path], tuple]], options: dict[str, Any]) -> Iterator[list[Any]]:
+    """Fork one worker per job (its files, and _worker_main's file-mode arguments or ()); yields the
+    receiving ends of their pipes. If the parent fails, every worker is killed (the others would
+    wait for a reader that is gone); they are reaped on the way out."""
+    context = multiprocessing.get_context("fork")
+    pipes = [context.Pipe(duplex=False) for _ in jobs]
+    processes = []
+    for index, (files, extra) in enumerate(jobs):
+        # A worker keeps only its own sending end: when one dies, its pipe ends (EOF) at once.
+        others = [end for i, pair in enumerate(pipes) for end in pair if i != index] + [pipes[index][0]]
+        processes.append(context.Process(target=_worker_main, daemon=True,
+                                         args=(index, len(jobs), files, pipes[index][1], options, others, *extra)))
+    # Forked with the parent's objects (rules, engine, modules) frozen out of the collector, so the
+    # workers' garbage collections do not write to, and copy, the pages they share.
     gc.freeze()
     try:
         for process in processes:
             process.start()
     finally:
         gc.unfreeze()
+    for _, sender in pipes:
+        sender.close()
+    try:
+        yield [receiver for receiver, _ in pipes]
+    except BaseException:
+        for process in processes:
+            process.kill()
+        raise
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
 
 
 def _file_size(path: Path) -> int:
@@ -504,38 +530,18 @@ class ParallelAnalyzer:
             self._analyze_by_flow(files)
 
     def _analyze_by_file(self, files: list[Path], plan: list[list[int]]) -> None:
-        context = multiprocessing.get_context("fork")
         with tempfile.TemporaryDirectory(prefix="inspector-workers-") as spool:
-            pipes = [context.Pipe(duplex=False) for _ in plan]
-            processes = []
-            for index, numbers in enumerate(plan):
-                others = [end for i, pair in enumerate(pipes) for end in pair if i != index] + [pipes[index][0]]
-                processes.append(context.Process(
-                    target=_worker_main, daemon=True,
-                    args=(index, len(plan), [files[n] for n in numbers], pipes[index][1], self._options, others,
-                          numbers, spool)))
-            _start(processes)
-            for _, sender in pipes:
-                sender.close()
-            summaries: list[dict[str, Any]] = [{} for _ in processes]
-            running = {receiver: index for index, (receiver, _) in enumerate(pipes)}
-            ready: set[int] = set()
-            try:
+            jobs = [([files[n] for n in numbers], (numbers, spool)) for numbers in plan]
+            summaries: list[dict[str, Any]] = [{} for _ in jobs]
+            with _workers(jobs, self._options) as receivers:
+                running = {receiver: index for index, receiver in enumerate(receivers)}
+                ready: set[int] = set()
                 for number in range(len(files)):  # in run order, as each file's spool completes
                     while number not in ready:
                         self._receive(running, ready, summaries)
                     self._write_spool(spool_path(spool, number))
                 while running:
                     self._receive(running, ready, summaries)
-            except BaseException:
-                for process in processes:
-                    process.kill()
-                raise
-            finally:
-                for process in processes:
-                    process.join(timeout=30)
-                    if process.is_alive():
-                        process.kill()
         self._add_summaries(summaries)
 
     @staticmethod
@@ -569,31 +575,11 @@ class ParallelAnalyzer:
         os.unlink(path)
 
     def _analyze_by_flow(self, files: list[Path]) -> None:
-        context = multiprocessing.get_context("fork")
-        pipes = [context.Pipe(duplex=False) for _ in range(self.workers)]
-        processes = []
-        for index in range(self.workers):
-            # A worker keeps only its own sending end: when one dies, its pipe ends (EOF) at once.
-            others = [end for i, pair in enumerate(pipes) for end in pair if i != index] + [pipes[index][0]]
-            processes.append(context.Process(target=_worker_main, daemon=True,
-                                             args=(index, self.workers, files, pipes[index][1], self._options, others)))
-        _start(processes)
-        for _, sender in pipes:
-            sender.close()
-        summaries: list[dict[str, Any]] = [{} for _ in processes]
-        try:
-            streams = [self._stream(i, receiver, summaries) for i, (receiver, _) in enumerate(pipes)]
+        summaries: list[dict[str, Any]] = [{} for _ in range(self.workers)]
+        with _workers([(files, ()) for _ in range(self.workers)], self._options) as receivers:
+            streams = [self._stream(i, receiver, summaries) for i, receiver in enumerate(receivers)]
             for _, payload, meta, hit in heapq.merge(*streams, key=lambda item: item[0]):
                 self._write_merged(payload, meta, hit)
-        except BaseException:
-            for process in processes:  # the others would wait for a reader that is gone
-                process.kill()
-            raise
-        finally:
-            for process in processes:
-                process.join(timeout=30)
-                if process.is_alive():
-                    process.kill()
         self._add_summaries(summaries)
 
     def _stream(self, index: int, receiver: Any, summaries: list[dict[str, Any]]) -> Iterator[tuple]:
