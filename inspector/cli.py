@@ -216,6 +216,8 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
         overview.add_row("policy violations", f"{analyzer.policy.flows_denied:,} of "
                          f"{analyzer.policy.flows_checked:,} flows checked")
     overview.add_row("time", f"{elapsed:.2f} s ({rate:,.0f} packets/s)")
+    if getattr(analyzer, "workers", 1) > 1:
+        overview.add_row("workers", f"{analyzer.workers}, split by {'file' if analyzer.split == 'files' else 'flow'}")
     overview.add_row("EVE", "stdout" if eve == "-" else eve)
     console.print(overview)
     _print_tls_summary(console, stats.detection, analyzer.keylog)

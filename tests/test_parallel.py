@@ -181,9 +181,10 @@ def test_damaged_capture_and_summary_match(tmp_path, shard):
     assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
     assert "capture_damaged" in (tmp_path / "two.json").read_text()
     def summary(text: str) -> list[str]:
-        return [line for line in text.splitlines() if "packets/s" not in line]
+        return [line for line in text.splitlines() if "packets/s" not in line and "split by" not in line]
 
     assert summary(two.stdout) == summary(one.stdout)
+    assert f"2, split by {shard[:-1]}" in two.stdout  # how the run was split
 
 
 def test_corpus_captures_are_identical_with_workers(tmp_path, corpus_dir):
