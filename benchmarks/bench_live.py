@@ -2,8 +2,11 @@
 record written) vs plain mitmdump in the same mode, measured in the same run, printed as ratios.
 
 Both proxies terminate TLS with the same certificate and forward to the same upstreams: a KServe
-v2 REST server (HTTP/1.1, JSON inference) and a Triton-protocol gRPC server (HTTP/2 over TLS,
-ModelInfer). Runs alternate between the two proxies scenario by scenario so drift hits both.
+v2 REST server (HTTP/1.1, JSON inference), a Triton-protocol gRPC server over TLS and another in
+cleartext (h2c: plain mitmdump gets benchmarks/mitm_h2c.py, the prior-knowledge switch alone),
+and moto's S3 server holding a 64 MiB model object that boto3 GETs (both proxies stream bodies
+over 1 MiB: plain mitmdump with stream_large_bodies=1m, inspector proxy holding and inspecting
+the first MiB). Runs alternate between the two proxies scenario by scenario so drift hits both.
 Clients, proxies and servers share this machine's cores: absolute numbers mean little, the
 ratios are the figures to watch.
 
@@ -59,22 +62,34 @@ class Certs:
 
 
 class Mitmdump:
-    """Plain mitmdump, same modes and options as `inspector proxy` sets, no addon."""
+    """Plain mitmdump, same modes and options as `inspector proxy` sets, no inspection (the h2c
+    upstream gets only the prior-knowledge switch, benchmarks/mitm_h2c.py)."""
 
-    def __init__(self, workdir: Path, certs: Certs, rest_port: int, grpc_port: int) -> None:
+    def __init__(self, workdir: Path, certs: Certs, rest_port: int, grpc_port: int, h2c_port: int | None = None,
+                 s3_port: int | None = None) -> None:
         self.rest = free_port()
         self.grpc = free_port()
+        self.h2c = free_port()
+        self.s3 = free_port()
         self.command = [str(Path(sys.executable).with_name("mitmdump")), "-q",
                         "--mode", f"reverse:http://127.0.0.1:{rest_port}@127.0.0.1:{self.rest}",
                         "--mode", f"reverse:https://localhost:{grpc_port}@127.0.0.1:{self.grpc}",
                         "--set", f"certs=*={certs.combined}", "--set", "keep_host_header=true",
                         "--set", "connection_strategy=lazy", "--set", f"ssl_verify_upstream_trusted_ca={certs.ca}",
-                        "--set", f"confdir={workdir}"]
+                        "--set", "stream_large_bodies=1m", "--set", f"confdir={workdir}"]
+        self._ports = [self.rest, self.grpc]
+        if h2c_port is not None:
+            self.command += ["--mode", f"reverse:http://127.0.0.1:{h2c_port}@127.0.0.1:{self.h2c}",
+                             "-s", str(HERE / "mitm_h2c.py"), "--set", f"h2c_upstreams=127.0.0.1:{h2c_port}"]
+            self._ports.append(self.h2c)
+        if s3_port is not None:
+            self.command += ["--mode", f"reverse:http://127.0.0.1:{s3_port}@127.0.0.1:{self.s3}"]
+            self._ports.append(self.s3)
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Mitmdump:
         self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: _listening(self.rest) and _listening(self.grpc), timeout=20)
+        wait_for(lambda: all(_listening(port) for port in self._ports), timeout=20)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -163,47 +178,111 @@ def grpc_worker(port: int, ca: Path):
     return make
 
 
+OBJECT_BYTES = 64 * 1024 * 1024
+BUCKET, KEY = "models", "fraud-detector/1/model.safetensors"
+
+
+class MotoServer:
+    """moto's S3 server in its own process, holding one 64 MiB object (put directly, not proxied)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _listening(self.port), timeout=30)
+        client = _s3_client(f"http://127.0.0.1:{self.port}", None)
+        client.create_bucket(Bucket=BUCKET)
+        header = b'{"__metadata__":{"format":"pt"}}'
+        body = len(header).to_bytes(8, "little") + header + bytes(OBJECT_BYTES - 8 - len(header))
+        client.put_object(Bucket=BUCKET, Key=KEY, Body=body)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(15)
+
+
+def _s3_client(endpoint: str, ca: Path | None):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
+                        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                        verify=str(ca) if ca is not None else False,
+                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+
+def s3_worker(port: int, ca: Path):
+    def make():
+        client = _s3_client(f"https://localhost:{port}", ca)
+
+        def call() -> None:
+            body = client.get_object(Bucket=BUCKET, Key=KEY)["Body"]
+            got = 0
+            while chunk := body.read(1024 * 1024):
+                got += len(chunk)
+            if got != OBJECT_BYTES:
+                raise RuntimeError(f"S3 GET returned {got} bytes")
+
+        return call
+
+    return make
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
     parser.add_argument("--concurrency", type=int, default=8, help="clients for the throughput runs (default 8)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per scenario (default 2)")
+    parser.add_argument("--no-s3", action="store_true", help="skip the S3 GET scenario (it needs moto)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
     certs = Certs(workdir)
     rest = RestServer()
     grpc_server, grpc_port, _ = start_grpc(cert=certs.cert.read_bytes(), key=certs.key.read_bytes())
+    h2c_server, h2c_port, _ = start_grpc()
+    moto = MotoServer() if not args.no_s3 else None
+    listen = {kind: free_port() for kind in ("grpc", "h2c", "s3")}
+    routes = ["--upstream", f"https://localhost:{grpc_port}", "--listen", f"127.0.0.1:{listen['grpc']}",
+              "--upstream", f"h2c://127.0.0.1:{h2c_port}", "--listen", f"127.0.0.1:{listen['h2c']}"]
+    if moto is not None:
+        routes += ["--upstream", f"http://127.0.0.1:{moto.port}", "--listen", f"127.0.0.1:{listen['s3']}"]
     inspector = Sidecar(workdir, f"http://127.0.0.1:{rest.port}", [], cert=certs.cert, key=certs.key,
-                        args=["--upstream", f"https://localhost:{grpc_port}", "--listen",
-                              f"127.0.0.1:{free_port()}", "--upstream-ca", str(certs.ca), "-q"], name="inspector")
+                        args=[*routes, "--upstream-ca", str(certs.ca), "-q"], name="inspector")
     inspector.command = [arg for arg in inspector.command if arg != "--rules"]
-    inspector_grpc = int(inspector.command[inspector.command.index("--upstream-ca") - 1].rsplit(":", 1)[1])
-    plain = Mitmdump(workdir, certs, rest.port, grpc_port)
-    scenarios = [("REST infer, 1 client", "rest", 1), (f"REST infer, {args.concurrency} clients", "rest",
-                                                        args.concurrency),
-                 ("gRPC ModelInfer, 1 client", "grpc", 1), (f"gRPC ModelInfer, {args.concurrency} clients",
-                                                            "grpc", args.concurrency)]
+    plain = Mitmdump(workdir, certs, rest.port, grpc_port, h2c_port, moto.port if moto is not None else None)
+    many = args.concurrency
+    scenarios = [("REST infer, 1 client", "rest", 1), (f"REST infer, {many} clients", "rest", many),
+                 ("gRPC ModelInfer, 1 client", "grpc", 1), (f"gRPC ModelInfer, {many} clients", "grpc", many),
+                 ("gRPC to an h2c upstream, 1 client", "h2c", 1),
+                 (f"gRPC to an h2c upstream, {many} clients", "h2c", many)]
+    if moto is not None:
+        scenarios.append(("S3 GET of a 64 MiB object", "s3", 1))
+    workers = {"rest": rest_worker, "grpc": grpc_worker, "h2c": grpc_worker, "s3": s3_worker}
     results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
-    with plain, inspector:
-        ports = {"mitmdump": {"rest": plain.rest, "grpc": plain.grpc},
-                 "inspector": {"rest": inspector.port, "grpc": inspector_grpc}}
-        rules = inspector.health()["rules"]
-        print(f"inspector proxy with {rules} shipped rules, every record to {inspector.eve.name}; "
-              f"{os.cpu_count()} cores shared by clients, proxies and servers")
-        for name, kind, concurrency in scenarios:
-            for _ in range(args.rounds):
-                for proxy in ("mitmdump", "inspector"):
-                    port = ports[proxy][kind]
-                    worker = rest_worker(port, certs.ca) if kind == "rest" else grpc_worker(port, certs.ca)
-                    run_load(worker, concurrency, 0.5)  # warm connections and caches
-                    results.setdefault((name, proxy), []).append(run_load(worker, concurrency, args.seconds))
-        records = len(inspector.records())
-        peak = inspector.peak_rss_mib()
-    grpc_server.stop(0)
-    rest.stop()
+    try:
+        with plain, inspector:
+            ports = {"mitmdump": {"rest": plain.rest, "grpc": plain.grpc, "h2c": plain.h2c, "s3": plain.s3},
+                     "inspector": {"rest": inspector.port, **listen}}
+            rules = inspector.health()["rules"]
+            print(f"inspector proxy with {rules} shipped rules, every record to {inspector.eve.name}; "
+                  f"{os.cpu_count()} cores shared by clients, proxies and servers")
+            for name, kind, concurrency in scenarios:
+                for _ in range(args.rounds):
+                    for proxy in ("mitmdump", "inspector"):
+                        worker = workers[kind](ports[proxy][kind], certs.ca)
+                        run_load(worker, concurrency, 0.5)  # warm connections and caches
+                        results.setdefault((name, proxy), []).append(run_load(worker, concurrency, args.seconds))
+            records = len(inspector.records())
+            peak = inspector.peak_rss_mib()
+    finally:
+        grpc_server.stop(0)
+        h2c_server.stop(0)
+        rest.stop()
+        if moto is not None:
+            moto.stop()
 
-    print(f"{'scenario':32} {'mitmdump req/s':>14} {'inspector req/s':>15} {'ratio':>6} "
+    print(f"{'scenario':36} {'mitmdump req/s':>14} {'inspector req/s':>15} {'ratio':>6} "
           f"{'p50 ms (m/i)':>14} {'added p50':>10} {'p99 ms (m/i)':>14}")
     for name, _, _ in scenarios:
         plain_runs, live_runs = results[(name, "mitmdump")], results[(name, "inspector")]
@@ -213,7 +292,7 @@ def main() -> int:
         p50_live = statistics.median(r[1] for r in live_runs)
         p99_plain = statistics.median(r[2] for r in plain_runs)
         p99_live = statistics.median(r[2] for r in live_runs)
-        print(f"{name:32} {rps_plain:14.0f} {rps_live:15.0f} {rps_live / rps_plain:6.2f} "
+        print(f"{name:36} {rps_plain:14.1f} {rps_live:15.1f} {rps_live / rps_plain:6.2f} "
               f"{p50_plain:6.2f}/{p50_live:<7.2f} {p50_live - p50_plain:+10.2f} {p99_plain:6.1f}/{p99_live:<7.1f}")
     print(f"inspector wrote {records} EVE records; its peak RSS {peak:.0f} MiB")
     return 0
