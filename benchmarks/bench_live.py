@@ -7,6 +7,8 @@ cleartext (h2c: plain mitmdump gets benchmarks/mitm_h2c.py, the prior-knowledge 
 and moto's S3 server holding a 64 MiB model object that boto3 GETs (both proxies stream bodies
 over 1 MiB: plain mitmdump with stream_large_bodies=1m, inspector proxy holding and inspecting
 the first MiB). Runs alternate between the two proxies scenario by scenario so drift hits both.
+Besides requests/s and latency, each proxy process's CPU time per request is printed (from
+/proc): the least noisy figure on a shared machine, and the one the 8-client ratios follow.
 Clients, proxies and servers share this machine's cores: absolute numbers mean little, the
 ratios are the figures to watch.
 
@@ -140,6 +142,15 @@ def run_load(worker, concurrency: int, seconds: float) -> tuple[float, float, fl
     return len(merged) / elapsed, _percentile(merged, 0.5) * 1000, _percentile(merged, 0.99) * 1000
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rest_worker(port: int, ca: Path):
     def make():
         context = ssl.create_default_context(cafile=str(ca))
@@ -259,7 +270,7 @@ def main() -> int:
     if moto is not None:
         scenarios.append(("S3 GET of a 64 MiB object", "s3", 1))
     workers = {"rest": rest_worker, "grpc": grpc_worker, "h2c": grpc_worker, "s3": s3_worker}
-    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
     try:
         with plain, inspector:
             ports = {"mitmdump": {"rest": plain.rest, "grpc": plain.grpc, "h2c": plain.h2c, "s3": plain.s3},
@@ -272,7 +283,13 @@ def main() -> int:
                     for proxy in ("mitmdump", "inspector"):
                         worker = workers[kind](ports[proxy][kind], certs.ca)
                         run_load(worker, concurrency, 0.5)  # warm connections and caches
-                        results.setdefault((name, proxy), []).append(run_load(worker, concurrency, args.seconds))
+                        pid = (plain if proxy == "mitmdump" else inspector).process.pid
+                        cpu_before = cpu_seconds(pid)
+                        rps, p50, p99 = run_load(worker, concurrency, args.seconds)
+                        cpu_after = cpu_seconds(pid)
+                        cpu_ms = (1000 * (cpu_after - cpu_before) / (rps * args.seconds)
+                                  if cpu_before is not None and cpu_after is not None and rps else float("nan"))
+                        results.setdefault((name, proxy), []).append((rps, p50, p99, cpu_ms))
             records = len(inspector.records())
             peak = inspector.peak_rss_mib()
     finally:
@@ -283,17 +300,14 @@ def main() -> int:
             moto.stop()
 
     print(f"{'scenario':36} {'mitmdump req/s':>14} {'inspector req/s':>15} {'ratio':>6} "
-          f"{'p50 ms (m/i)':>14} {'added p50':>10} {'p99 ms (m/i)':>14}")
+          f"{'p50 ms (m/i)':>14} {'added p50':>10} {'p99 ms (m/i)':>14} {'CPU ms/req (m/i)':>17} {'added':>7}")
     for name, _, _ in scenarios:
         plain_runs, live_runs = results[(name, "mitmdump")], results[(name, "inspector")]
-        rps_plain = statistics.median(r[0] for r in plain_runs)
-        rps_live = statistics.median(r[0] for r in live_runs)
-        p50_plain = statistics.median(r[1] for r in plain_runs)
-        p50_live = statistics.median(r[1] for r in live_runs)
-        p99_plain = statistics.median(r[2] for r in plain_runs)
-        p99_live = statistics.median(r[2] for r in live_runs)
+        rps_plain, p50_plain, p99_plain, cpu_plain = (statistics.median(r[i] for r in plain_runs) for i in range(4))
+        rps_live, p50_live, p99_live, cpu_live = (statistics.median(r[i] for r in live_runs) for i in range(4))
         print(f"{name:36} {rps_plain:14.1f} {rps_live:15.1f} {rps_live / rps_plain:6.2f} "
-              f"{p50_plain:6.2f}/{p50_live:<7.2f} {p50_live - p50_plain:+10.2f} {p99_plain:6.1f}/{p99_live:<7.1f}")
+              f"{p50_plain:6.2f}/{p50_live:<7.2f} {p50_live - p50_plain:+10.2f} {p99_plain:6.1f}/{p99_live:<7.1f} "
+              f"{cpu_plain:8.2f}/{cpu_live:<8.2f} {cpu_live - cpu_plain:+7.2f}")
     print(f"inspector wrote {records} EVE records; its peak RSS {peak:.0f} MiB")
     return 0
 
