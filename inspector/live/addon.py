@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.connection import ConnectionState
 
 from inspector.engine import BLOCK
 from inspector.http import TO_CLIENT, TO_SERVER, HttpMessage
@@ -450,7 +451,7 @@ class InspectorAddon:
         state = self._flows.pop(flow.id, None)
         if self.runtime is None:
             return
-        if flow.error is not None and flow.error.msg != flow.error.KILLED_MESSAGE and flow.response is None:
+        if flow.error is not None and flow.error.msg != flow.error.KILLED_MESSAGE and _upstream_failed(flow):
             self.runtime.metrics.upstream_errors.inc()
         if state is None or state.tx.completed:
             return
@@ -632,6 +633,18 @@ class _Connections:
 
 def _refuse(conn: Any, cert: Any, errno: int, depth: int, ok: int) -> bool:
     return False
+
+
+def _upstream_failed(flow: http.HTTPFlow) -> bool:
+    """Whether a flow's error is the upstream's: the client is still connected and got no
+    response (refused, reset, timed out), or a response cut short by the upstream closing its
+    connection. A client that went away is not an upstream error. (An HTTP/2 upstream resetting
+    one stream of a connection that stays open cannot be told from the client resetting it.)"""
+    if flow.client_conn.state is ConnectionState.CLOSED:
+        return False
+    if flow.response is None:
+        return True
+    return flow.response.timestamp_end is None and flow.server_conn.state is ConnectionState.CLOSED
 
 
 def _close_upstream(flow: http.HTTPFlow) -> None:

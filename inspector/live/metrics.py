@@ -14,7 +14,7 @@ Names follow Prometheus conventions (`_total` counters, `_seconds` histograms, b
 | inspector_fail_open_total / inspector_fail_closed_total | | internal errors, and which way they failed |
 | inspector_ratelimit_backend_errors_total | | shared rate-limit backend (Redis) errors and timeouts |
 | inspector_ratelimit_backend_up | | 1 when the shared backend answers, 0 while the fallback is in use |
-| inspector_upstream_errors_total | | requests that could not be forwarded (connect failure, reset) |
+| inspector_upstream_errors_total | | requests the upstream failed (refused, reset, closed mid-response) |
 | inspector_streams_total | kind | flows inspected while streaming (grpc_stream, request_body, response_body) |
 | inspector_rules_loaded | | rules in the running set |
 | inspector_rule_info | sid, signature, level, severity, rule_action | 1 per rule in the set (join on sid) |
@@ -77,7 +77,8 @@ class Metrics:
                                   "answers (or none is configured), 0 while the fallback is used.",
                                   registry=registry)
         self.ratelimit_up.set(1)
-        self.upstream_errors = Counter("inspector_upstream_errors", "Requests that could not be forwarded.",
+        self.upstream_errors = Counter("inspector_upstream_errors", "Requests the upstream failed (refused, reset, "
+                                       "closed before or during the response).",
                                        registry=registry)
         self.streams = Counter("inspector_streams", "Flows inspected while streaming.", ["kind"],
                                registry=registry)

@@ -91,11 +91,21 @@ def test_upstream_refused_reset_and_slow(upstream, rules, tmp_path):
         assert request(refused, "/admin/x")[0] == 403  # blocks never needed the upstream
 
         # reset mid-body (the response is held for inspection): the client gets a 502; the
-        # transaction is recorded with it and its alert written
+        # transaction is recorded with it and its alert written; the upstream error is counted
         assert request(sidecar, "/reset/ready")[0] == 502
         wait_for(lambda: len(sidecar.alerts(SID_ALERT)) == 1)
         wait_for(lambda: [r for r in sidecar.records() if r["event_type"] == "http"
                           and r["http"]["url"] == "/reset/ready"])
+        wait_for(lambda: sidecar.metric("inspector_upstream_errors_total") == 1)
+
+        # a client that gives up before the answer is not an upstream error
+        gone = socket.create_connection(("127.0.0.1", sidecar.port))
+        gone.sendall(b"GET /slow/gone HTTP/1.1\r\nHost: upstream\r\n\r\n")
+        time.sleep(0.2)
+        gone.close()
+        wait_for(lambda: [r for r in sidecar.records() if r["event_type"] == "http"
+                          and r["http"]["url"] == "/slow/gone"])
+        assert sidecar.metric("inspector_upstream_errors_total") == 1
 
         # slow: a 2 s answer holds nobody else up
         slow: list[int] = []
