@@ -53,6 +53,15 @@ def registry_manifest(layer_digests: list[str], config_digest: str) -> bytes:
     return response_bytes(200, json.dumps(manifest).encode(), MANIFEST_TYPE)
 
 
+def registry_blob_request(repository: str, blob_digest: str, registry: str) -> bytes:
+    return request_bytes("GET", f"/v2/{repository}/blobs/{blob_digest}", registry,
+                         [("User-Agent", "ollama/0.1.33 (amd64 linux) Go/go1.22.1")])
+
+
+def registry_blob(data: bytes) -> bytes:
+    return response_bytes(200, data, "application/octet-stream")
+
+
 def generate(model: str, prompt: str, *, host: str = HOST, **options: Any) -> bytes:
     """POST /api/generate (non-streaming), with Ollama options such as `template` or `system`."""
     return json_request("POST", "/api/generate", host, {"model": model, "prompt": prompt, "stream": False, **options})

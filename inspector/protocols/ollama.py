@@ -22,6 +22,13 @@ as Ollama parses names, only a three-part name names a host; `a.b/model` is a na
 the default `registry.ollama.ai`; for a registry-side request it is the Host (with its port) the
 server talked to.
 
+Model blobs are inspected like S3 and hub downloads (inspector.protocols.modelfile): the first
+bytes of a registry blob answer (GET, 2xx) and of a blob upload (`POST /api/blobs/{digest}`, what
+`ollama create` sends) give `ollama.model`: format by magic (GGUF, and its chat template: the
+Jinja of CVE-2024-34359 travels in GGUF metadata), pickles scanned without unpickling. A registry
+that redirects blob GETs to a CDN serves the bytes from another host and path: those answers are
+not seen as Ollama's.
+
 Probllama (CVE-2024-37032) pulls from an attacker's registry (`insecure: true`) whose manifest has
 layer digests that are paths: `ollama.manifest_digests` lists the digests of a manifest seen in an
 answer (config and layers), and `ollama.invalid_digests` those that fail the check Ollama added
@@ -35,7 +42,9 @@ import re
 from typing import Any
 
 from inspector.fields import declare
+from inspector.http import HttpMessage
 from inspector.protocols import webapi
+from inspector.protocols.modelfile import inspect_model, model_fields
 from inspector.protocols.webapi import boolean, prune, text
 
 LAYER = "ollama"
@@ -191,7 +200,19 @@ def _registry(ctx: Any, match: re.Match[str]) -> dict[str, Any] | None:
     if not claimed:
         return None  # another client's registry traffic (docker, containerd, ...)
     deferred.flush(ctx.anomaly)
+    if kind == "blobs" and request.method == "GET" and response is not None and 200 <= response.status < 300:
+        _model(ctx, obj, response, seen=response.status == 200)
     return prune(obj)
+
+
+def _model(ctx: Any, obj: dict[str, Any], message: HttpMessage, *, seen: bool = True) -> None:
+    """`ollama.model` from the first bytes of a blob (an answer, or an upload's body)."""
+    complete = message.complete and not message.body_truncated
+    model = inspect_model(message.body, name=None, body_complete=complete, body_seen=seen)
+    if model is not None:
+        for event, detail in model.anomalies:
+            ctx.anomaly(event, detail)
+        obj["model"] = model.record()
 
 
 def build(ctx: Any) -> dict[str, Any] | None:
@@ -213,6 +234,8 @@ def build(ctx: Any) -> dict[str, Any] | None:
         obj = {"api": api, "digest": digest}
         if VALID_DIGEST.fullmatch(digest) is None:
             obj["invalid_digests"] = [digest]
+        if api == "blob_upload" and request.body:
+            _model(ctx, obj, request)
         return obj
     api = _API.get((request.method, path))
     if api is None:
@@ -251,4 +274,5 @@ declare(LAYER, [
     ("ollama.layer_count", "integer", "Layers in a registry manifest answer."),
     ("ollama.status", "string", "Last progress status of pull/push/create (success, ...)."),
     ("ollama.error", "string", f"Error of the answer or its progress lines, first {ERROR_CHARS} characters."),
+    *model_fields("ollama.model"),
 ])

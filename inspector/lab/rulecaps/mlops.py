@@ -23,6 +23,7 @@ from inspector.lab.rulecaps.fixture import (
     Fixture,
 )
 from inspector.lab.traffic_http import HttpSession, json_response, request_bytes, response_bytes
+from inspector.lab.traffic_models import SSTI_CHAT_TEMPLATE, gguf_bytes
 
 FEATURES = ["driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate"]
 
@@ -229,6 +230,21 @@ def _probllama(cap: Capture, rng: random.Random, attack: bool) -> None:
     upload.close()
 
 
+def _gguf_blobs(cap: Capture, rng: random.Random, attack: bool) -> None:
+    """An Ollama server fetching a GGUF layer from a registry, and a client uploading a GGUF blob
+    (`ollama create`); the template of both walks __class__.__mro__ to os.popen (attack) or is a
+    plain Llama-style one."""
+    model = gguf_bytes(SSTI_CHAT_TEMPLATE) if attack else gguf_bytes()
+    layer = ollama.digest(model)
+    hop = _session(cap, rng, 5000, client=SERVER_IP, server=ATTACKER)
+    hop.exchange(ollama.registry_blob_request("library/tiny-llama", layer, f"{ATTACKER}:5000"),
+                 ollama.registry_blob(model))
+    hop.close()
+    upload = _session(cap, rng, 11434, client=ADMIN, start=1_767_225_601.0)
+    upload.exchange(request_bytes("POST", f"/api/blobs/{layer}", ollama.HOST, body=model), response_bytes(201))
+    upload.close()
+
+
 def _pull_registry(cap: Capture, rng: random.Random, attack: bool) -> None:
     names = ([f"{ATTACKER}:5000/library/llama3:latest"] if attack
              else ["llama3.2:1b", "huggingface.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M"])
@@ -326,4 +342,10 @@ FIXTURES: dict[str, Fixture] = {
         sid=4000003, positive=lambda c, r: _insecure(c, r, True), negative=lambda c, r: _insecure(c, r, False),
         parsed=("ollama", 1, 1),
         notes="A pull with insecure: true; the near miss pulls the same model without it."),
+    "ollama_gguf_template_injection": Fixture(
+        sid=4000004, positive=lambda c, r: _gguf_blobs(c, r, True), negative=lambda c, r: _gguf_blobs(c, r, False),
+        parsed=("ollama", 2, 2), positive_count=2,
+        notes="A registry blob answer to an Ollama server and a blob upload, both a GGUF whose "
+              "tokenizer.chat_template walks __class__.__mro__ to os.popen; the near miss carries a plain "
+              "Llama-style template."),
 }
