@@ -26,10 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
+import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
@@ -155,6 +158,8 @@ class InspectorAddon:
                                 fail_open=o.inspector_fail == "open",
                                 log_transactions=o.inspector_log_transactions,
                                 stream_threshold=threshold, stream_methods=methods, egress=o.inspector_egress)
+        if o.inspector_baseline_save and not o.inspector_baseline:
+            raise exceptions.OptionsError("inspector_baseline_save needs inspector_baseline (a file, or online)")
         if o.inspector_baseline != self._baseline_option:
             from inspector.anomaly.baseline import BaselineError
             from inspector.anomaly.cli import load_baseline
@@ -196,12 +201,30 @@ class InspectorAddon:
             logger.error("inspector: metrics exporter not started: %s", exc)
 
     def reload(self) -> bool:
-        """SIGHUP: rules and config re-read (the running ones stay if they fail), EVE reopened."""
+        """SIGHUP: rules and config re-read (the running ones stay if they fail), EVE reopened, the
+        baseline saved (inspector_baseline_save)."""
         if self.runtime is None:
             return False
+        self._save_baseline()
         return self.runtime.reload()
 
+    def _save_baseline(self) -> None:
+        """Write the baseline to inspector_baseline_save, once it is past its warm-up (a file that
+        is loaded counts as warmed up, so an online baseline is not written before)."""
+        path = ctx.options.inspector_baseline_save if self._baseline is not None else None
+        if not path:
+            return
+        if not self._baseline.warmed_up:
+            logger.warning("inspector: baseline not saved to %s: still in its warm-up", path)
+            return
+        try:
+            save_private(path, self._baseline.to_json())
+            logger.info("inspector: baseline saved to %s (%d records learned)", path, self._baseline.records)
+        except OSError as exc:
+            logger.error("inspector: cannot save the baseline to %s: %s", path, exc)
+
     def done(self) -> None:
+        self._save_baseline()
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
@@ -645,6 +668,22 @@ def _upstream_failed(flow: http.HTTPFlow) -> bool:
     if flow.response is None:
         return True
     return flow.response.timestamp_end is None and flow.server_conn.state is ConnectionState.CLOSED
+
+
+def save_private(path: str, value: Any) -> None:
+    """Write `value` as JSON to `path`, readable by its owner only, replacing the file atomically
+    (a crash mid-write leaves the previous one)."""
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(value, out, sort_keys=True, indent=1)
+            out.write("\n")
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _close_upstream(flow: http.HTTPFlow) -> None:

@@ -83,6 +83,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "Anomaly detection (docs/anomaly.md): a baseline file from `inspector baseline learn`, or "
                "'online' to learn from the traffic (nothing reported during the warm-up). Deviations become "
                "anomaly records (anomaly.kind, anomaly.score) that rules alert on. Kept across reloads."),
+    OptionSpec("inspector_baseline_save", str | None, None,
+               "Where the anomaly baseline, with what it learned from the traffic, is written (0600, replaced "
+               "atomically) at shutdown and on SIGHUP, once past its warm-up; start the next run with "
+               "inspector_baseline set to it to go on from there instead of warming up again."),
     OptionSpec("inspector_client_ca", str | None, None,
                "PEM file of the CA(s) client certificates must chain to: clients without a valid certificate "
                "fail the TLS handshake (mTLS), and every record of a connection carries its certificate's "

@@ -87,6 +87,8 @@ def run_workers(count: int, values: dict[str, Any], serve: Callable[[dict[str, A
     for index in range(count):
         mine = dict(values, inspector_eve=worker_eve(values["inspector_eve"], index),
                     inspector_metrics=worker_metrics(values["inspector_metrics"], index))
+        if values.get("inspector_baseline_save"):  # each worker learns its own share of the traffic
+            mine["inspector_baseline_save"] = worker_eve(values["inspector_baseline_save"], index)
         pid = os.fork()
         if pid == 0:  # the worker
             status = 1

@@ -159,6 +159,8 @@ def build_options(args: argparse.Namespace, routes: list[Any], state_dir: Path) 
         values["inspector_egress"] = True
     if getattr(args, "baseline", None):
         values["inspector_baseline"] = args.baseline
+    if getattr(args, "baseline_save", None):
+        values["inspector_baseline_save"] = args.baseline_save
     if args.rules:
         values["inspector_rules"] = list(args.rules)
     if args.config:
@@ -289,6 +291,10 @@ def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", metavar="FILE|online",
                         help="anomaly detection: a baseline from `inspector baseline learn`, or online "
                         "(docs/anomaly.md)")
+    parser.add_argument("--baseline-save", metavar="FILE",
+                        help="write the baseline, with what it learned, to FILE at shutdown and on SIGHUP once "
+                        "past its warm-up (--baseline FILE next time goes on from it); with --processes N one "
+                        "file per worker (baseline.0.json, ...)")
     parser.add_argument("--upstream", action="append", metavar="URL",
                         help="model server to protect: http://, https://, h2c:// (cleartext HTTP/2, "
                         "Triton's gRPC port), or tcp:// / tls:// for raw TCP protocols (TCPStore, NCCL); "
