@@ -31,7 +31,12 @@ PathArg = str | Path | Iterable[str | Path]
 
 
 def rule_files(paths: PathArg) -> tuple[list[Path], list[RuleError]]:
-    """The rule files under `paths` (sorted per directory), and the paths that do not exist."""
+    """The rule files under `paths` (sorted per directory), and the paths that do not exist.
+
+    In a directory, hidden files and directories are skipped: editors' temporary files, and the
+    `..data` / `..<timestamp>` directories a Kubernetes ConfigMap volume keeps its files in
+    (each file is also there as a symlink at the top). A file reached twice (a symlink and its
+    target) is read once."""
     if isinstance(paths, str | Path):
         paths = [paths]
     files: list[Path] = []
@@ -40,13 +45,17 @@ def rule_files(paths: PathArg) -> tuple[list[Path], list[RuleError]]:
         path = Path(entry)
         if path.is_dir():
             files.extend(sorted(p for p in path.rglob("*")
-                                if p.suffix in RULE_SUFFIXES and p.name not in NOT_RULE_FILES and p.is_file()))
+                                if p.suffix in RULE_SUFFIXES and p.name not in NOT_RULE_FILES
+                                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                                and p.is_file()))
         elif path.is_file():
             files.append(path)
         else:
             errors.append(RuleError(str(path), 0, "no such file or directory"))
-    unique = list(dict.fromkeys(files))
-    return unique, errors
+    unique: dict[Path, Path] = {}
+    for file in files:
+        unique.setdefault(file.resolve(), file)
+    return list(unique.values()), errors
 
 
 def load_rules(paths: PathArg, config: Config | None = None, *,

@@ -74,6 +74,22 @@ def test_loads_a_directory_recursively_sorted_by_sid(catalog, tmp_path):
                                        "file": str(tmp_path / "a/first.yaml")}
 
 
+def test_a_configmap_volume_is_read_once_and_hidden_files_are_skipped(catalog, tmp_path):
+    """A Kubernetes ConfigMap volume: the files live in `..<timestamp>/`, `..data` points there and
+    each file is a symlink at the top. Each rule is read once; editors' hidden files are skipped."""
+    version = tmp_path / "..2026_11_26_01_00_00.123456789"
+    write(version, "triton_first.yml", good(3100001, 1))
+    write(version, "triton_second.yml", good(3100002, 2))
+    (tmp_path / "..data").symlink_to(version.name)
+    for name in ("triton_first.yml", "triton_second.yml"):
+        (tmp_path / name).symlink_to(Path("..data") / name)
+    write(tmp_path, ".triton_first.yml.swp", "not: [a rule")
+    ruleset = load_rules(tmp_path, Config(variables={"ADMIN_NETS": ["10.0.0.0/8"]}))
+    assert [r.sid for r in ruleset] == [3100001, 3100002]
+    assert [Path(r.file).name for r in ruleset] == ["triton_first.yml", "triton_second.yml"]
+    assert all("..data" not in r.file and "..2026" not in r.file for r in ruleset)  # named as mounted
+
+
 def test_errors_carry_file_and_line(catalog, tmp_path):
     path = write(tmp_path, "bad.yml", """\
         title: Bad rule
