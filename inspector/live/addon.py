@@ -60,6 +60,7 @@ from inspector.live.mtls import ClientCertVerifier
 from inspector.live.principal import principal_from_certificate
 from inspector.live.rawstream import RawStream, handle_results
 from inspector.live.runtime import Runtime, RuntimeSpec, describe_errors, load_policy_monitor, load_ruleset
+from inspector.live.watch import fingerprint, watched_paths
 from inspector.policy import PolicyLoadError
 from inspector.policy.zones import proxied_destination
 from inspector.protocols.tls import clienthello_events
@@ -95,6 +96,9 @@ class InspectorAddon:
         self._flusher: asyncio.Task | None = None
         self._baseline: Any = None
         self._baseline_option: str | None = None
+        self._watcher: asyncio.Task | None = None
+        self._reload_interval = 0.0
+        self._files: tuple = ()  # fingerprint of the rule, config and policy files last loaded
 
     # -- options --------------------------------------------------------------------------------
 
@@ -107,6 +111,7 @@ class InspectorAddon:
         if not any(name.startswith("inspector_") for name in updated) and self.runtime is not None:
             return
         spec = self._parse_options()
+        files = fingerprint(watched_paths(spec.rules, spec.config, spec.policy))  # before reading them
         try:
             ruleset = load_ruleset(spec.rules, spec.config)
         except RuleLoadError as exc:
@@ -126,6 +131,7 @@ class InspectorAddon:
         except OSError as exc:
             raise exceptions.OptionsError(f"inspector: cannot open {spec.eve}: {exc}") from exc
         self._spec = spec
+        self._files = files
         self.runtime.inspector.baseline = self._baseline
         if old is not None and old.listening:
             self.runtime.listening = True
@@ -137,6 +143,9 @@ class InspectorAddon:
             metrics = opts.parse_metrics(o.inspector_metrics)
             redis = opts.parse_redis_url(o.inspector_redis)
             timeout = opts.parse_positive(o.inspector_redis_timeout, "inspector_redis_timeout")
+            if o.inspector_reload_interval < 0:
+                raise ValueError(f"inspector_reload_interval: {o.inspector_reload_interval} is negative (0: off)")
+            self._reload_interval = float(o.inspector_reload_interval)
             retry = opts.parse_positive(o.inspector_redis_retry, "inspector_redis_retry")
             threshold = opts.parse_size(o.inspector_stream_threshold)
             methods = opts.parse_stream_methods(o.inspector_stream_methods)
@@ -182,6 +191,8 @@ class InspectorAddon:
         self._start_exporter()
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_files())
         if threading.current_thread() is threading.main_thread():
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
@@ -192,6 +203,25 @@ class InspectorAddon:
             await asyncio.sleep(FLUSH_INTERVAL)
             if self.runtime is not None:
                 self.runtime.inspector.flush_if_dirty()
+
+    async def _watch_files(self) -> None:
+        """With inspector_reload_interval, the rule, config and policy files are checked at that
+        interval; a change reloads them as SIGHUP does (once per change: a set that fails is not
+        retried until the files change again)."""
+        while True:
+            interval = self._reload_interval
+            await asyncio.sleep(interval if interval > 0 else 1.0)
+            spec = self._spec
+            if interval <= 0 or spec is None or self.runtime is None:
+                continue
+            try:
+                now = fingerprint(watched_paths(spec.rules, spec.config, spec.policy))
+            except OSError as exc:
+                logger.error("inspector: cannot check the rule files: %s", exc)
+                continue
+            if now != self._files:
+                logger.warning("inspector: rule, config or policy files changed: reloading")
+                self.reload()
 
     def _start_exporter(self) -> None:
         assert self.runtime is not None
@@ -206,6 +236,10 @@ class InspectorAddon:
         if self.runtime is None:
             return False
         self._save_baseline()
+        spec = self._spec
+        if spec is not None:
+            with contextlib.suppress(OSError):
+                self._files = fingerprint(watched_paths(spec.rules, spec.config, spec.policy))
         return self.runtime.reload()
 
     def _save_baseline(self) -> None:
@@ -225,9 +259,10 @@ class InspectorAddon:
 
     def done(self) -> None:
         self._save_baseline()
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
+        for task in (self._flusher, self._watcher):
+            if task is not None:
+                task.cancel()
+        self._flusher = self._watcher = None
         if self.runtime is not None:
             self.runtime.listening = False
             self.runtime.close()

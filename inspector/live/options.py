@@ -83,6 +83,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "Anomaly detection (docs/anomaly.md): a baseline file from `inspector baseline learn`, or "
                "'online' to learn from the traffic (nothing reported during the warm-up). Deviations become "
                "anomaly records (anomaly.kind, anomaly.score) that rules alert on. Kept across reloads."),
+    OptionSpec("inspector_reload_interval", float, 0.0,
+               "Seconds between checks of the rule files, site config and policy for changes (0: off, reload "
+               "on SIGHUP only). A change reloads them as SIGHUP does (a set that fails validation is refused "
+               "and the running rules stay); a mounted Kubernetes ConfigMap's updates are seen this way."),
     OptionSpec("inspector_baseline_save", str | None, None,
                "Where the anomaly baseline, with what it learned from the traffic, is written (0600, replaced "
                "atomically) at shutdown and on SIGHUP, once past its warm-up; start the next run with "

@@ -161,6 +161,8 @@ def build_options(args: argparse.Namespace, routes: list[Any], state_dir: Path) 
         values["inspector_baseline"] = args.baseline
     if getattr(args, "baseline_save", None):
         values["inspector_baseline_save"] = args.baseline_save
+    if getattr(args, "reload_interval", None):
+        values["inspector_reload_interval"] = args.reload_interval
     if args.rules:
         values["inspector_rules"] = list(args.rules)
     if args.config:
@@ -291,6 +293,9 @@ def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", metavar="FILE|online",
                         help="anomaly detection: a baseline from `inspector baseline learn`, or online "
                         "(docs/anomaly.md)")
+    parser.add_argument("--reload-interval", type=float, metavar="SECONDS",
+                        help="check the rule files, site config and policy every SECONDS and reload them when "
+                        "they change, as SIGHUP does (a mounted ConfigMap's updates); default off")
     parser.add_argument("--baseline-save", metavar="FILE",
                         help="write the baseline, with what it learned, to FILE at shutdown and on SIGHUP once "
                         "past its warm-up (--baseline FILE next time goes on from it); with --processes N one "

@@ -65,3 +65,47 @@ def test_sighup_reopens_the_eve_file(rest_upstream, certs, tmp_path):
         records = sidecar.wait_records(lambda rs: [r for r in rs if r["event_type"] == "alert"])
         assert [r["http"]["url"] for r in records] == ["/admin/two"]
         assert "/admin/one" in rotated.read_text() and "/admin/two" not in rotated.read_text()
+
+
+def test_rule_files_that_change_are_reloaded_with_an_interval(rest_upstream, certs, tmp_path):
+    """--reload-interval: a rules directory laid out like a Kubernetes ConfigMap volume (files in
+    ..<version>/, ..data pointing there, top-level symlinks) is updated the way the kubelet does it,
+    by swapping ..data; the sidecar reloads without a signal, refuses a broken version once (the
+    running rules stay) and takes the next good one."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+
+    def publish(version: str, sid: int | None, prefix: str = "") -> None:
+        folder = rules / f"..{version}"
+        folder.mkdir()
+        if sid is None:
+            (folder / "rule.yml").write_text("title: half a rule\nsid: 9600019\n")
+        else:
+            write_rule(folder, sid, f"Pages under {prefix}", "http", {"http.url|startswith": prefix},
+                       action="block").rename(folder / "rule.yml")
+        (rules / "..data_tmp").symlink_to(folder.name)
+        (rules / "..data_tmp").rename(rules / "..data")  # the atomic swap
+        if not (rules / "rule.yml").is_symlink():
+            (rules / "rule.yml").symlink_to("..data/rule.yml")
+
+    publish("v1", 9600011, "/admin")
+    ca = str(certs.ca)
+    with Sidecar(tmp_path, f"http://127.0.0.1:{rest_upstream.port}", rules, cert=certs.server_cert,
+                 key=certs.server_key, args=["--reload-interval", "0.2"]) as sidecar:
+        assert _status(sidecar, ca, "/admin/x") == 403
+        assert _status(sidecar, ca, "/debug/x") == 404
+
+        publish("v2", 9600012, "/debug")
+        wait_for(lambda: sidecar.metric("inspector_reloads_total", result="ok") == 1)
+        assert "files changed: reloading" in sidecar.log_text()
+        assert _status(sidecar, ca, "/debug/x") == 403
+        assert _status(sidecar, ca, "/admin/x") == 404
+
+        publish("v3", None)
+        wait_for(lambda: sidecar.metric("inspector_reloads_total", result="failed") == 1)
+        assert _status(sidecar, ca, "/debug/x") == 403  # the running rules stay
+        publish("v4", 9600014, "/model")
+        wait_for(lambda: sidecar.metric("inspector_reloads_total", result="ok") == 2)
+        assert sidecar.metric("inspector_reloads_total", result="failed") == 1  # the broken one was tried once
+        assert _status(sidecar, ca, "/model/x") == 403
+        assert _status(sidecar, ca, "/debug/x") == 404
