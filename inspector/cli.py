@@ -168,10 +168,11 @@ def _load_engine(args: argparse.Namespace, console: Console) -> Any:
 
 
 def _run_files(analyzer: Any, files: list[Path], console: Console, show_progress: bool) -> None:
-    if hasattr(analyzer, "analyze_files"):  # --workers: no progress bar (the workers read on their own)
-        analyzer.analyze_files(files)
-        return
+    parallel = hasattr(analyzer, "analyze_files")  # --workers: the workers tell how far they read
     if not show_progress:
+        if parallel:
+            analyzer.analyze_files(files)
+            return
         for path in files:
             analyzer.analyze_file(path)
         return
@@ -180,6 +181,10 @@ def _run_files(analyzer: Any, files: list[Path], console: Console, show_progress
     total = sum(p.stat().st_size for p in files if p.is_file())
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as progress:
+        if parallel:
+            task = progress.add_task(f"analyzing ({analyzer.workers} workers)", total=total)
+            analyzer.analyze_files(files, progress=lambda done: progress.update(task, completed=done))
+            return
         task = progress.add_task("analyzing", total=total)
         done = 0
         for path in files:

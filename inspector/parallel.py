@@ -51,6 +51,7 @@ import os
 import pickle
 import struct
 import tempfile
+import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -240,12 +241,15 @@ class ShardAnalyzer(Analyzer):
     # -- files ---------------------------------------------------------------------------------
 
     def analyze_files(self, files: list[Path], numbers: Sequence[int] | None = None,
-                      file_done: Callable[[int], None] | None = None) -> None:
+                      file_done: Callable[[int], None] | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> None:
         """Analyze `files`, whose places in the run are `numbers` (default 0, 1, ...); `file_done`
-        is told each number once its records have all been sent."""
+        is told each number once its records have all been sent; `progress` (file number, bytes
+        of it read) as the reading goes."""
         for self._file, path in zip(numbers if numbers is not None else range(len(files)), files, strict=True):
             self._phase, self._frame, self._stage, self._sub = 0, 0, 1, (0, 0)
-            self.analyze_file(path)
+            number = self._file
+            self.analyze_file(path, None if progress is None else lambda done, n=number: progress(n, done))
             self.flush()
             if file_done is not None:
                 file_done(self._file)
@@ -286,9 +290,11 @@ class ShardAnalyzer(Analyzer):
             return select(buf, start, stop, linktype, ts, number, wire_len)
 
         reader.select = select_and_count if index == 0 else select  # worker 0 counts every frame
-        for frame in reader:
+        for passed, frame in enumerate(reader, 1):
             number = frame.number
             self._frame = number
+            if progress is not None and not passed & 0x1FF:
+                progress(reader.bytes_read)
             if number == selected and selected_owned:
                 packet = decoder.decode(frame)
             else:
@@ -305,6 +311,8 @@ class ShardAnalyzer(Analyzer):
                 self._feed(table, packet)
             if not number & 0xFF:
                 self._drain(decoder, shared)
+        if progress is not None:
+            progress(reader.bytes_read)
         if index != 0:
             return 0, 0, last_ts
         return reader.packets, wire_bytes, last_ts
@@ -378,6 +386,22 @@ class _FileSpool:
         self._conn.send_bytes(pickle.dumps(("file", number), protocol=5))
 
 
+class _ProgressSender:
+    """A worker's reading progress to the parent: (file number, bytes read), a few times a second."""
+
+    INTERVAL = 0.25
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._last = 0.0
+
+    def __call__(self, number: int, done: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.INTERVAL:
+            self._last = now
+            self._conn.send_bytes(pickle.dumps(("progress", number, done), protocol=5))
+
+
 def spool_path(directory: str, number: int) -> str:
     return os.path.join(directory, f"{number}.records")
 
@@ -397,16 +421,17 @@ def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options
             rate_store = DeferredRateStore()
             rate_sids = frozenset(rule.sid for rule in engine.ruleset.rules if rule.rate is not None)
             engine = Engine(engine.ruleset, engine.config, rate_store=rate_store)  # type: ignore[arg-type]
+        report = _ProgressSender(conn)
         if spool is None:
             analyzer = ShardAnalyzer(index, workers, lambda batch: conn.send_bytes(pickle.dumps(batch, protocol=5)),
                                      rate_sids, rate_store, engine=engine, **options)
-            analyzer.analyze_files(files)
+            analyzer.analyze_files(files, progress=report if index == 0 else None)  # one reader tells
         else:  # the only worker of its files: shard 0 of 1 (counts every frame, reports everything)
             spooler = _FileSpool(spool, conn)
             analyzer = ShardAnalyzer(0, 1, spooler.send, rate_sids, rate_store, engine=engine, **options)
             for number, path in zip(numbers or [], files, strict=True):
                 spooler.start(number)
-                analyzer.analyze_files([path], [number], spooler.done)
+                analyzer.analyze_files([path], [number], spooler.done, report)
         policy = analyzer.policy
         summary = {"stats": analyzer.stats, "policy": None if policy is None else policy.counts(),
                    "numbers": numbers}
@@ -501,6 +526,9 @@ class ParallelAnalyzer:
         self.shard = shard
         #: How the last run was split: "flows" or "files".
         self.split = ""
+        self._progress: Callable[[int], None] | None = None
+        self._sizes: list[int] = []
+        self._read: dict[int, int] = {}  # bytes read per file, as the workers report them
         if options.get("baseline") is not None:
             raise ValueError("anomaly baselines learn across flows: run them in one process (no --workers)")
         self.workers = workers
@@ -518,7 +546,11 @@ class ParallelAnalyzer:
     def stats(self) -> RunStats:
         return self._counter.stats
 
-    def analyze_files(self, files: list[Path]) -> None:
+    def analyze_files(self, files: list[Path], progress: Callable[[int], None] | None = None) -> None:
+        """Analyze `files`; `progress` is told the bytes of them read so far, as the workers go."""
+        self._progress = progress
+        self._sizes = [_file_size(path) for path in files]
+        self._read = {}
         plan = None
         if self.shard != "flows":
             plan = plan_files([_file_size(path) for path in files], self.workers,
@@ -528,6 +560,17 @@ class ParallelAnalyzer:
             self._analyze_by_file(files, plan)
         else:
             self._analyze_by_flow(files)
+        if progress is not None:
+            progress(sum(self._sizes))
+
+    def _progressed(self, number: int, done: int) -> None:
+        """A worker read `done` bytes of file `number` (flows: worker 0 reads the files in order)."""
+        if self._progress is None:
+            return
+        self._read[number] = max(done, self._read.get(number, 0))
+        if self.split == "flows":
+            self._read.update((earlier, self._sizes[earlier]) for earlier in range(number))
+        self._progress(sum(self._read.values()))
 
     def _analyze_by_file(self, files: list[Path], plan: list[list[int]]) -> None:
         with tempfile.TemporaryDirectory(prefix="inspector-workers-") as spool:
@@ -540,12 +583,12 @@ class ParallelAnalyzer:
                     while number not in ready:
                         self._receive(running, ready, summaries)
                     self._write_spool(spool_path(spool, number))
+                    self._progressed(number, self._sizes[number])
                 while running:
                     self._receive(running, ready, summaries)
         self._add_summaries(summaries)
 
-    @staticmethod
-    def _receive(running: dict[Any, int], ready: set[int], summaries: list[dict[str, Any]]) -> None:
+    def _receive(self, running: dict[Any, int], ready: set[int], summaries: list[dict[str, Any]]) -> None:
         """File mode: the next messages of any worker (a file done, its summary, its failure)."""
         if not running:
             raise WorkerFailed("the workers finished without analyzing every file")
@@ -557,6 +600,8 @@ class ParallelAnalyzer:
                 raise WorkerFailed(f"worker {index} exited without finishing") from None
             if message[0] == "file":
                 ready.add(message[1])
+            elif message[0] == "progress":
+                self._progressed(message[1], message[2])
             elif message[0] == "done":
                 summaries[index] = message[1]
                 del running[receiver]
@@ -590,6 +635,8 @@ class ParallelAnalyzer:
                 raise WorkerFailed(f"worker {index} exited without finishing") from None
             if isinstance(message, list):
                 yield from message
+            elif message[0] == "progress":
+                self._progressed(message[1], message[2])
             elif message[0] == "done":
                 summaries[index] = message[1]
                 return

@@ -228,3 +228,28 @@ else:
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "FAILED True", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("shard", ["flows", "files"])
+def test_progress_is_told_as_the_workers_read(shard):
+    """The bytes read so far reach the parent's progress callback (the CLI's progress bar), never
+    going back, and end at the captures' total size. In a child process (no threads to fork)."""
+    captures = [LAB / "mixed.pcap", LAB / "shadowray.pcap"]
+    script = f"""
+import json, sys
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+from inspector.parallel import ParallelAnalyzer
+
+seen = []
+files = [Path(p) for p in {[str(p) for p in captures]!r}]
+ParallelAnalyzer(lambda record: None, 2, shard={shard!r}).analyze_files(files, progress=seen.append)
+print(json.dumps(seen))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    total = sum(path.stat().st_size for path in captures)
+    assert seen and seen[-1] == total
+    assert seen == sorted(seen)
+    assert len(seen) >= 2 and seen[0] < total  # told before the end, not only at it
