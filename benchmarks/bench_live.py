@@ -38,7 +38,7 @@ import ssl  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
-from live_servers import RestServer, start_grpc  # noqa: E402
+from live_servers import MotoServer, RestServer, start_grpc  # noqa: E402
 from live_sidecar import Sidecar, free_port, wait_for  # noqa: E402
 
 from inspector.live.certs import cert_pem, key_pem, make_ca, make_leaf  # noqa: E402
@@ -193,23 +193,15 @@ OBJECT_BYTES = 64 * 1024 * 1024
 BUCKET, KEY = "models", "fraud-detector/1/model.safetensors"
 
 
-class MotoServer:
-    """moto's S3 server in its own process, holding one 64 MiB object (put directly, not proxied)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: _listening(self.port), timeout=30)
-        client = _s3_client(f"http://127.0.0.1:{self.port}", None)
-        client.create_bucket(Bucket=BUCKET)
-        header = b'{"__metadata__":{"format":"pt"}}'
-        body = len(header).to_bytes(8, "little") + header + bytes(OBJECT_BYTES - 8 - len(header))
-        client.put_object(Bucket=BUCKET, Key=KEY, Body=body)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(15)
+def model_store() -> MotoServer:
+    """moto's S3 server holding one 64 MiB safetensors-shaped object (put directly, not proxied)."""
+    server = MotoServer()
+    client = _s3_client(server.endpoint, None)
+    client.create_bucket(Bucket=BUCKET)
+    header = b'{"__metadata__":{"format":"pt"}}'
+    client.put_object(Bucket=BUCKET, Key=KEY,
+                      Body=len(header).to_bytes(8, "little") + header + bytes(OBJECT_BYTES - 8 - len(header)))
+    return server
 
 
 def _s3_client(endpoint: str, ca: Path | None):
@@ -252,7 +244,7 @@ def main() -> int:
     rest = RestServer()
     grpc_server, grpc_port, _ = start_grpc(cert=certs.cert.read_bytes(), key=certs.key.read_bytes())
     h2c_server, h2c_port, _ = start_grpc()
-    moto = MotoServer() if not args.no_s3 else None
+    moto = model_store() if not args.no_s3 else None
     listen = {kind: free_port() for kind in ("grpc", "h2c", "s3")}
     routes = ["--upstream", f"https://localhost:{grpc_port}", "--listen", f"127.0.0.1:{listen['grpc']}",
               "--upstream", f"h2c://127.0.0.1:{h2c_port}", "--listen", f"127.0.0.1:{listen['h2c']}"]

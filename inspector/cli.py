@@ -154,9 +154,9 @@ def _load_engine(args: argparse.Namespace, console: Console) -> Any:
     """The rule engine for `--rules` (default: the shipped signatures), or False on errors."""
     from inspector.engine import Engine
     from inspector.rules import RuleLoadError, load_config, load_rules
-    from inspector.rules.cli import default_rules_path
+    from inspector.rules.cli import rule_paths
 
-    rules_paths = args.rules or [str(default_rules_path())]
+    rules_paths = rule_paths(args.rules or [])
     try:
         config = load_config(args.config)
         ruleset = load_rules(rules_paths, config)

@@ -553,8 +553,7 @@ class ParallelAnalyzer:
         self._read = {}
         plan = None
         if self.shard != "flows":
-            plan = plan_files([_file_size(path) for path in files], self.workers,
-                              balance=None if self.shard == "files" else FILE_BALANCE)
+            plan = plan_files(self._sizes, self.workers, balance=None if self.shard == "files" else FILE_BALANCE)
         self.split = "files" if plan is not None else "flows"
         if plan is not None:
             self._analyze_by_file(files, plan)
@@ -589,22 +588,31 @@ class ParallelAnalyzer:
         self._add_summaries(summaries)
 
     def _receive(self, running: dict[Any, int], ready: set[int], summaries: list[dict[str, Any]]) -> None:
-        """File mode: the next messages of any worker (a file done, its summary, its failure)."""
+        """File mode: the next messages of the workers that have one (a file done, their end)."""
         if not running:
             raise WorkerFailed("the workers finished without analyzing every file")
         for receiver in wait(list(running)):
-            index = running[receiver]
+            message = self._next(running[receiver], receiver, summaries)
+            if message is None:
+                del running[receiver]
+            else:
+                ready.add(message[1])
+
+    def _next(self, index: int, receiver: Any, summaries: list[dict[str, Any]]) -> Any:
+        """Worker `index`'s next batch (a list) or ("file", number); None once it is done (its
+        summary stored). Progress is passed on; a failure, or an end without a summary, raised."""
+        while True:
             try:
-                message = pickle.loads(receiver.recv_bytes())  # type: ignore[union-attr]
+                message = pickle.loads(receiver.recv_bytes())
             except EOFError:
                 raise WorkerFailed(f"worker {index} exited without finishing") from None
-            if message[0] == "file":
-                ready.add(message[1])
-            elif message[0] == "progress":
+            if isinstance(message, list) or message[0] == "file":
+                return message
+            if message[0] == "progress":
                 self._progressed(message[1], message[2])
             elif message[0] == "done":
                 summaries[index] = message[1]
-                del running[receiver]
+                return None
             else:
                 raise WorkerFailed(f"worker {index} failed:\n{message[1]}")
 
@@ -628,20 +636,9 @@ class ParallelAnalyzer:
         self._add_summaries(summaries)
 
     def _stream(self, index: int, receiver: Any, summaries: list[dict[str, Any]]) -> Iterator[tuple]:
-        while True:
-            try:
-                message = pickle.loads(receiver.recv_bytes())
-            except EOFError:
-                raise WorkerFailed(f"worker {index} exited without finishing") from None
-            if isinstance(message, list):
-                yield from message
-            elif message[0] == "progress":
-                self._progressed(message[1], message[2])
-            elif message[0] == "done":
-                summaries[index] = message[1]
-                return
-            else:
-                raise WorkerFailed(f"worker {index} failed:\n{message[1]}")
+        """Flow mode: worker `index`'s records, in its order, until it is done."""
+        while (batch := self._next(index, receiver, summaries)) is not None:
+            yield from batch
 
     def _write_merged(self, payload: Any, meta: tuple, hit: Any) -> None:
         if hit is not None and self.rate_store is not None and self.rate_store.hit(*hit) is not RateResult.ALERT:

@@ -272,8 +272,12 @@ class Baseline:
             "sets": {key: known.to_json() for key, known in self.sets},
         }
 
+    def to_text(self) -> str:
+        """The baseline file's text (:meth:`save`, :meth:`load`)."""
+        return json.dumps(self.to_json(), sort_keys=True, indent=1) + "\n"
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), sort_keys=True, indent=1) + "\n")
+        Path(path).write_text(self.to_text())
 
     @classmethod
     def from_json(cls, value: Any, params: BaselineParams | None = None) -> Baseline:

@@ -31,7 +31,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from inspector.lab.truth import TruthFormatError
     from inspector.policy import PolicyLoadError
     from inspector.rules import RuleLoadError
-    from inspector.rules.cli import default_rules_path
+    from inspector.rules.cli import rule_paths
 
     console = Console(highlight=False, soft_wrap=True)
     captures = [Path(p) for p in args.captures]
@@ -44,7 +44,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except TruthFormatError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         return EXIT_USAGE
-    rules = tuple(args.rules or [str(default_rules_path())])
+    rules = tuple(rule_paths(args.rules or []))
     specs = [RuleSetSpec(name=args.name or ("before" if _comparing(args) else "rules"), rules=rules,
                          config=args.config, policy=args.policy, baseline=args.baseline)]
     if _comparing(args):

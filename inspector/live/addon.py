@@ -26,13 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
-import os
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
@@ -58,9 +55,10 @@ from inspector.live.messages import (
 )
 from inspector.live.mtls import ClientCertVerifier
 from inspector.live.principal import principal_from_certificate
+from inspector.live.proxy import write_private
 from inspector.live.rawstream import RawStream, handle_results
 from inspector.live.runtime import Runtime, RuntimeSpec, describe_errors, load_policy_monitor, load_ruleset
-from inspector.live.watch import fingerprint, watched_paths
+from inspector.live.watch import files_fingerprint
 from inspector.policy import PolicyLoadError
 from inspector.policy.zones import proxied_destination
 from inspector.protocols.tls import clienthello_events
@@ -111,7 +109,7 @@ class InspectorAddon:
         if not any(name.startswith("inspector_") for name in updated) and self.runtime is not None:
             return
         spec = self._parse_options()
-        files = fingerprint(watched_paths(spec.rules, spec.config, spec.policy))  # before reading them
+        files = files_fingerprint(spec.rules, spec.config, spec.policy)  # before reading them
         try:
             ruleset = load_ruleset(spec.rules, spec.config)
         except RuleLoadError as exc:
@@ -214,14 +212,10 @@ class InspectorAddon:
             spec = self._spec
             if interval <= 0 or spec is None or self.runtime is None:
                 continue
-            try:
-                now = fingerprint(watched_paths(spec.rules, spec.config, spec.policy))
-            except OSError as exc:
-                logger.error("inspector: cannot check the rule files: %s", exc)
-                continue
-            if now != self._files:
+            files = files_fingerprint(spec.rules, spec.config, spec.policy)
+            if files != self._files:
                 logger.warning("inspector: rule, config or policy files changed: reloading")
-                self.reload()
+                self._reload(files)
 
     def _start_exporter(self) -> None:
         assert self.runtime is not None
@@ -233,13 +227,16 @@ class InspectorAddon:
     def reload(self) -> bool:
         """SIGHUP: rules and config re-read (the running ones stay if they fail), EVE reopened, the
         baseline saved (inspector_baseline_save)."""
-        if self.runtime is None:
-            return False
-        self._save_baseline()
         spec = self._spec
-        if spec is not None:
-            with contextlib.suppress(OSError):
-                self._files = fingerprint(watched_paths(spec.rules, spec.config, spec.policy))
+        if self.runtime is None or spec is None:
+            return False
+        return self._reload(files_fingerprint(spec.rules, spec.config, spec.policy))
+
+    def _reload(self, files: tuple) -> bool:
+        """Reload, `files` being the fingerprint of what is about to be read."""
+        assert self.runtime is not None
+        self._save_baseline()
+        self._files = files
         return self.runtime.reload()
 
     def _save_baseline(self) -> None:
@@ -252,7 +249,7 @@ class InspectorAddon:
             logger.warning("inspector: baseline not saved to %s: still in its warm-up", path)
             return
         try:
-            save_private(path, self._baseline.to_json())
+            write_private(path, self._baseline.to_text().encode(), atomic=True)
             logger.info("inspector: baseline saved to %s (%d records learned)", path, self._baseline.records)
         except OSError as exc:
             logger.error("inspector: cannot save the baseline to %s: %s", path, exc)
@@ -703,22 +700,6 @@ def _upstream_failed(flow: http.HTTPFlow) -> bool:
     if flow.response is None:
         return True
     return flow.response.timestamp_end is None and flow.server_conn.state is ConnectionState.CLOSED
-
-
-def save_private(path: str, value: Any) -> None:
-    """Write `value` as JSON to `path`, readable by its owner only, replacing the file atomically
-    (a crash mid-write leaves the previous one)."""
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(value, out, sort_keys=True, indent=1)
-            out.write("\n")
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def _close_upstream(flow: http.HTTPFlow) -> None:

@@ -96,12 +96,23 @@ def parse_routes(upstreams: list[str], listens: list[str]) -> list[Route]:
     return routes
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file readable by its owner only (keys)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(path, 0o600)
+def write_private(path: str | Path, data: bytes, *, atomic: bool = False) -> None:
+    """Write a file readable by its owner only (keys, learned baselines). `atomic`: write a
+    temporary file beside it and rename it over the old one, so a crash mid-write leaves the
+    previous file whole."""
+    target = Path(path)
+    written = target.with_name(f".{target.name}.{os.getpid()}.tmp") if atomic else target
+    fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(written, 0o600)
+        if atomic:
+            os.replace(written, target)
+    except BaseException:
+        if atomic:
+            written.unlink(missing_ok=True)
+        raise
 
 
 def combined_pem(cert: str, key: str, state_dir: Path) -> Path:

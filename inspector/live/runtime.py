@@ -43,11 +43,9 @@ class RuntimeSpec:
 
 def load_ruleset(rules: tuple[str, ...], config: str | None) -> RuleSet:
     """The rule set of the options (default: the shipped signatures). Raises RuleLoadError."""
-    from inspector.rules.cli import default_rules_path
+    from inspector.rules.cli import rule_paths
 
-    loaded_config = load_config(config)
-    paths = list(rules) or [str(default_rules_path())]
-    return load_rules(paths, loaded_config)
+    return load_rules(rule_paths(rules), load_config(config))
 
 
 def load_policy_monitor(path: str | None) -> PolicyMonitor | None:

@@ -12,17 +12,16 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from inspector.rules.cli import rule_paths
 from inspector.rules.loader import rule_files
 
 Fingerprint = tuple[tuple[str, int, int, int] | tuple[str], ...]
 
 
-def watched_paths(rules: Iterable[str], config: str | None, policy: str | None) -> list[str]:
-    """The files and directories a reload reads (the shipped rules when `rules` is empty)."""
-    from inspector.rules.cli import default_rules_path
-
-    paths = list(rules) or [str(default_rules_path())]
-    return paths + [path for path in (config, policy) if path]
+def files_fingerprint(rules: Iterable[str], config: str | None, policy: str | None) -> Fingerprint:
+    """The fingerprint of what a reload reads: the rules (the shipped ones when `rules` is empty),
+    the config and the policy. Never raises: what cannot be read is noted as such."""
+    return fingerprint([*rule_paths(rules), *(path for path in (config, policy) if path)])
 
 
 def fingerprint(paths: Iterable[str]) -> Fingerprint:
@@ -30,7 +29,11 @@ def fingerprint(paths: Iterable[str]) -> Fingerprint:
     entries: list[tuple[str, int, int, int] | tuple[str]] = []
     for entry in paths:
         path = Path(entry)
-        files = rule_files([path])[0] if path.is_dir() else [path]
+        try:
+            files = rule_files([path])[0] if path.is_dir() else [path]
+        except OSError:  # a directory that cannot be walked
+            entries.append((entry,))
+            continue
         for file in files:
             try:
                 stat = os.stat(file)  # follows symlinks: a swapped ConfigMap target shows

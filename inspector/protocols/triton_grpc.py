@@ -127,7 +127,9 @@ def _shape(f: Field, shape: list[int], report: AnomalyOnce) -> None:
         return
     data: bytes = f.value  # type: ignore[assignment]
     if data and max(data) < 0x80:  # every dimension a one-byte varint (0..127): the bytes are the values
-        shape.extend(data[:MAX_DIMS + 1 - len(shape)])
+        room = MAX_DIMS + 1 - len(shape)  # one past the cap, as the loop below reads: the excess is reported
+        if room > 0:
+            shape.extend(data[:room])
         return
     pos = 0
     try:

@@ -35,6 +35,11 @@ def default_rules_path() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "signatures"
 
 
+def rule_paths(paths: Iterable[str]) -> list[str]:
+    """The rule files or directories given, or the default set (:func:`default_rules_path`)."""
+    return list(paths) or [str(default_rules_path())]
+
+
 def analyze_captures(paths: Iterable[Path], ruleset: RuleSet, policy: Path | None = None,
                      baseline: Path | None = None, egress: bool = False) -> list[dict[str, Any]]:
     """Run captures through the offline pipeline with `ruleset` (and a segmentation policy file,
@@ -66,7 +71,7 @@ def _relative(path: str) -> str:
 
 
 def _paths(args: argparse.Namespace) -> list[str]:
-    return args.paths or [str(default_rules_path())]
+    return rule_paths(args.paths or [])
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """Real upstreams for the live tests: a Triton-protocol gRPC server (grpcio with tritonclient's
-generated servicer: in the test process only, never in the proxy) and a KServe v2 REST server.
+generated servicer: in the test process only, never in the proxy), a KServe v2 REST server, and
+moto's S3 server in its own process.
 
 The model is Triton's "simple" example: INPUT0 and INPUT1, INT32 [1, 16]; OUTPUT0 = sum,
 OUTPUT1 = difference. RepositoryModelLoad and friends answer empty successes, so a test sees
@@ -9,13 +10,18 @@ whether the sidecar let a call through.
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 import threading
+import urllib.request
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import numpy as np
+from live_sidecar import free_port, wait_for
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 MODEL = "simple"
@@ -222,3 +228,32 @@ class RestServer(ThreadingHTTPServer):
 
 def grpc_frame(payload: bytes, compressed: bool = False) -> bytes:
     return struct.pack(">BI", int(compressed), len(payload)) + payload
+
+
+class MotoServer:
+    """moto's server (S3, IAM, ...) in its own process on loopback, answering once started; `env`
+    is added to its environment (INITIAL_NO_AUTH_ACTION_COUNT: calls before it checks SigV4)."""
+
+    def __init__(self, env: dict[str, str] | None = None, timeout: float = 30.0) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                        env=dict(os.environ, **(env or {})), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        try:
+            wait_for(self._answers, timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(15)
+

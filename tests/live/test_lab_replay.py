@@ -14,7 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from live_sidecar import ROOT, Sidecar, free_port, wait_for
+from live_servers import MotoServer
+from live_sidecar import ROOT, Sidecar, wait_for
 
 from inspector.lab.scenarios import SCENARIOS
 
@@ -74,14 +75,6 @@ def test_rest_and_llm_scenarios_through_a_sidecar(tmp_path, rest_upstream):
     assert wanted <= set(fired), f"missing {sorted(wanted - set(fired))}; fired {dict(fired)}"
 
 
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 def test_llm_scenario_with_openai_over_tls(tmp_path, rest_upstream, certs):
     upstream = f"http://127.0.0.1:{rest_upstream.server_address[1]}"
     with Sidecar(tmp_path, upstream, SIGNATURES, cert=certs.server_cert, key=certs.server_key,
@@ -95,16 +88,11 @@ def test_llm_scenario_with_openai_over_tls(tmp_path, rest_upstream, certs):
 
 @pytest.fixture(scope="module")
 def moto_server():
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
+    server = MotoServer()
     try:
-        wait_for(lambda: _listening(port), timeout=20)
-        yield endpoint
+        yield server.endpoint
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 def test_s3_scenarios_with_boto3_through_a_tls_sidecar_to_moto(tmp_path, moto_server, certs):

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError, ResponseStreamingError
-from live_sidecar import Sidecar, free_port, wait_for, write_rule
+from live_servers import MotoServer
+from live_sidecar import Sidecar, write_rule
 
 from inspector import fields
 
@@ -33,15 +32,9 @@ class _Exploit:
 @pytest.fixture(scope="module")
 def moto():
     """moto's server in its own process, checking signatures after 4 setup calls."""
-    port = free_port()
-    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="4")
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
+    server = MotoServer({"INITIAL_NO_AUTH_ACTION_COUNT": "4"})
+    endpoint = server.endpoint
     try:
-        import urllib.request
-
-        wait_for(lambda: _up(urllib.request, endpoint), timeout=20)
         iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup",
                            aws_secret_access_key="setup")
         iam.create_user(UserName="ml")
@@ -53,16 +46,7 @@ def moto():
         direct.create_bucket(Bucket=BUCKET)  # the 4th free call
         yield endpoint, credentials
     finally:
-        process.terminate()
-        process.wait(10)
-
-
-def _up(urllib_request, endpoint: str) -> bool:
-    try:
-        urllib_request.urlopen(endpoint + "/moto-api/", timeout=1)
-        return True
-    except OSError:
-        return False
+        server.stop()
 
 
 def _s3(endpoint: str, credentials: tuple[str, str], verify: str | bool = False):
