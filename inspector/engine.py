@@ -71,6 +71,9 @@ class Engine:
         self.rate_store: RateStore = (rate_store if rate_store is not None
                                      else MemoryRateStore(self.config.rate_max_keys))
         self.dispatcher = Dispatcher(ruleset.rules)
+        #: The block rules alone, for a step that only block rules may act on (live, before the
+        #: request goes upstream): the same Rule objects, so rate state is shared.
+        self.block_dispatcher = Dispatcher([rule for rule in ruleset.rules if rule.action == BLOCK])
         self._suppressions = self.config.suppressions
         self._alert_objects = {rule.sid: self._alert_objects_for(rule) for rule in ruleset.rules}
         self.records = 0
@@ -85,13 +88,13 @@ class Engine:
         """Evaluate one transaction record at time `ts` (epoch seconds)."""
         return self.evaluate(record, ts)[0]
 
-    def evaluate(self, record: dict[str, Any], ts: float,
-                 skip: AbstractSet[int] = frozenset()) -> tuple[Verdict, frozenset[int]]:
+    def evaluate(self, record: dict[str, Any], ts: float, skip: AbstractSet[int] = frozenset(), *,
+                 block_only: bool = False) -> tuple[Verdict, frozenset[int]]:
         """:meth:`process` for a transaction seen in steps: rules whose sid is in `skip` are not
         offered the record; also returns the sids of every rule that matched (suppressed,
-        rate-pending and quiet ones included)."""
+        rate-pending and quiet ones included). `block_only`: only the block rules are offered it."""
         self.records += 1
-        candidates = self.dispatcher.candidates(record)
+        candidates = (self.block_dispatcher if block_only else self.dispatcher).candidates(record)
         if skip and candidates:
             candidates = [rule for rule in candidates if rule.sid not in skip]
         if not candidates:

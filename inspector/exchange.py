@@ -18,6 +18,7 @@ from typing import Protocol
 from inspector.http import (
     TO_SERVER,
     BodyReceived,
+    Headers,
     HeadReceived,
     HttpExchange,
     HttpMessage,
@@ -69,11 +70,11 @@ class ExchangeBuilder:
         out: list[HttpExchange | SessionAnomaly] = []
         for event in events:
             if isinstance(event, BodyReceived):
-                self._body(event)
+                self._body(event.stream_id, event.direction, event.data, event.ts)
             elif isinstance(event, HeadReceived):
-                self._head(event, out)
+                self._head(event.stream_id, event.direction, event.message, event.end_stream, event.ts, out)
             elif isinstance(event, MessageEnded):
-                self._end(event, out)
+                self._end(event.stream_id, event.direction, event.trailers, event.ts, event.complete, out)
             elif isinstance(event, StreamReset):
                 exchange = self._open.get(event.stream_id)
                 if exchange is not None:
@@ -81,6 +82,20 @@ class ExchangeBuilder:
                     self._close(event.stream_id, event.ts, out)
             else:
                 out.append(event)
+        if self._anomalies:
+            out.extend(self._anomalies)
+            self._anomalies.clear()
+        return out
+
+    def whole(self, direction: int, message: HttpMessage, body: bytes, trailers: Headers, ts_end: float, *,
+              complete: bool = True, stream_id: int = 0) -> list[HttpExchange | SessionAnomaly]:
+        """One whole message: what :meth:`feed` returns for its head, its body (if any) and its end
+        (the live path, where mitmproxy hands over messages whole), without the events."""
+        out: list[HttpExchange | SessionAnomaly] = []
+        self._head(stream_id, direction, message, False, message.ts_start, out)
+        if body:
+            self._body(stream_id, direction, body, ts_end)
+        self._end(stream_id, direction, trailers, ts_end, complete, out)
         if self._anomalies:
             out.extend(self._anomalies)
             self._anomalies.clear()
@@ -115,14 +130,13 @@ class ExchangeBuilder:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _head(self, event: HeadReceived, out: list) -> None:
-        message = event.message
-        message.ts_start = message.ts_start or event.ts
-        stream_id = event.stream_id
+    def _head(self, stream_id: int, direction: int, message: HttpMessage, end_stream: bool, ts: float,
+              out: list) -> None:
+        message.ts_start = message.ts_start or ts
         exchange = self._open.get(stream_id)
-        if event.direction == TO_SERVER:
+        if direction == TO_SERVER:
             if exchange is not None:
-                self._close(stream_id, event.ts, out)
+                self._close(stream_id, ts, out)
             exchange = HttpExchange(request=message, response=None, stream_id=stream_id)
             self._open[stream_id] = exchange
         else:
@@ -136,7 +150,7 @@ class ExchangeBuilder:
                 # A second final response on one stream: keep the first, note the oddity.
                 out.append(SessionAnomaly(layer="http", event="duplicate_response",
                                           message=f"second response on stream {stream_id}",
-                                          ts=event.ts, direction=event.direction, stream_id=stream_id))
+                                          ts=ts, direction=direction, stream_id=stream_id))
                 return
             exchange.response = message
         state = _BodyState()
@@ -148,13 +162,13 @@ class ExchangeBuilder:
         if encoding in _DECODABLE:
             state.decoder = zlib.decompressobj(_DECODABLE[encoding])
             message.decoded = "gzip" if encoding == "x-gzip" else encoding
-        self._bodies[(stream_id, event.direction)] = state
-        if event.end_stream:
+        self._bodies[(stream_id, direction)] = state
+        if end_stream:
             message.complete = True
-            message.ts_end = event.ts
-            self._finish_body(stream_id, event.direction, message, event.ts, out)
-            if event.direction != TO_SERVER:
-                self._close(stream_id, event.ts, out)
+            message.ts_end = ts
+            self._finish_body(stream_id, direction, message, ts, out)
+            if direction != TO_SERVER:
+                self._close(stream_id, ts, out)
 
     def _message(self, stream_id: int, direction: int) -> HttpMessage | None:
         exchange = self._open.get(stream_id)
@@ -162,16 +176,14 @@ class ExchangeBuilder:
             return None
         return exchange.request if direction == TO_SERVER else exchange.response
 
-    def _body(self, event: BodyReceived) -> None:
-        key = (event.stream_id, event.direction)
-        state = self._bodies.get(key)
-        message = self._message(event.stream_id, event.direction)
+    def _body(self, stream_id: int, direction: int, data: bytes, ts: float) -> None:
+        state = self._bodies.get((stream_id, direction))
+        message = self._message(stream_id, direction)
         if state is None or message is None:
             return
-        data = event.data
         message.body_length += len(data)
         for _, observer in state.observers:
-            observer.feed(data, event.ts)
+            observer.feed(data, ts)
         limit = self._limits.body_keep_bytes
         if state.kept >= limit:
             message.body_truncated = True
@@ -223,22 +235,23 @@ class ExchangeBuilder:
         self._anomalies.append(SessionAnomaly(layer="http", event=event, message=text,
                                               ts=message.ts_start))
 
-    def _end(self, event: MessageEnded, out: list) -> None:
-        message = self._message(event.stream_id, event.direction)
+    def _end(self, stream_id: int, direction: int, trailers: Headers, ts: float, complete: bool,
+             out: list) -> None:
+        message = self._message(stream_id, direction)
         if message is None:
-            exchange = self._open.get(event.stream_id)
-            if (event.direction != TO_SERVER and exchange is not None and exchange.interim
+            exchange = self._open.get(stream_id)
+            if (direction != TO_SERVER and exchange is not None and exchange.interim
                     and exchange.interim[-1].status == 101):
                 # A 101 that ends the response (websocket, other upgrades): it is the final one.
                 exchange.response = exchange.interim.pop()
-                self._close(event.stream_id, event.ts, out)
+                self._close(stream_id, ts, out)
             return
-        message.trailers = list(event.trailers)
-        message.complete = event.complete
-        message.ts_end = event.ts
-        self._finish_body(event.stream_id, event.direction, message, event.ts, out)
-        if event.direction != TO_SERVER:
-            self._close(event.stream_id, event.ts, out)
+        message.trailers = list(trailers)
+        message.complete = complete
+        message.ts_end = ts
+        self._finish_body(stream_id, direction, message, ts, out)
+        if direction != TO_SERVER:
+            self._close(stream_id, ts, out)
 
     def _finish_body(self, stream_id: int, direction: int, message: HttpMessage, ts: float,
                      out: list) -> None:

@@ -140,7 +140,7 @@ class LiveInspector:
         self._flush = flush
         self._last_flush = time.monotonic()
         self._dirty = False
-        self._split: tuple[Engine | None, frozenset[int], frozenset[int]] = (None, frozenset(), frozenset())
+        self._split: tuple[Engine | None, frozenset[int]] = (None, frozenset())
         self._block_layers: list = list(HTTP_LAYERS)
         self.errors = 0
         #: The segmentation policy, when one is loaded (set by the runtime).
@@ -149,25 +149,21 @@ class LiveInspector:
         self.baseline: Baseline | None = None
         self._egress: tuple[Engine | None, EgressPolicy | None] = (None, None)
 
-    def _split_rules(self) -> tuple[frozenset[int], frozenset[int]]:
+    def block_sids(self) -> frozenset[int]:
+        """Sids of the running set's block rules (re-evaluated on every message of a stream); the
+        layers they need are noted with them."""
         engine = self.engine
         if self._split[0] is not engine:
             block_rules = [r for r in engine.ruleset.rules if r.action == BLOCK]
-            block = frozenset(r.sid for r in block_rules)
-            other = frozenset(r.sid for r in engine.ruleset.rules if r.action != BLOCK)
             needed = layer_closure(event for rule in block_rules for event in rule.events)
             self._block_layers = [entry for entry in HTTP_LAYERS if entry[0] in needed]
-            self._split = (engine, block, other)
-        return self._split[1], self._split[2]
-
-    def block_sids(self) -> frozenset[int]:
-        """Sids of the running set's block rules (re-evaluated on every message of a stream)."""
-        return self._split_rules()[0]
+            self._split = (engine, frozenset(r.sid for r in block_rules))
+        return self._split[1]
 
     def blocking_possible(self) -> bool:
         """Whether anything can be enforced before the response: block rules, or the block policy
         for what cannot be inspected. Without them a transaction is evaluated once, whole."""
-        return bool(self._split_rules()[0]) or self.settings.uninspectable == "block"
+        return bool(self.block_sids()) or self.settings.uninspectable == "block"
 
     # -- transactions ---------------------------------------------------------------------------
 
@@ -187,7 +183,7 @@ class LiveInspector:
         # Before the exchange is complete only block rules look at it: only their layers run.
         layers = None
         if block_only:
-            self._split_rules()
+            self.block_sids()
             layers = self._block_layers
         record, layer_anomalies = self.record(tx, exchange, layers)
         if not tx.counted:
@@ -195,10 +191,9 @@ class LiveInspector:
             self.metrics.requests.labels(record["event_type"]).inc()
         matched = tx.matched if skip is None else skip
         engine = self.engine
-        others = self._split_rules()[1] if block_only else None
-        verdict, matched_now = engine.evaluate(record, tx.ts, skip=matched | others if others else matched)
+        verdict, matched_now = engine.evaluate(record, tx.ts, skip=matched, block_only=block_only)
         matched |= matched_now
-        if others and verdict.action == BLOCK:
+        if block_only and verdict.action == BLOCK:
             if layers is not None:  # the transaction ends here: every layer, for the other rules
                 record, more = self.record(tx, exchange)
                 layer_anomalies = [*layer_anomalies, *more]

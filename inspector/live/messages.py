@@ -1,12 +1,13 @@
 """mitmproxy's HTTP messages as the normalized `inspector.http.HttpMessage`, and exchanges built
 from them with the shared `ExchangeBuilder`.
 
-The live path produces the same session events as the offline HTTP sessions (HeadReceived,
-BodyReceived, MessageEnded) and feeds them to the same builder with the same body observers
-(`inspector.apps.OBSERVER_FACTORIES`), so gRPC framing, decompression and every protocol layer
-parse identically. Bodies are fed as mitmproxy holds them: transfer coding removed, content
-coding kept (`raw_content`; the builder decodes gzip/deflate itself, capped). aws-chunked S3
-uploads make `content` raise; `raw_content` never does.
+The live path gives the same builder the same messages as the offline HTTP sessions, with the
+same body observers (`inspector.apps.OBSERVER_FACTORIES`), so gRPC framing, decompression and
+every protocol layer parse identically: a whole message in one call (`ExchangeBuilder.whole`),
+a streamed one as the session events HeadReceived, BodyReceived, MessageEnded. Bodies are fed
+as mitmproxy holds them: transfer coding removed, content coding kept (`raw_content`; the
+builder decodes gzip/deflate itself, capped). aws-chunked S3 uploads make `content` raise;
+`raw_content` never does.
 """
 
 from __future__ import annotations
@@ -71,18 +72,6 @@ def raw_body(message: Any) -> bytes:
     return data if data else b""
 
 
-def message_events(direction: int, head: HttpMessage, body: bytes, trailers: Headers, ts_end: float,
-                   *, complete: bool = True) -> list:
-    """Session events of one whole message."""
-    events: list = [HeadReceived(stream_id=STREAM, direction=direction, message=head,
-                                 end_stream=False, ts=head.ts_start)]
-    if body:
-        events.append(BodyReceived(stream_id=STREAM, direction=direction, data=body, ts=ts_end))
-    events.append(MessageEnded(stream_id=STREAM, direction=direction, trailers=trailers, ts=ts_end,
-                               complete=complete))
-    return events
-
-
 def new_builder(limits: Limits) -> ExchangeBuilder:
     return ExchangeBuilder(limits, OBSERVER_FACTORIES)
 
@@ -102,19 +91,19 @@ def split_results(results: list) -> tuple[HttpExchange | None, list[SessionAnoma
 def request_exchange(limits: Limits, head: HttpMessage, body: bytes, trailers: Headers, ts_end: float,
                      *, complete: bool = True) -> tuple[HttpExchange, list[SessionAnomaly]]:
     """A request-only exchange (what is known before anything goes upstream)."""
-    builder = new_builder(limits)
-    results = builder.feed(message_events(TO_SERVER, fresh(head), body, trailers, ts_end, complete=complete))
-    results += builder.finish(ts_end)
-    exchange, anomalies = split_results(results)
-    assert exchange is not None
-    return exchange, anomalies
+    return _one_side(limits, TO_SERVER, head, body, trailers, ts_end, complete)
 
 
 def response_exchange(limits: Limits, head: HttpMessage, body: bytes, trailers: Headers, ts_end: float,
                       *, complete: bool = True) -> tuple[HttpExchange, list[SessionAnomaly]]:
     """A response-only exchange, to be merged with its request's (see :func:`merge`)."""
+    return _one_side(limits, TO_CLIENT, head, body, trailers, ts_end, complete)
+
+
+def _one_side(limits: Limits, direction: int, head: HttpMessage, body: bytes, trailers: Headers, ts_end: float,
+              complete: bool) -> tuple[HttpExchange, list[SessionAnomaly]]:
     builder = new_builder(limits)
-    results = builder.feed(message_events(TO_CLIENT, fresh(head), body, trailers, ts_end, complete=complete))
+    results = builder.whole(direction, fresh(head), body, trailers, ts_end, complete=complete, stream_id=STREAM)
     results += builder.finish(ts_end)
     exchange, anomalies = split_results(results)
     assert exchange is not None
