@@ -42,6 +42,7 @@ from inspector.live.blocking import BlockResponse, block_response, is_grpc_conte
 from inspector.live.bodystream import HeldBodyStream
 from inspector.live.flowinfo import LiveFlowInfo, flow_info
 from inspector.live.grpcstream import GrpcRequestStream, GrpcResponseStream
+from inspector.live.hookdispatch import set_fast_dispatch
 from inspector.live.inspection import FLUSH_INTERVAL, Connection, Decision, LiveInspector, LiveSettings, Transaction
 from inspector.live.messages import (
     StreamedMessage,
@@ -106,6 +107,8 @@ class InspectorAddon:
                               choices=spec.choices)
 
     def configure(self, updated: set[str]) -> None:
+        if "inspector_fast_dispatch" in updated:
+            set_fast_dispatch(ctx.master, ctx.options.inspector_fast_dispatch)
         if not any(name.startswith("inspector_") for name in updated) and self.runtime is not None:
             return
         spec = self._parse_options()

@@ -95,6 +95,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "PEM file of the CA(s) client certificates must chain to: clients without a valid certificate "
                "fail the TLS handshake (mTLS), and every record of a connection carries its certificate's "
                "subject as principal.*."),
+    OptionSpec("inspector_fast_dispatch", bool, True,
+               "Dispatch mitmproxy's hooks without visiting the addons that do not handle them (same order, "
+               "same error handling; inspector/live/hookdispatch.py). mitmproxy's own dispatch costs about "
+               "0.5 ms of CPU per request with its default addons. Off: mitmproxy's dispatch."),
 )
 
 

@@ -61,9 +61,10 @@ _ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _IDENTITY = ("", "identity")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class GrpcMessage:
-    """One length-prefixed message, with a prefix of its payload kept.
+    """One length-prefixed message, with a prefix of its payload kept (read-only by convention;
+    not frozen, which would make each one 2.5x as costly to build).
 
     `payload` is decompressed when the message was compressed and the encoding is one we
     decode; `inspectable` is False when it still holds compressed or undecodable bytes.

@@ -1,0 +1,86 @@
+"""Cheaper hook dispatch for the sidecar's mitmproxy master: same order, same semantics.
+
+mitmproxy's `AddonManager.trigger_event` visits every addon of the chain for every hook, each
+through a `contextlib` context manager, a generator walk of its children and a coroutine, whether
+or not the addon has the hook; and every flow hook is followed by an `update` hook that no addon
+of the sidecar implements. With mitmdump's 34 default addons that is about 130 µs of CPU per
+hook, about 0.5 ms per proxied request (4 HTTP hooks): a third of what plain mitmdump spends on a
+small request, more than the inspection itself.
+
+`FastAddonManager.trigger_event` gives the same result for less: an addon without children
+(no `addons` attribute) and without a callable for the hook is skipped (mitmproxy would call
+nothing for it); one with the hook is called directly, with mitmproxy's error handling (an
+exception is logged as "Addon error" and the chain goes on, AddonHalt stops the chain,
+OptionsError propagates). An addon with children (the script loader, whose scripts may change at
+any time) goes through mitmproxy's own path. Nothing is cached, so addons added, removed or
+reloaded at run time are seen at once.
+
+On by default (`inspector_fast_dispatch`), in `inspector proxy` and in mitmdump with the addon.
+Pinned to mitmproxy 12's AddonManager (tests/live/test_hookdispatch.py compares the two on the
+same chains, errors and halts included).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+import types
+from typing import Any
+
+from mitmproxy import addonmanager, exceptions, hooks
+
+logger = logging.getLogger("mitmproxy.addonmanager")  # where mitmproxy logs addon errors
+
+
+class FastAddonManager(addonmanager.AddonManager):
+    """mitmproxy's AddonManager with a cheaper `trigger_event` (see the module docstring)."""
+
+    async def trigger_event(self, event: hooks.Hook) -> None:
+        name = event.name
+        args: list[Any] | None = None
+        for addon in self.chain:
+            func = None
+            if not hasattr(addon, "addons"):
+                func = getattr(addon, name, None)
+                if not func:
+                    continue
+                if not callable(func):
+                    func = None  # a module of that name, or a misdefined handler: mitmproxy's path
+            if func is None:
+                try:
+                    with addonmanager.safecall():
+                        await self.invoke_addon(addon, event)
+                except exceptions.AddonHalt:
+                    return
+                continue
+            if args is None:
+                args = event.args()
+            try:
+                result = func(*args)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+            except exceptions.AddonHalt:
+                return
+            except exceptions.OptionsError:
+                raise
+            except Exception:
+                etype, value, tb = sys.exc_info()
+                assert etype is not None and value is not None
+                logger.error(f"Addon error: {value}", exc_info=(etype, value, _from_handler(tb)))
+
+
+def _from_handler(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """The traceback from the handler's frame on (what mitmproxy's safecall logs)."""
+    return addonmanager.cut_traceback(tb, "trigger_event")
+
+
+def set_fast_dispatch(master: Any, on: bool = True) -> None:
+    """Switch a mitmproxy master's addon manager to FastAddonManager, or back (in place: the
+    addons, their options and the manager's state stay as they are). A manager of another class
+    (a test harness's, a future mitmproxy's) is left alone."""
+    manager = master.addons
+    if on and type(manager) is addonmanager.AddonManager:
+        manager.__class__ = FastAddonManager
+    elif not on and type(manager) is FastAddonManager:
+        manager.__class__ = addonmanager.AddonManager

@@ -1,0 +1,186 @@
+"""FastAddonManager against mitmproxy's own AddonManager: the same calls in the same order, the
+same errors logged, the same halts, on the same chains (real mitmproxy masters and hooks)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import types
+
+import pytest
+from mitmproxy import addonmanager, exceptions
+from mitmproxy.proxy.layers import http as http_layer
+from mitmproxy.test import taddons, tflow
+
+from inspector.live.addon import InspectorAddon
+from inspector.live.hookdispatch import FastAddonManager, set_fast_dispatch
+
+_ADDRESS = re.compile(r"0x[0-9a-f]+")  # object addresses differ between the two runs' instances
+
+
+class Sync:
+    def __init__(self, name: str, calls: list[str]) -> None:
+        self.name, self.calls = name, calls
+
+    def request(self, flow) -> None:
+        self.calls.append(self.name)
+
+
+class Async(Sync):
+    async def request(self, flow) -> None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        self.calls.append(self.name)
+
+
+class NoHook:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class Raises(Sync):
+    def request(self, flow) -> None:
+        self.calls.append(self.name)
+        raise ValueError(f"{self.name} failed")
+
+
+class Halts(Sync):
+    def request(self, flow) -> None:
+        self.calls.append(self.name)
+        raise exceptions.AddonHalt()
+
+
+class Refuses(Sync):
+    def request(self, flow) -> None:
+        self.calls.append(self.name)
+        raise exceptions.OptionsError("refused")
+
+
+class Parent(Sync):
+    def __init__(self, name: str, calls: list[str], children: list) -> None:
+        super().__init__(name, calls)
+        self.addons = children
+
+
+class ModuleNamed:
+    """An addon that imported a module under a hook's name (mitmproxy skips it)."""
+
+    name = "module_named"
+    request = types
+
+
+class NotCallable:
+    name = "not_callable"
+    request = 42
+
+
+def _chain(calls: list[str]) -> list:
+    return [
+        Sync("first", calls),
+        NoHook("nohook"),
+        Async("async", calls),
+        Raises("raises", calls),
+        ModuleNamed(),
+        NotCallable(),
+        Parent("parent", calls, [Sync("child", calls), Raises("child_raises", calls), Sync("grandchild", calls)]),
+        Sync("last", calls),
+    ]
+
+
+def _run(chain_of, caplog=None) -> list[tuple[list[str], list[str]]]:
+    """Trigger the request hook over the chain with mitmproxy's manager, then with ours, in one
+    event loop (mitmproxy's log handlers post to the loop of the test's first master);
+    [(calls, error log lines)] for each."""
+
+    async def both() -> list[tuple[list[str], list[str]]]:
+        return [await _trigger(manager_class, chain_of, caplog)
+                for manager_class in (addonmanager.AddonManager, FastAddonManager)]
+
+    return asyncio.run(both())
+
+
+async def _trigger(manager_class: type, chain_of, caplog) -> tuple[list[str], list[str]]:
+    calls: list[str] = []
+    with taddons.context() as tctx:  # inside the loop: mitmproxy's log handler posts to it
+        manager = tctx.master.addons
+        manager.__class__ = manager_class
+        manager.add(*chain_of(calls))
+        if caplog is not None:
+            caplog.clear()
+        await manager.handle_lifecycle(http_layer.HttpRequestHook(tflow.tflow()))
+        errors = [_ADDRESS.sub("0x?", r.getMessage()) for r in caplog.records
+                  if r.levelno >= logging.ERROR] if caplog else []
+    return calls, errors
+
+
+def test_same_calls_and_errors_as_mitmproxy(caplog):
+    caplog.set_level(logging.ERROR)
+    (mitmproxy_calls, mitmproxy_errors), (fast_calls, fast_errors) = _run(_chain, caplog)
+    assert fast_calls == mitmproxy_calls
+    # a failing handler is logged and the chain goes on; inside a parent, the rest of its subtree is skipped
+    assert fast_calls == ["first", "async", "raises", "parent", "child", "child_raises", "last"]
+    assert fast_errors == mitmproxy_errors
+    assert any("raises failed" in line for line in fast_errors)
+    assert any("not callable" in line for line in fast_errors)
+
+
+def test_halt_stops_the_chain_alike():
+    def chain(calls):
+        return [Sync("a", calls), Halts("halt", calls), Sync("after", calls)]
+
+    (mitmproxy_calls, _), (fast_calls, _) = _run(chain)
+    assert fast_calls == mitmproxy_calls == ["a", "halt"]
+
+
+def test_options_error_propagates_alike():
+    def chain(calls):
+        return [Sync("a", calls), Refuses("refuses", calls), Sync("after", calls)]
+
+    async def each() -> None:
+        for manager_class in (addonmanager.AddonManager, FastAddonManager):
+            with pytest.raises(exceptions.OptionsError):
+                await _trigger(manager_class, chain, None)
+
+    asyncio.run(each())
+
+
+def test_addons_changed_at_run_time_are_seen():
+    asyncio.run(_changed_at_run_time())
+
+
+async def _changed_at_run_time() -> None:
+    calls: list[str] = []
+    with taddons.context() as tctx:
+        manager = tctx.master.addons
+        set_fast_dispatch(tctx.master)
+        assert type(manager) is FastAddonManager
+        parent = Parent("parent", calls, [])
+        manager.add(Sync("a", calls), parent)
+        hook = http_layer.HttpRequestHook(tflow.tflow())
+        await manager.trigger_event(hook)
+        parent.addons.append(Sync("late_child", calls))  # a script reloaded under its loader
+        manager.add(Sync("late", calls))
+        await manager.trigger_event(hook)
+        manager.remove(manager.get("a"))
+        await manager.trigger_event(hook)
+    assert calls == ["a", "parent", "a", "parent", "late_child", "late", "parent", "late_child", "late"]
+
+
+def test_the_option_switches_the_master_both_ways():
+    addon = InspectorAddon()
+    with taddons.context(addon) as tctx:
+        tctx.master.addons.__class__ = addonmanager.AddonManager
+        tctx.configure(addon, inspector_metrics="off", inspector_eve="-", inspector_fast_dispatch=True)
+        assert type(tctx.master.addons) is FastAddonManager
+        tctx.configure(addon, inspector_fast_dispatch=False)
+        assert type(tctx.master.addons) is addonmanager.AddonManager
+
+
+def test_a_manager_of_another_class_is_left_alone():
+    class Custom(addonmanager.AddonManager):
+        pass
+
+    with taddons.context() as tctx:
+        tctx.master.addons.__class__ = Custom
+        set_fast_dispatch(tctx.master)
+        assert type(tctx.master.addons) is Custom
