@@ -6,7 +6,10 @@ v2 REST server (HTTP/1.1, JSON inference), a Triton-protocol gRPC server over TL
 cleartext (h2c: plain mitmdump gets benchmarks/mitm_h2c.py, the prior-knowledge switch alone),
 and moto's S3 server holding a 64 MiB model object that boto3 GETs (both proxies stream bodies
 over 1 MiB: plain mitmdump with stream_large_bodies=1m, inspector proxy holding and inspecting
-the first MiB). Runs alternate between the two proxies scenario by scenario so drift hits both.
+the first MiB). A third contender is plain mitmdump with the sidecar's hook dispatch
+(benchmarks/mitm_fast_dispatch.py, inspector/live/hookdispatch.py): `i/m` is what a user gets
+against stock mitmdump, `i/f` and the CPU column `i-f` the inspection's own cost. Runs alternate
+between the proxies scenario by scenario so drift hits all of them.
 Besides requests/s and latency, each proxy process's CPU time per request is printed (from
 /proc): the least noisy figure on a shared machine, and the one the 8-client ratios follow.
 Clients, proxies and servers share this machine's cores: absolute numbers mean little, the
@@ -68,7 +71,7 @@ class Mitmdump:
     upstream gets only the prior-knowledge switch, benchmarks/mitm_h2c.py)."""
 
     def __init__(self, workdir: Path, certs: Certs, rest_port: int, grpc_port: int, h2c_port: int | None = None,
-                 s3_port: int | None = None) -> None:
+                 s3_port: int | None = None, *, fast_dispatch: bool = False) -> None:
         self.rest = free_port()
         self.grpc = free_port()
         self.h2c = free_port()
@@ -80,6 +83,8 @@ class Mitmdump:
                         "--set", "connection_strategy=lazy", "--set", f"ssl_verify_upstream_trusted_ca={certs.ca}",
                         "--set", "stream_large_bodies=1m", "--set", f"confdir={workdir}"]
         self._ports = [self.rest, self.grpc]
+        if fast_dispatch:
+            self.command += ["-s", str(HERE / "mitm_fast_dispatch.py")]
         if h2c_port is not None:
             self.command += ["--mode", f"reverse:http://127.0.0.1:{h2c_port}@127.0.0.1:{self.h2c}",
                              "-s", str(HERE / "mitm_h2c.py"), "--set", f"h2c_upstreams=127.0.0.1:{h2c_port}"]
@@ -254,6 +259,9 @@ def main() -> int:
                         args=[*routes, "--upstream-ca", str(certs.ca), "-q"], name="inspector")
     inspector.command = [arg for arg in inspector.command if arg != "--rules"]
     plain = Mitmdump(workdir, certs, rest.port, grpc_port, h2c_port, moto.port if moto is not None else None)
+    fast = Mitmdump(workdir, certs, rest.port, grpc_port, h2c_port, moto.port if moto is not None else None,
+                    fast_dispatch=True)
+    proxies = {"mitmdump": plain, "mitmdump_fast": fast, "inspector": inspector}
     many = args.concurrency
     scenarios = [("REST infer, 1 client", "rest", 1), (f"REST infer, {many} clients", "rest", many),
                  ("gRPC ModelInfer, 1 client", "grpc", 1), (f"gRPC ModelInfer, {many} clients", "grpc", many),
@@ -264,18 +272,19 @@ def main() -> int:
     workers = {"rest": rest_worker, "grpc": grpc_worker, "h2c": grpc_worker, "s3": s3_worker}
     results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
     try:
-        with plain, inspector:
-            ports = {"mitmdump": {"rest": plain.rest, "grpc": plain.grpc, "h2c": plain.h2c, "s3": plain.s3},
-                     "inspector": {"rest": inspector.port, **listen}}
+        with plain, fast, inspector:
+            ports = {name: {"rest": proxy.rest, "grpc": proxy.grpc, "h2c": proxy.h2c, "s3": proxy.s3}
+                     for name, proxy in (("mitmdump", plain), ("mitmdump_fast", fast))}
+            ports["inspector"] = {"rest": inspector.port, **listen}
             rules = inspector.health()["rules"]
             print(f"inspector proxy with {rules} shipped rules, every record to {inspector.eve.name}; "
                   f"{os.cpu_count()} cores shared by clients, proxies and servers")
             for name, kind, concurrency in scenarios:
                 for _ in range(args.rounds):
-                    for proxy in ("mitmdump", "inspector"):
+                    for proxy in proxies:
                         worker = workers[kind](ports[proxy][kind], certs.ca)
                         run_load(worker, concurrency, 0.5)  # warm connections and caches
-                        pid = (plain if proxy == "mitmdump" else inspector).process.pid
+                        pid = proxies[proxy].process.pid
                         cpu_before = cpu_seconds(pid)
                         rps, p50, p99 = run_load(worker, concurrency, args.seconds)
                         cpu_after = cpu_seconds(pid)
@@ -291,15 +300,15 @@ def main() -> int:
         if moto is not None:
             moto.stop()
 
-    print(f"{'scenario':36} {'mitmdump req/s':>14} {'inspector req/s':>15} {'ratio':>6} "
-          f"{'p50 ms (m/i)':>14} {'added p50':>10} {'p99 ms (m/i)':>14} {'CPU ms/req (m/i)':>17} {'added':>7}")
+    print("req/s and CPU ms per request of the proxy process, medians over the rounds; m = plain mitmdump, "
+          "f = mitmdump with the sidecar's hook dispatch, i = inspector proxy")
+    print(f"{'scenario':36} {'req/s (m/f/i)':>20} {'i/m':>5} {'i/f':>5} {'p50 ms (m/i)':>13} {'added p50':>9} "
+          f"{'p99 ms (m/i)':>13} {'CPU ms/req (m/f/i)':>19} {'i-f':>6}")
     for name, _, _ in scenarios:
-        plain_runs, live_runs = results[(name, "mitmdump")], results[(name, "inspector")]
-        rps_plain, p50_plain, p99_plain, cpu_plain = (statistics.median(r[i] for r in plain_runs) for i in range(4))
-        rps_live, p50_live, p99_live, cpu_live = (statistics.median(r[i] for r in live_runs) for i in range(4))
-        print(f"{name:36} {rps_plain:14.1f} {rps_live:15.1f} {rps_live / rps_plain:6.2f} "
-              f"{p50_plain:6.2f}/{p50_live:<7.2f} {p50_live - p50_plain:+10.2f} {p99_plain:6.1f}/{p99_live:<7.1f} "
-              f"{cpu_plain:8.2f}/{cpu_live:<8.2f} {cpu_live - cpu_plain:+7.2f}")
+        m, f, i = ([statistics.median(r[k] for r in results[(name, proxy)]) for k in range(4)] for proxy in proxies)
+        print(f"{name:36} {m[0]:6.0f}/{f[0]:6.0f}/{i[0]:<6.0f} {i[0] / m[0]:5.2f} {i[0] / f[0]:5.2f} "
+              f"{m[1]:5.2f}/{i[1]:<7.2f} {i[1] - m[1]:+9.2f} {m[2]:5.1f}/{i[2]:<7.1f} "
+              f"{m[3]:5.2f}/{f[3]:5.2f}/{i[3]:<7.2f} {i[3] - f[3]:+6.2f}")
     print(f"inspector wrote {records} EVE records; its peak RSS {peak:.0f} MiB")
     return 0
 

@@ -186,6 +186,7 @@ class InspectorAddon:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def running(self) -> None:
+        set_fast_dispatch(ctx.master, ctx.options.inspector_fast_dispatch)
         if self.runtime is None:
             return
         self.runtime.listening = True

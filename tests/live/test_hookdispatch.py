@@ -166,14 +166,22 @@ async def _changed_at_run_time() -> None:
     assert calls == ["a", "parent", "a", "parent", "late_child", "late", "parent", "late_child", "late"]
 
 
-def test_the_option_switches_the_master_both_ways():
+def test_the_option_switches_the_master_both_ways(tmp_path):
+    asyncio.run(_switches(tmp_path))
+
+
+async def _switches(tmp_path) -> None:
     addon = InspectorAddon()
     with taddons.context(addon) as tctx:
-        tctx.master.addons.__class__ = addonmanager.AddonManager
-        tctx.configure(addon, inspector_metrics="off", inspector_eve="-", inspector_fast_dispatch=True)
+        tctx.configure(addon, inspector_metrics="off", inspector_eve=str(tmp_path / "eve.json"))
+        assert type(tctx.master.addons) is addonmanager.AddonManager
+        addon.running()  # on by default, switched when the proxy runs (no option was changed)
         assert type(tctx.master.addons) is FastAddonManager
         tctx.configure(addon, inspector_fast_dispatch=False)
         assert type(tctx.master.addons) is addonmanager.AddonManager
+        tctx.configure(addon, inspector_fast_dispatch=True)
+        assert type(tctx.master.addons) is FastAddonManager
+        addon.done()
 
 
 def test_a_manager_of_another_class_is_left_alone():
