@@ -8,7 +8,9 @@ comes from `--clients` client processes (so the clients' GIL is not the ceiling)
 `--concurrency` threads, each thread on its own keep-alive connection (the kernel assigns each
 connection to one of the sidecar's processes, so with few connections the split can be uneven). Clients, sidecars and
 servers share this machine's cores: on a 2-core machine the clients and servers take a large
-share, which bounds the speed-up any sidecar can show here; the ratio is the figure to watch.
+share, which bounds the speed-up any sidecar can show here; the ratio is the figure to watch,
+with how busy the whole machine was during each run and how many cores the sidecar's processes
+used (a run at 100% busy is bound by the machine, not by the sidecar).
 
     python benchmarks/bench_processes.py [--processes 2] [--seconds 8] [--clients 2] [--concurrency 4]
 """
@@ -52,6 +54,30 @@ def load(kind: str, port: int, ca: Path, clients: int, concurrency: int, seconds
     return sum(r[0] for r in results)
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children (the sidecar's workers)."""
+    import os
+
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(stat[1]) == pid:
+            total += int(stat[11]) + int(stat[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=2)
@@ -81,7 +107,7 @@ def main() -> int:
                           name=f"p{count}")
         sidecar.command = [arg for arg in sidecar.command if arg != "--rules"]
         sidecars[count] = (sidecar, grpc_listen)
-    results: dict[tuple[str, int], list[float]] = {}
+    results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     try:
         for sidecar, _ in sidecars.values():
             sidecar.start()
@@ -95,8 +121,13 @@ def main() -> int:
                 for count, (sidecar, grpc_listen) in sidecars.items():
                     port = sidecar.port if kind == "rest" else grpc_listen
                     load(kind, port, certs.ca, args.clients, args.concurrency, 1.0)  # warm up
+                    busy0, total0 = machine_jiffies()
+                    cpu0 = tree_cpu_seconds(sidecar.process.pid)
+                    rps = load(kind, port, certs.ca, args.clients, args.concurrency, args.seconds)
+                    busy1, total1 = machine_jiffies()
+                    cores_used = (tree_cpu_seconds(sidecar.process.pid) - cpu0) / args.seconds
                     results.setdefault((kind, count), []).append(
-                        load(kind, port, certs.ca, args.clients, args.concurrency, args.seconds))
+                        (rps, 100 * (busy1 - busy0) / max(total1 - total0, 1), cores_used))
                     time.sleep(0.5)
     finally:
         for sidecar, _ in sidecars.values():
@@ -105,11 +136,15 @@ def main() -> int:
         rest.stop()
         if redis is not None:
             redis.stop()
-    print(f"{'scenario':16} {'1 process req/s':>16} {f'{args.processes} processes req/s':>20} {'speed-up':>9}")
+    print(f"{'scenario':10} {'1 process req/s':>16} {f'{args.processes} processes req/s':>20} {'speed-up':>9} "
+          f"{'machine busy (1/N)':>19} {'sidecar cores (1/N)':>20}")
     for kind in ("rest", "grpc"):
-        one = statistics.median(results[(kind, 1)])
-        many = statistics.median(results[(kind, args.processes)])
-        print(f"{kind:16} {one:16.0f} {many:20.0f} {many / one:8.2f}x")
+        one = [statistics.median(r[i] for r in results[(kind, 1)]) for i in range(3)]
+        many = [statistics.median(r[i] for r in results[(kind, args.processes)]) for i in range(3)]
+        print(f"{kind:10} {one[0]:16.0f} {many[0]:20.0f} {many[0] / one[0]:8.2f}x "
+              f"{one[1]:8.0f}% /{many[1]:4.0f}%  {one[2]:10.2f} / {many[2]:.2f}")
+    print("machine busy: all cores, clients and servers included; sidecar cores: CPU seconds of the "
+          "sidecar's processes per second")
     return 0
 
 
