@@ -4,11 +4,16 @@ same errors logged, the same halts, on the same chains (real mitmproxy masters a
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
+import ssl
 import types
+import urllib.error
+import urllib.request
 
 import pytest
+from live_sidecar import Sidecar, write_rule
 from mitmproxy import addonmanager, exceptions
 from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.test import taddons, tflow
@@ -192,3 +197,31 @@ def test_a_manager_of_another_class_is_left_alone():
         tctx.master.addons.__class__ = Custom
         set_fast_dispatch(tctx.master)
         assert type(tctx.master.addons) is Custom
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast_dispatch", "mitmproxy_dispatch"])
+def test_the_sidecar_inspects_and_blocks_alike_with_either_dispatch(fast, rest_upstream, certs, tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    write_rule(rules, 9300001, "inference seen", "http", {"http.url|endswith": "/infer"})
+    write_rule(rules, 9300002, "admin page", "http", {"http.url|startswith": "/admin"}, action="block")
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    with Sidecar(tmp_path, f"http://127.0.0.1:{rest_upstream.port}", rules, cert=certs.server_cert,
+                 key=certs.server_key, args=["--set", f"inspector_fast_dispatch={str(fast).lower()}"]) as sidecar:
+        body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "INT32",
+                                       "data": list(range(16))},
+                                      {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32",
+                                       "data": [1] * 16}]}).encode()
+        request = urllib.request.Request(f"https://localhost:{sidecar.port}/v2/models/simple/infer", data=body,
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            assert response.status == 200
+            assert json.loads(response.read())["outputs"][0]["name"] == "OUTPUT0"
+        with pytest.raises(urllib.error.HTTPError) as blocked:
+            urllib.request.urlopen(f"https://localhost:{sidecar.port}/admin", context=context, timeout=10)
+        assert blocked.value.code == 403
+        alerts = sidecar.wait_records(lambda rs: len({r["alert"]["signature_id"] for r in rs
+                                                      if r["event_type"] == "alert"}) == 2 and rs)
+    actions = {r["alert"]["signature_id"]: r["alert"]["action"] for r in alerts if r["event_type"] == "alert"}
+    assert actions == {9300001: "allowed", 9300002: "blocked"}
+    assert not any(path.startswith("/admin") for _, path in rest_upstream.calls)
