@@ -107,7 +107,7 @@ def test_stream_methods_stream_and_large_bodies_are_held(configured):
 class _BrokenEngine:
     """Stands in for an engine with a bug: the failure policy is what is tested."""
 
-    def evaluate(self, record, ts, skip=frozenset()):
+    def evaluate(self, record, ts, skip=frozenset(), **options):
         raise RuntimeError("engine bug")
 
 

@@ -27,9 +27,9 @@ if not any(entry[0] == "faultinject" for entry in apps.HTTP_LAYERS):
     apps.HTTP_LAYERS.append(("faultinject", _faulty_layer, frozenset({"http"})))
     _evaluate = Engine.evaluate
 
-    def evaluate(self, record, ts, skip=frozenset()):
+    def evaluate(self, record, ts, skip=frozenset(), **options):
         if "/fault/rule" in str((record.get("http") or {}).get("url", "")):
             raise InjectedFault("injected rule fault")
-        return _evaluate(self, record, ts, skip)
+        return _evaluate(self, record, ts, skip, **options)
 
     Engine.evaluate = evaluate
