@@ -92,19 +92,19 @@ def _chain(calls: list[str]) -> list:
     ]
 
 
-def _run(chain_of, caplog=None) -> list[tuple[list[str], list[str]]]:
+def _run(chain_of, caplog=None, *, sync: bool = False) -> list[tuple[list[str], list[str]]]:
     """Trigger the request hook over the chain with mitmproxy's manager, then with ours, in one
     event loop (mitmproxy's log handlers post to the loop of the test's first master);
-    [(calls, error log lines)] for each."""
+    [(calls, error log lines)] for each. `sync`: through `trigger` instead of `trigger_event`."""
 
     async def both() -> list[tuple[list[str], list[str]]]:
-        return [await _trigger(manager_class, chain_of, caplog)
+        return [await _trigger(manager_class, chain_of, caplog, sync)
                 for manager_class in (addonmanager.AddonManager, FastAddonManager)]
 
     return asyncio.run(both())
 
 
-async def _trigger(manager_class: type, chain_of, caplog) -> tuple[list[str], list[str]]:
+async def _trigger(manager_class: type, chain_of, caplog, sync: bool = False) -> tuple[list[str], list[str]]:
     calls: list[str] = []
     with taddons.context() as tctx:  # inside the loop: mitmproxy's log handler posts to it
         manager = tctx.master.addons
@@ -112,7 +112,11 @@ async def _trigger(manager_class: type, chain_of, caplog) -> tuple[list[str], li
         manager.add(*chain_of(calls))
         if caplog is not None:
             caplog.clear()
-        await manager.handle_lifecycle(http_layer.HttpRequestHook(tflow.tflow()))
+        hook = http_layer.HttpRequestHook(tflow.tflow())
+        if sync:
+            manager.trigger(hook)
+        else:
+            await manager.handle_lifecycle(hook)
         errors = [_ADDRESS.sub("0x?", r.getMessage()) for r in caplog.records
                   if r.levelno >= logging.ERROR] if caplog else []
     return calls, errors
@@ -129,22 +133,32 @@ def test_same_calls_and_errors_as_mitmproxy(caplog):
     assert any("not callable" in line for line in fast_errors)
 
 
-def test_halt_stops_the_chain_alike():
+def test_the_synchronous_trigger_alike(caplog):
+    caplog.set_level(logging.ERROR)
+    (mitmproxy_calls, mitmproxy_errors), (fast_calls, fast_errors) = _run(_chain, caplog, sync=True)
+    assert fast_calls == mitmproxy_calls == ["first", "raises", "parent", "child", "child_raises", "last"]
+    assert fast_errors == mitmproxy_errors
+    assert any("cannot be called from sync context" in line for line in fast_errors)  # the async handler
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["trigger_event", "trigger"])
+def test_halt_stops_the_chain_alike(sync):
     def chain(calls):
         return [Sync("a", calls), Halts("halt", calls), Sync("after", calls)]
 
-    (mitmproxy_calls, _), (fast_calls, _) = _run(chain)
+    (mitmproxy_calls, _), (fast_calls, _) = _run(chain, sync=sync)
     assert fast_calls == mitmproxy_calls == ["a", "halt"]
 
 
-def test_options_error_propagates_alike():
+@pytest.mark.parametrize("sync", [False, True], ids=["trigger_event", "trigger"])
+def test_options_error_propagates_alike(sync):
     def chain(calls):
         return [Sync("a", calls), Refuses("refuses", calls), Sync("after", calls)]
 
     async def each() -> None:
         for manager_class in (addonmanager.AddonManager, FastAddonManager):
             with pytest.raises(exceptions.OptionsError):
-                await _trigger(manager_class, chain, None)
+                await _trigger(manager_class, chain, None, sync)
 
     asyncio.run(each())
 
