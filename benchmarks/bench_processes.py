@@ -2,25 +2,32 @@
 `--processes 1`, same rules, same upstreams, same load, measured in the same run.
 
 Both sidecars terminate TLS with the same certificate, forward to the same upstreams (a KServe v2
-REST server and a Triton-protocol gRPC server over TLS) and share rate windows through a real
-redis-server when one is installed (what keeps rate rules correct across processes). The load
-comes from `--clients` client processes (so the clients' GIL is not the ceiling), each with
-`--concurrency` threads, each thread on its own keep-alive connection (the kernel assigns each
-connection to one of the sidecar's processes, so with few connections the split can be uneven). Clients, sidecars and
-servers share this machine's cores: on a 2-core machine the clients and servers take a large
-share, which bounds the speed-up any sidecar can show here; the ratio is the figure to watch,
-with how busy the whole machine was during each run and how many cores the sidecar's processes
-used (a run at 100% busy is bound by the machine, not by the sidecar).
+REST server, a Triton-protocol gRPC server over TLS and another in cleartext, h2c, as Triton's
+gRPC port speaks it) and share rate windows through a real redis-server when one is installed
+(what keeps rate rules correct across processes).
 
-    python benchmarks/bench_processes.py [--processes 2] [--seconds 8] [--clients 2] [--concurrency 4]
+Clients, sidecars and servers share this machine's cores, so what the load generator and the
+upstreams spend is taken from the sidecar. With nghttp2's h2load installed (`--load auto`, the
+default) the load comes from it (C, one thread, `--connections` keep-alive connections of one
+request in flight each, every answer checked to be a 2xx) and the upstreams are the lean ones
+of benchmarks/lean_upstreams.py (one prepared, real answer per call); `--load python` uses
+`--clients` processes of `--concurrency` threads of the Python clients (tritonclient,
+http.client) and the test servers instead. The kernel assigns each connection to one of the
+sidecar's processes. Besides the ratio, each run reports how busy the whole machine was and how
+many cores the sidecar's processes used: a run at 100% busy is bound by the machine, not by the
+sidecar.
+
+    python benchmarks/bench_processes.py [--processes 2] [--seconds 8] [--load auto|h2load|python]
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +37,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "live"))
 
-from bench_live import Certs, grpc_worker, rest_worker, run_load  # noqa: E402
+from bench_live import INFER_JSON, Certs, grpc_worker, rest_worker, run_load  # noqa: E402
+from lean_upstreams import LeanGrpcServer, LeanRestServer  # noqa: E402
 from live_servers import RestServer, start_grpc  # noqa: E402
 from live_sidecar import Sidecar, free_port, wait_for  # noqa: E402
 
@@ -52,6 +60,52 @@ def load(kind: str, port: int, ca: Path, clients: int, concurrency: int, seconds
     for process in processes:
         process.join()
     return sum(r[0] for r in results)
+
+
+#: Scenario -> title. Clients speak TLS to the sidecar in all of them.
+SCENARIOS = {"rest": "REST infer (http upstream)", "grpc": "gRPC ModelInfer (TLS up)",
+             "h2c": "gRPC ModelInfer (h2c up)"}
+
+
+def grpc_infer_frame() -> bytes:
+    """A ModelInferRequest for the `simple` model, framed as one gRPC message."""
+    import numpy as np
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name="simple")
+    for name in ("INPUT0", "INPUT1"):
+        tensor = request.inputs.add()
+        tensor.name, tensor.datatype = name, "INT32"
+        tensor.shape.extend([1, 16])
+    request.raw_input_contents.append(np.arange(16, dtype=np.int32).tobytes())
+    request.raw_input_contents.append(np.ones(16, dtype=np.int32).tobytes())
+    payload = request.SerializeToString()
+    return bytes([0]) + len(payload).to_bytes(4, "big") + payload
+
+
+def h2load(kind: str, port: int, workdir: Path, connections: int, seconds: float) -> float:
+    """requests/s of nghttp2's h2load (C, one thread, `connections` keep-alive connections of one
+    request in flight each) against the sidecar: KServe REST inference over HTTP/1.1, or gRPC
+    ModelInfer over HTTP/2 with a prepared request. Every answer must be a 2xx."""
+    body = workdir / f"{kind}.body"
+    if kind == "rest":
+        body.write_bytes(INFER_JSON)
+        target = ["--h1", "-H", "content-type: application/json", f"https://localhost:{port}/v2/models/simple/infer"]
+    else:
+        body.write_bytes(grpc_infer_frame())
+        target = ["-H", "content-type: application/grpc", "-H", "te: trailers",
+                  f"https://localhost:{port}/inference.GRPCInferenceService/ModelInfer"]
+    command = ["h2load", "-c", str(connections), "-m", "1", "-t", "1", "-D", str(int(seconds)),
+               "-d", str(body), *target]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", output)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
+    rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", output)
+    if done is None or codes is None or rate is None:
+        raise RuntimeError(f"h2load: unexpected output:\n{output}")
+    if int(done.group(3)) or int(codes.group(1)) == 0 or any(int(codes.group(i)) for i in (2, 3, 4)):
+        raise RuntimeError(f"h2load: failed requests or non-2xx answers:\n{output}")
+    return float(rate.group(1))
 
 
 def machine_jiffies() -> tuple[int, int]:
@@ -85,12 +139,28 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
     parser.add_argument("--concurrency", type=int, default=4, help="threads per client process (default 4)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--load", choices=("auto", "h2load", "python"), default="auto",
+                        help="load generator: nghttp2's h2load (C, light on the shared cores; auto when "
+                             "installed) or the Python clients of bench_live.py (tritonclient, http.client)")
+    parser.add_argument("--connections", type=int, default=16, help="h2load connections (default 16)")
     args = parser.parse_args()
+    use_h2load = args.load == "h2load" or (args.load == "auto" and shutil.which("h2load") is not None)
+    if args.load == "h2load" and shutil.which("h2load") is None:
+        parser.error("h2load is not installed (apt-get install nghttp2-client)")
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-processes-"))
     certs = Certs(workdir)
-    rest = RestServer()
-    grpc_server, grpc_port, _ = start_grpc(cert=certs.cert.read_bytes(), key=certs.key.read_bytes())
+    if use_h2load:  # upstreams as light as the load generator (benchmarks/lean_upstreams.py)
+        rest = LeanRestServer()
+        grpc_server = LeanGrpcServer(cert=certs.cert.read_bytes(), key=certs.key.read_bytes())
+        h2c_server = LeanGrpcServer()
+        grpc_port, h2c_port = grpc_server.port, h2c_server.port
+        stop_servers = [grpc_server.stop, h2c_server.stop, rest.stop]
+    else:
+        rest = RestServer()
+        grpc_test_server, grpc_port, _ = start_grpc(cert=certs.cert.read_bytes(), key=certs.key.read_bytes())
+        h2c_test_server, h2c_port, _ = start_grpc()
+        stop_servers = [lambda: grpc_test_server.stop(0), lambda: h2c_test_server.stop(0), rest.stop]
     redis = None
     extra: list[str] = []
     if shutil.which("redis-server"):
@@ -100,13 +170,15 @@ def main() -> int:
         extra = ["--redis", redis.url]
     sidecars = {}
     for count in (1, args.processes):
-        grpc_listen = free_port()
+        listen = {"grpc": free_port(), "h2c": free_port()}
         sidecar = Sidecar(workdir, f"http://127.0.0.1:{rest.port}", [], cert=certs.cert, key=certs.key,
-                          args=["--upstream", f"https://localhost:{grpc_port}", "--listen", f"127.0.0.1:{grpc_listen}",
+                          args=["--upstream", f"https://localhost:{grpc_port}",
+                                "--listen", f"127.0.0.1:{listen['grpc']}",
+                                "--upstream", f"h2c://127.0.0.1:{h2c_port}", "--listen", f"127.0.0.1:{listen['h2c']}",
                                 "--upstream-ca", str(certs.ca), "--processes", str(count), "-q", *extra],
                           name=f"p{count}")
         sidecar.command = [arg for arg in sidecar.command if arg != "--rules"]
-        sidecars[count] = (sidecar, grpc_listen)
+        sidecars[count] = (sidecar, listen)
     results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     try:
         for sidecar, _ in sidecars.values():
@@ -114,34 +186,43 @@ def main() -> int:
         for count, (sidecar, _) in sidecars.items():
             for index in range(count):
                 wait_for(lambda s=sidecar, i=index: _healthy(s.metrics_port + i), timeout=30)
+        generator = (f"h2load, {args.connections} connections" if use_h2load
+                     else f"{args.clients} client processes x {args.concurrency} threads")
         print(f"shipped rules; {'rate windows in redis' if redis else 'no redis-server: rate windows per process'}; "
-              f"{args.clients} client processes x {args.concurrency} threads")
-        for kind in ("rest", "grpc"):
+              f"load: {generator}")
+        for scenario in SCENARIOS:
+            kind = "rest" if scenario == "rest" else "grpc"
             for _ in range(args.rounds):
-                for count, (sidecar, grpc_listen) in sidecars.items():
-                    port = sidecar.port if kind == "rest" else grpc_listen
-                    load(kind, port, certs.ca, args.clients, args.concurrency, 1.0)  # warm up
+                for count, (sidecar, listen) in sidecars.items():
+                    port = sidecar.port if scenario == "rest" else listen[scenario]
+
+                    def measure(seconds: float, kind: str = kind, port: int = port) -> float:
+                        if use_h2load:
+                            return h2load(kind, port, workdir, args.connections, seconds)
+                        return load(kind, port, certs.ca, args.clients, args.concurrency, seconds)
+
+                    measure(1.0)  # warm up
                     busy0, total0 = machine_jiffies()
                     cpu0 = tree_cpu_seconds(sidecar.process.pid)
-                    rps = load(kind, port, certs.ca, args.clients, args.concurrency, args.seconds)
+                    rps = measure(args.seconds)
                     busy1, total1 = machine_jiffies()
                     cores_used = (tree_cpu_seconds(sidecar.process.pid) - cpu0) / args.seconds
-                    results.setdefault((kind, count), []).append(
+                    results.setdefault((scenario, count), []).append(
                         (rps, 100 * (busy1 - busy0) / max(total1 - total0, 1), cores_used))
                     time.sleep(0.5)
     finally:
         for sidecar, _ in sidecars.values():
             sidecar.stop()
-        grpc_server.stop(0)
-        rest.stop()
+        for stop in stop_servers:
+            stop()
         if redis is not None:
             redis.stop()
-    print(f"{'scenario':10} {'1 process req/s':>16} {f'{args.processes} processes req/s':>20} {'speed-up':>9} "
+    print(f"{'scenario':26} {'1 process req/s':>16} {f'{args.processes} processes req/s':>20} {'speed-up':>9} "
           f"{'machine busy (1/N)':>19} {'sidecar cores (1/N)':>20}")
-    for kind in ("rest", "grpc"):
-        one = [statistics.median(r[i] for r in results[(kind, 1)]) for i in range(3)]
-        many = [statistics.median(r[i] for r in results[(kind, args.processes)]) for i in range(3)]
-        print(f"{kind:10} {one[0]:16.0f} {many[0]:20.0f} {many[0] / one[0]:8.2f}x "
+    for scenario, title in SCENARIOS.items():
+        one = [statistics.median(r[i] for r in results[(scenario, 1)]) for i in range(3)]
+        many = [statistics.median(r[i] for r in results[(scenario, args.processes)]) for i in range(3)]
+        print(f"{title:26} {one[0]:16.0f} {many[0]:20.0f} {many[0] / one[0]:8.2f}x "
               f"{one[1]:8.0f}% /{many[1]:4.0f}%  {one[2]:10.2f} / {many[2]:.2f}")
     print("machine busy: all cores, clients and servers included; sidecar cores: CPU seconds of the "
           "sidecar's processes per second")
