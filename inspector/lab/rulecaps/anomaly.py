@@ -13,6 +13,7 @@ import random
 from inspector.lab.craft import Capture
 from inspector.lab.rulecaps.fixture import SERVER_IP, Fixture
 from inspector.lab.traffic_http import HttpSession
+from inspector.lab.traffic_ray import job_submitted, submit_job
 from inspector.lab.traffic_triton import Tensor, rest_error, rest_infer, rest_infer_response
 
 APP1, APP2 = "10.10.1.20", "10.10.1.21"
@@ -94,6 +95,41 @@ def _enumeration(attack: bool):
     return build
 
 
+def _protocol(attack: bool):
+    def build(cap: Capture, rng: random.Random) -> None:
+        # From the application zone to the model server, where the baseline only ever saw Triton:
+        # a Ray job submission (the Ray dashboard's job API on the same host); the near miss is
+        # Triton again, for a model never called before (new to the baseline, not a new protocol).
+        session = HttpSession(cap, rng, APP1, SERVER_IP, 8265 if attack else 8000, start=TEST_START)
+        if attack:
+            session.exchange(submit_job("python -c 'import os; os.system(\"id\")'",
+                                        host=f"{SERVER_IP}:8265"), job_submitted())
+        else:
+            _call(session, "yolo", (1, 4))
+        session.close()
+
+    return build
+
+
+#: Zones for the new_protocol fixture: the two application clients and the model server.
+ZONE_POLICY = f"""# Segmentation policy of the anomaly_new_protocol fixture (inspector/lab/rulecaps/anomaly.py).
+name: anomaly-fixture
+default: deny
+unknown_zone: outside
+zones:
+  - name: apps
+    plane: data
+    cidrs: [10.10.1.0/24]
+  - name: serving
+    plane: data
+    cidrs: [{SERVER_IP}/32]
+rules:
+  - name: apps-call-models
+    from: apps
+    to: serving
+    protocols: [triton, ray]
+"""
+
 NOTES = ("The baseline (`baseline.json`, learned by inspector.anomaly from a capture the fixture module "
          "builds and does not keep: two clients calling `resnet` and `bert` over Triton REST every 2 s "
          "for 5 minutes, shape [1,4]) is written beside each capture and named in test.yaml. ")
@@ -119,6 +155,13 @@ FIXTURES: dict[str, Fixture] = {
         sid=4700004, positive=_client(True), negative=_client(False), baseline=normal_traffic,
         parsed=("triton", 2, 2),
         notes=NOTES + "Positive: a client address the server never saw; negative: the second known client."),
+    "anomaly_new_protocol": Fixture(
+        sid=4700006, positive=_protocol(True), negative=_protocol(False), baseline=normal_traffic,
+        policy=ZONE_POLICY, parsed=("triton", 0, 1),
+        notes=NOTES + "Learned and analyzed with a segmentation policy (`policy.yaml`: zones apps and "
+              "serving, which the policy lets speak Triton and Ray). Positive: the first client submits a "
+              "Ray job to the model server, where apps -> serving only ever carried Triton; negative: a "
+              "Triton call for a model never called before (a new endpoint, not a new protocol)."),
     "anomaly_endpoint_enumeration": Fixture(
         sid=4700005, positive=_enumeration(True), negative=_enumeration(False), baseline=normal_traffic,
         parsed=("triton", 5, 2),

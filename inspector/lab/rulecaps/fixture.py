@@ -53,6 +53,9 @@ class Fixture:
     baseline: Build | None = None
     #: An `egress:` section for site.yaml; the captures are analyzed with the allowlists applied.
     egress: dict[str, Any] | None = None
+    #: A segmentation policy (YAML text): written as policy.yaml beside both captures and named
+    #: in their test.yaml; the baseline is learned with it (zone pairs).
+    policy: str | None = None
 
 
 def _yaml_config(config: dict[str, Any]) -> str:
@@ -62,12 +65,14 @@ def _yaml_config(config: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _learned_baseline(folder: Path, stem: str, build: Build) -> str:
-    """The baseline JSON learned from the traffic `build` makes (its capture is not kept)."""
+def _learned_baseline(folder: Path, stem: str, build: Build, policy: str | None = None) -> str:
+    """The baseline JSON learned from the traffic `build` makes (its capture is not kept), with
+    the segmentation policy `policy` (YAML text) when there is one."""
     import tempfile
 
     from inspector.analyze import Analyzer
     from inspector.anomaly import Baseline
+    from inspector.policy import PolicyMonitor, load_policy
 
     cap = Capture()
     build(cap, random.Random(f"{stem}:baseline"))
@@ -76,14 +81,19 @@ def _learned_baseline(folder: Path, stem: str, build: Build) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "baseline.pcap"
         cap.write(path)
-        Analyzer(lambda record: None, flow_records=False, baseline=baseline).analyze_file(path)
+        monitor = None
+        if policy is not None:
+            (Path(tmp) / "policy.yaml").write_text(policy)
+            monitor = PolicyMonitor(load_policy(Path(tmp) / "policy.yaml"))
+        Analyzer(lambda record: None, flow_records=False, policy=monitor, baseline=baseline).analyze_file(path)
     return json.dumps(baseline.to_json(), sort_keys=True, indent=1) + "\n"
 
 
 def write_fixture(root: Path, stem: str, fixture: Fixture, rule_path: str) -> None:
     """Write tests/signatures/<stem>/{positive,negative}/ and the README."""
     event_type, parsed_positive, parsed_negative = fixture.parsed
-    baseline_json = _learned_baseline(root / stem, stem, fixture.baseline) if fixture.baseline else None
+    baseline_json = (_learned_baseline(root / stem, stem, fixture.baseline, fixture.policy)
+                     if fixture.baseline else None)
     for kind, build, count, parsed in (("positive", fixture.positive, fixture.positive_count, parsed_positive),
                                        ("negative", fixture.negative, 0, parsed_negative)):
         folder = root / stem / kind
@@ -102,6 +112,9 @@ def write_fixture(root: Path, stem: str, fixture: Fixture, rule_path: str) -> No
             lines.append("config: site.yaml")
         if fixture.egress:
             lines.append("egress: true")
+        if fixture.policy is not None:
+            (folder / "policy.yaml").write_text(fixture.policy)
+            lines.append("policy: policy.yaml")
         if baseline_json is not None:
             (folder / "baseline.json").write_text(baseline_json)
             lines.append("baseline: baseline.json")
