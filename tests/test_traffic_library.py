@@ -3,7 +3,7 @@
 The rule fixtures exercise every builder through the offline pipeline; these tests check the
 bytes against the libraries themselves: SigV4 signatures recomputed by botocore from the wire
 request, Triton messages parsed back by tritonclient's protobuf classes, pickles disassembled
-by pickletools (never loaded), zips read by zipfile.
+by pickletools (never loaded), zips read by zipfile, TLS ClientHellos answered by OpenSSL.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pickletools
 import zipfile
 
 import botocore.auth
+import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from tritonclient.grpc import service_pb2 as pb
@@ -120,3 +121,36 @@ def test_torch_zip_is_deterministic_and_a_real_zip():
         assert archive.namelist() == ["archive/data.pkl", "archive/data/0", "archive/version"]
         assert archive.read("archive/data.pkl") == traffic_models.benign_pickle()
         assert {info.date_time for info in archive.infolist()} == {traffic_models.ZIP_TIME}
+
+
+def test_tls_client_hellos_are_answered_by_openssl(tmp_path):
+    """Each TLS stack's ClientHello, fed to a real TLS server (Python's ssl, OpenSSL), gets a
+    ServerHello back: a well-formed hello OpenSSL can negotiate with (TLS 1.3 for both stacks)."""
+    import random
+    import ssl
+
+    from inspector.lab.traffic_tls import CURL_OPENSSL, GRPC_CORE
+    from inspector.live.certs import cert_pem, key_pem, make_ca, make_leaf
+    from inspector.live.proxy import write_private
+    from inspector.protocols.tls import parse_server_hello
+
+    ca, ca_key = make_ca("lab CA")
+    leaf, leaf_key = make_leaf(ca, ca_key, ["triton.ml.svc"], client=False)
+    (tmp_path / "cert.pem").write_bytes(cert_pem(leaf))
+    write_private(tmp_path / "key.pem", key_pem(leaf_key))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    for stack in (GRPC_CORE, CURL_OPENSSL):
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        server = context.wrap_bio(incoming, outgoing, server_side=True)
+        incoming.write(stack.client_hello("triton.ml.svc", random.Random(stack.name)))
+        with pytest.raises(ssl.SSLWantReadError):  # waits for the client's Finished: the hello was taken
+            server.do_handshake()
+        answer = outgoing.read()
+        assert answer[0] == 22 and answer[5] == 2, stack.name  # a handshake record holding a ServerHello
+        length = int.from_bytes(answer[6:9], "big")
+        hello = parse_server_hello(answer[9:9 + length])
+        assert hello.version == 0x0304, stack.name  # OpenSSL chose TLS 1.3 from supported_versions
+        assert hello.cipher_suite in stack.ciphers, stack.name
+        assert server.selected_alpn_protocol() == "h2", stack.name

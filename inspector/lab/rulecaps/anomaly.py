@@ -14,6 +14,7 @@ from inspector.lab.craft import Capture
 from inspector.lab.rulecaps.fixture import SERVER_IP, Fixture
 from inspector.lab.traffic_http import HttpSession
 from inspector.lab.traffic_ray import job_submitted, submit_job
+from inspector.lab.traffic_tls import CURL_OPENSSL, GRPC_CORE, tls_connection
 from inspector.lab.traffic_triton import Tensor, rest_error, rest_infer, rest_infer_response
 
 APP1, APP2 = "10.10.1.20", "10.10.1.21"
@@ -111,6 +112,26 @@ def _protocol(attack: bool):
     return build
 
 
+def tls_traffic(cap: Capture, rng: random.Random) -> None:
+    """Two clients, each opening a gRPC-over-TLS connection (gRPC C-core's ClientHello) to the
+    model server every 12 s for 300 s."""
+    for offset, client in ((0.0, APP1), (6.0, APP2)):
+        for n in range(25):
+            tls_connection(cap, rng, client, SERVER_IP, 8001, START + offset + 12.0 * n, GRPC_CORE, "triton.ml.svc")
+
+
+def _fingerprint(attack: bool):
+    def build(cap: Capture, rng: random.Random) -> None:
+        # A known client with another TLS stack (curl on OpenSSL: a new JA4); the near miss is the
+        # usual stack to another host name (SNI), which JA4 does not fingerprint.
+        if attack:
+            tls_connection(cap, rng, APP1, SERVER_IP, 8001, TEST_START, CURL_OPENSSL, "triton.ml.svc")
+        else:
+            tls_connection(cap, rng, APP2, SERVER_IP, 8001, TEST_START, GRPC_CORE, "triton-canary.ml.svc")
+
+    return build
+
+
 #: Zones for the new_protocol fixture: the two application clients and the model server.
 ZONE_POLICY = f"""# Segmentation policy of the anomaly_new_protocol fixture (inspector/lab/rulecaps/anomaly.py).
 name: anomaly-fixture
@@ -162,6 +183,15 @@ FIXTURES: dict[str, Fixture] = {
               "serving, which the policy lets speak Triton and Ray). Positive: the first client submits a "
               "Ray job to the model server, where apps -> serving only ever carried Triton; negative: a "
               "Triton call for a model never called before (a new endpoint, not a new protocol)."),
+    "anomaly_new_fingerprint": Fixture(
+        sid=4700007, positive=_fingerprint(True), negative=_fingerprint(False), baseline=tls_traffic,
+        parsed=("tls", 1, 1),
+        notes="The baseline (`baseline.json`, learned by inspector.anomaly from a capture the fixture module "
+              "builds and does not keep: two clients opening a gRPC-over-TLS connection to the model server "
+              "every 12 s for 5 minutes, gRPC C-core's ClientHello, inspector/lab/traffic_tls.py) is written "
+              "beside each capture and named in test.yaml. Positive: a known client connects with curl's "
+              "OpenSSL ClientHello (a JA4 the server never saw); negative: the usual stack to another host "
+              "name."),
     "anomaly_endpoint_enumeration": Fixture(
         sid=4700005, positive=_enumeration(True), negative=_enumeration(False), baseline=normal_traffic,
         parsed=("triton", 5, 2),
