@@ -397,10 +397,10 @@ def grpc_record(exchange: HttpExchange) -> dict[str, object] | None:
     request, response = exchange.request, exchange.response
     request_framer = exchange.observations.get(OBSERVATION_REQUEST)
     response_framer = exchange.observations.get(OBSERVATION_RESPONSE)
-    is_grpc = (isinstance(request_framer, GrpcFramer) or isinstance(response_framer, GrpcFramer)
-               or any(m is not None and grpc_kind(m.content_type) for m in (request, response)))
-    if not is_grpc:
-        return None
+    if not (isinstance(request_framer, GrpcFramer) or isinstance(response_framer, GrpcFramer)
+            or (request is not None and grpc_kind(request.content_type))
+            or (response is not None and grpc_kind(response.content_type))):
+        return None  # (most exchanges: checked without a generator, this runs for every HTTP record)
     path = request.path if request is not None else None
     service, method = split_path(path) if path is not None else (None, None)
     content_type = next((m.content_type for m in (request, response)
