@@ -31,6 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable
+from typing import Any
 
 from inspector.rules.rate import MemoryRateStore, RateResult
 
@@ -107,10 +108,25 @@ class RedisRateStore:
         self._member_prefix = os.urandom(6).hex()
         self._sequence = 0
         self._redis_errors = (redis.RedisError, OSError)
-        self._client = client or redis.Redis.from_url(
+        # One connection, not a pool: the event loop is its only user, and a pool checks every
+        # connection it hands out with a non-blocking read (82 against 105 µs of CPU per hit). A
+        # single-connection client connects when it is made, so it is made by the first call that
+        # tries Redis (a failed attempt is a failed call: fallback, tried again after the retry
+        # interval), and the sidecar starts, on the fallback, while Redis is down. Once made, it
+        # reconnects by itself after an error.
+        self._make_client: Callable[[], Any] = lambda: redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False, health_check_interval=0, client_name="inspector-sidecar")
-        self._script = self._client.register_script(_HIT_SCRIPT)  # type: ignore[attr-defined]
+            retry_on_timeout=False, health_check_interval=0, client_name="inspector-sidecar",
+            single_connection_client=True)
+        self._client: Any = client
+        self._script: Any = client.register_script(_HIT_SCRIPT) if client is not None else None
+
+    def _connected(self) -> Any:
+        """The client (made now if needed: may raise a Redis error)."""
+        if self._client is None:
+            self._client = self._make_client()
+            self._script = self._client.register_script(_HIT_SCRIPT)
+        return self._client
 
     @property
     def up(self) -> bool:
@@ -134,6 +150,7 @@ class RedisRateStore:
             member = f"{self._member_prefix}:{self._sequence}"
         ttl_ms = math.ceil((window + TTL_MARGIN_SECONDS) * 1000)
         try:
+            self._connected()
             answer = self._script(keys=[f"{self.prefix}{{{digest}}}:t", f"{self.prefix}{{{digest}}}:a"],
                                   args=[repr(float(ts)), repr(float(window)), count, member, ttl_ms])
         except self._redis_errors as exc:
@@ -149,13 +166,14 @@ class RedisRateStore:
 
     def ping(self) -> bool:
         try:
-            return bool(self._client.ping())  # type: ignore[attr-defined]
+            return bool(self._connected().ping())
         except self._redis_errors:
             return False
 
     def close(self) -> None:
         try:
-            self._client.close()  # type: ignore[attr-defined]
+            if self._client is not None:
+                self._client.close()
         except self._redis_errors:
             pass
 
