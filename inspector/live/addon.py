@@ -42,7 +42,7 @@ from inspector.live.blocking import BlockResponse, block_response, is_grpc_conte
 from inspector.live.bodystream import HeldBodyStream
 from inspector.live.flowinfo import LiveFlowInfo, flow_info
 from inspector.live.grpcstream import GrpcRequestStream, GrpcResponseStream
-from inspector.live.hookdispatch import set_fast_dispatch
+from inspector.live.hookdispatch import dispatch_name, set_fast_dispatch
 from inspector.live.inspection import FLUSH_INTERVAL, Connection, Decision, LiveInspector, LiveSettings, Transaction
 from inspector.live.messages import (
     StreamedMessage,
@@ -134,6 +134,8 @@ class InspectorAddon:
         self._spec = spec
         self._files = files
         self.runtime.inspector.baseline = self._baseline
+        master = ctx.master
+        self.runtime.hook_dispatch = lambda: dispatch_name(master)
         if old is not None and old.listening:
             self.runtime.listening = True
             self._start_exporter()

@@ -107,6 +107,14 @@ def _from_handler(tb: types.TracebackType | None) -> types.TracebackType | None:
     return addonmanager.cut_traceback(addonmanager.cut_traceback(tb, "trigger_event"), "trigger")
 
 
+def dispatch_name(master: Any) -> str:
+    """Which dispatch the master's addon manager uses: "fast", "mitmproxy" or "other"."""
+    manager_type = type(master.addons)
+    if manager_type is FastAddonManager:
+        return "fast"
+    return "mitmproxy" if manager_type is addonmanager.AddonManager else "other"
+
+
 def set_fast_dispatch(master: Any, on: bool = True) -> None:
     """Switch a mitmproxy master's addon manager to FastAddonManager, or back (in place: the
     addons, their options and the manager's state stay as they are). A manager of another class

@@ -236,6 +236,69 @@ def test_the_sidecar_inspects_and_blocks_alike_with_either_dispatch(fast, rest_u
         assert blocked.value.code == 403
         alerts = sidecar.wait_records(lambda rs: len({r["alert"]["signature_id"] for r in rs
                                                       if r["event_type"] == "alert"}) == 2 and rs)
+        assert sidecar.health()["hook_dispatch"] == ("fast" if fast else "mitmproxy")
     actions = {r["alert"]["signature_id"]: r["alert"]["action"] for r in alerts if r["event_type"] == "alert"}
     assert actions == {9300001: "allowed", 9300002: "blocked"}
     assert not any(path.startswith("/admin") for _, path in rest_upstream.calls)
+
+
+def test_the_addon_in_plain_mitmdump_inspects_with_the_fast_dispatch(rest_upstream, tmp_path):
+    """`mitmdump -s addons/inspector_addon.py` (the addon a child of mitmproxy's script loader, so
+    its own hooks take mitmproxy's path while the default addons are skipped): real traffic is
+    inspected, alerted on and blocked."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from live_sidecar import free_port, wait_for
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    write_rule(rules, 9300101, "inference seen", "http", {"http.url|endswith": "/infer"})
+    write_rule(rules, 9300102, "admin page", "http", {"http.url|startswith": "/admin"}, action="block")
+    port, metrics = free_port(), free_port()
+    eve = tmp_path / "eve.json"
+    script = Path(__file__).resolve().parents[2] / "addons" / "inspector_addon.py"
+    mitmdump = Path(sys.executable).with_name("mitmdump")
+    process = subprocess.Popen([str(mitmdump), "-q", "-s", str(script),
+                                "--mode", f"reverse:http://127.0.0.1:{rest_upstream.port}@127.0.0.1:{port}",
+                                "--set", f"confdir={tmp_path}", "--set", f"inspector_rules={rules}",
+                                "--set", f"inspector_eve={eve}", "--set", f"inspector_metrics=127.0.0.1:{metrics}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        wait_for(answers, timeout=20)
+        body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "INT32",
+                                       "data": list(range(16))},
+                                      {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32",
+                                       "data": [1] * 16}]}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/simple/infer", data=body,
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["outputs"][0]["name"] == "OUTPUT0"
+        with pytest.raises(urllib.error.HTTPError) as blocked:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/admin", timeout=10)
+        assert blocked.value.code == 403
+
+        def alerts() -> dict[int, str] | None:
+            found = {}
+            for line in eve.read_text().splitlines() if eve.exists() else []:
+                record = json.loads(line)
+                if record["event_type"] == "alert":
+                    found[record["alert"]["signature_id"]] = record["alert"]["action"]
+            return found if len(found) == 2 else None
+
+        assert wait_for(alerts, timeout=10) == {9300101: "allowed", 9300102: "blocked"}
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/healthz", timeout=5) as response:
+            assert json.loads(response.read())["hook_dispatch"] == "fast"
+        assert not any(path.startswith("/admin") for _, path in rest_upstream.calls)
+    finally:
+        process.terminate()
+        _, errors = process.communicate(timeout=15)
+    assert b"Addon error" not in errors, errors.decode(errors="replace")

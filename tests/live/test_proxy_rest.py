@@ -105,7 +105,8 @@ def test_metrics_and_health(sidecar, client):
     assert sidecar.metric("inspector_requests_total", protocol="http") >= 1
     assert sidecar.metric("inspector_inspection_seconds_count", phase="request") >= 1
     assert sidecar.metric("inspector_rules_loaded") == 3
-    assert sidecar.health() == {"status": "ok", "rules": 3, "ratelimit_backend": "memory", "internal_errors": 0}
+    assert sidecar.health() == {"status": "ok", "rules": 3, "ratelimit_backend": "memory", "internal_errors": 0,
+                                "hook_dispatch": "fast"}
 
 
 def test_upstream_errors_are_counted(certs, tmp_path):
