@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE.parent / "tests" / "live"))
 
 from bench_live import INFER_JSON, Certs, grpc_worker, rest_worker, run_load  # noqa: E402
 from lean_upstreams import LeanGrpcServer, LeanRestServer  # noqa: E402
-from live_servers import RestServer, start_grpc  # noqa: E402
+from live_servers import RestServer, grpc_frame, start_grpc  # noqa: E402
 from live_sidecar import Sidecar, free_port, wait_for  # noqa: E402
 
 
@@ -79,8 +79,7 @@ def grpc_infer_frame() -> bytes:
         tensor.shape.extend([1, 16])
     request.raw_input_contents.append(np.arange(16, dtype=np.int32).tobytes())
     request.raw_input_contents.append(np.ones(16, dtype=np.int32).tobytes())
-    payload = request.SerializeToString()
-    return bytes([0]) + len(payload).to_bytes(4, "big") + payload
+    return grpc_frame(request.SerializeToString())
 
 
 def h2load(kind: str, port: int, workdir: Path, connections: int, seconds: float) -> float:

@@ -51,6 +51,10 @@ class _Http11(asyncio.Protocol):
             for line in bytes(self.buffer[:end]).split(b"\r\n")[1:]:
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length":
+                    if not value.strip().isdigit():  # not a request this server can answer: hang up
+                        assert self.transport is not None
+                        self.transport.close()
+                        return
                     length = int(value)
             if len(self.buffer) < end + 4 + length:
                 return

@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from inspector.anomaly.baseline import Baseline, BaselineError, BaselineParams
+from inspector.anomaly.learn import learn_baseline
 
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
 ONLINE = "online"
@@ -36,7 +37,7 @@ def load_baseline(value: str, params: BaselineParams | None = None) -> Baseline:
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
-    from inspector.analyze import Analyzer, expand_paths
+    from inspector.analyze import expand_paths
 
     console = Console(highlight=False, stderr=True)
     files = expand_paths(args.captures)
@@ -49,21 +50,17 @@ def cmd_learn(args: argparse.Namespace) -> int:
         overrides["interval"] = args.interval
     if args.warmup is not None:
         overrides["warmup"] = args.warmup
-    baseline = Baseline(BaselineParams(**overrides))
-    baseline.detect = False
-    monitor = None
+    policy = None
     if args.policy:
-        from inspector.policy import PolicyLoadError, PolicyMonitor, load_policy
+        from inspector.policy import PolicyLoadError, load_policy
 
         try:
-            monitor = PolicyMonitor(load_policy(args.policy))
+            policy = load_policy(args.policy)
         except PolicyLoadError as exc:
             for error in exc.errors:
                 console.print(f"[red]{escape(str(error))}[/red]")
             return EXIT_USAGE
-    analyzer = Analyzer(lambda record: None, flow_records=False, policy=monitor, baseline=baseline)
-    for path in files:
-        analyzer.analyze_file(path)
+    baseline, analyzer = learn_baseline(files, policy=policy, params=BaselineParams(**overrides))
     baseline.save(args.output)
     counters = baseline.counters()
     console.print(f"{args.output}: {counters['records']} records learned from {len(files)} capture(s); "

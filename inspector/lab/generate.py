@@ -105,23 +105,18 @@ def learn_baseline(out_dir: str | Path, *, seed: int = BASELINE_SEED, benign: in
     does) from benign lab traffic of its own seed, for `inspector eval --baseline`."""
     import tempfile
 
-    from inspector.analyze import Analyzer
-    from inspector.anomaly import Baseline
-    from inspector.policy import PolicyMonitor, load_policy
+    from inspector.anomaly.learn import learn_baseline
+    from inspector.policy import load_policy
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     policy = out / "policy.yaml"
     policy.write_text(network.policy_yaml())
     lab, _ = generate_lab([], seed=seed, benign=benign, duration=duration)
-    baseline = Baseline()
-    baseline.detect = False
-    analyzer = Analyzer(lambda record: None, flow_records=False, policy=PolicyMonitor(load_policy(policy)),
-                        baseline=baseline)
     with tempfile.TemporaryDirectory() as scratch:
         training = Path(scratch) / "benign.pcap"
         lab.capture.write(training)
-        analyzer.analyze_file(training)
+        baseline, _ = learn_baseline([training], policy=load_policy(policy))
     path = out / "baseline.json"
     baseline.save(path)
     return path

@@ -15,10 +15,9 @@ import random
 import struct
 from dataclasses import dataclass
 
+from inspector.capture.tls import APPLICATION_DATA, HANDSHAKE
 from inspector.lab.craft import CLIENT, SERVER, Capture, TcpConversation
-
-HANDSHAKE, APPLICATION_DATA = 22, 23
-CLIENT_HELLO, SERVER_HELLO = 1, 2
+from inspector.protocols.tls import HANDSHAKE_CLIENT_HELLO, HANDSHAKE_SERVER_HELLO
 
 
 def _u16s(values: tuple[int, ...]) -> bytes:
@@ -76,7 +75,7 @@ class TlsStack:
         body = (struct.pack("!H", 0x0303) + rng.randbytes(32) + bytes([len(session_id)]) + session_id
                 + struct.pack("!H", 2 * len(self.ciphers)) + _u16s(self.ciphers) + b"\x01\x00"
                 + struct.pack("!H", len(block)) + block)
-        return _record(HANDSHAKE, _handshake(CLIENT_HELLO, body), version=0x0301)
+        return _record(HANDSHAKE, _handshake(HANDSHAKE_CLIENT_HELLO, body), version=0x0301)
 
 
 def server_hello(rng: random.Random, cipher: int = 0x1301) -> bytes:
@@ -86,7 +85,7 @@ def server_hello(rng: random.Random, cipher: int = 0x1301) -> bytes:
     session_id = rng.randbytes(32)
     body = (struct.pack("!H", 0x0303) + rng.randbytes(32) + bytes([len(session_id)]) + session_id
             + struct.pack("!HB", cipher, 0) + struct.pack("!H", len(extensions)) + extensions)
-    return _record(HANDSHAKE, _handshake(SERVER_HELLO, body))
+    return _record(HANDSHAKE, _handshake(HANDSHAKE_SERVER_HELLO, body))
 
 
 #: gRPC C-core (grpcio, tritonclient.grpc) over BoringSSL: TLS 1.3 and 1.2 AEAD suites, h2 only.

@@ -8,12 +8,15 @@ import json
 import logging
 import re
 import ssl
+import subprocess
+import sys
 import types
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
-from live_sidecar import Sidecar, write_rule
+from live_sidecar import Sidecar, free_port, wait_for, write_rule
 from mitmproxy import addonmanager, exceptions
 from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.test import taddons, tflow
@@ -213,27 +216,39 @@ def test_a_manager_of_another_class_is_left_alone():
         assert type(tctx.master.addons) is Custom
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast_dispatch", "mitmproxy_dispatch"])
-def test_the_sidecar_inspects_and_blocks_alike_with_either_dispatch(fast, rest_upstream, certs, tmp_path):
+def _block_and_alert_rules(tmp_path: Path, first_sid: int) -> Path:
+    """An alert rule on inference calls (`first_sid`) and a block rule on /admin (`first_sid` + 1)."""
     rules = tmp_path / "rules"
     rules.mkdir()
-    write_rule(rules, 9300001, "inference seen", "http", {"http.url|endswith": "/infer"})
-    write_rule(rules, 9300002, "admin page", "http", {"http.url|startswith": "/admin"}, action="block")
+    write_rule(rules, first_sid, "inference seen", "http", {"http.url|endswith": "/infer"})
+    write_rule(rules, first_sid + 1, "admin page", "http", {"http.url|startswith": "/admin"}, action="block")
+    return rules
+
+
+INFER_BODY = json.dumps({"inputs": [
+    {"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": list(range(16))},
+    {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32", "data": [1] * 16}]}).encode()
+
+
+def _infer_passes_admin_is_blocked(base: str, context: ssl.SSLContext | None = None) -> None:
+    """Through the proxy at `base`: an inference call gets the server's answer, /admin a 403."""
+    request = urllib.request.Request(f"{base}/v2/models/simple/infer", data=INFER_BODY,
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        assert response.status == 200
+        assert json.loads(response.read())["outputs"][0]["name"] == "OUTPUT0"
+    with pytest.raises(urllib.error.HTTPError) as blocked:
+        urllib.request.urlopen(f"{base}/admin", context=context, timeout=10)
+    assert blocked.value.code == 403
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast_dispatch", "mitmproxy_dispatch"])
+def test_the_sidecar_inspects_and_blocks_alike_with_either_dispatch(fast, rest_upstream, certs, tmp_path):
+    rules = _block_and_alert_rules(tmp_path, 9300001)
     context = ssl.create_default_context(cafile=str(certs.ca))
     with Sidecar(tmp_path, f"http://127.0.0.1:{rest_upstream.port}", rules, cert=certs.server_cert,
                  key=certs.server_key, args=["--set", f"inspector_fast_dispatch={str(fast).lower()}"]) as sidecar:
-        body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "INT32",
-                                       "data": list(range(16))},
-                                      {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32",
-                                       "data": [1] * 16}]}).encode()
-        request = urllib.request.Request(f"https://localhost:{sidecar.port}/v2/models/simple/infer", data=body,
-                                         headers={"content-type": "application/json"})
-        with urllib.request.urlopen(request, context=context, timeout=10) as response:
-            assert response.status == 200
-            assert json.loads(response.read())["outputs"][0]["name"] == "OUTPUT0"
-        with pytest.raises(urllib.error.HTTPError) as blocked:
-            urllib.request.urlopen(f"https://localhost:{sidecar.port}/admin", context=context, timeout=10)
-        assert blocked.value.code == 403
+        _infer_passes_admin_is_blocked(f"https://localhost:{sidecar.port}", context)
         alerts = sidecar.wait_records(lambda rs: len({r["alert"]["signature_id"] for r in rs
                                                       if r["event_type"] == "alert"}) == 2 and rs)
         assert sidecar.health()["hook_dispatch"] == ("fast" if fast else "mitmproxy")
@@ -246,16 +261,7 @@ def test_the_addon_in_plain_mitmdump_inspects_with_the_fast_dispatch(rest_upstre
     """`mitmdump -s addons/inspector_addon.py` (the addon a child of mitmproxy's script loader, so
     its own hooks take mitmproxy's path while the default addons are skipped): real traffic is
     inspected, alerted on and blocked."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from live_sidecar import free_port, wait_for
-
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    write_rule(rules, 9300101, "inference seen", "http", {"http.url|endswith": "/infer"})
-    write_rule(rules, 9300102, "admin page", "http", {"http.url|startswith": "/admin"}, action="block")
+    rules = _block_and_alert_rules(tmp_path, 9300101)
     port, metrics = free_port(), free_port()
     eve = tmp_path / "eve.json"
     script = Path(__file__).resolve().parents[2] / "addons" / "inspector_addon.py"
@@ -274,17 +280,7 @@ def test_the_addon_in_plain_mitmdump_inspects_with_the_fast_dispatch(rest_upstre
                 return False
 
         wait_for(answers, timeout=20)
-        body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "INT32",
-                                       "data": list(range(16))},
-                                      {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32",
-                                       "data": [1] * 16}]}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/simple/infer", data=body,
-                                         headers={"content-type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert json.loads(response.read())["outputs"][0]["name"] == "OUTPUT0"
-        with pytest.raises(urllib.error.HTTPError) as blocked:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/admin", timeout=10)
-        assert blocked.value.code == 403
+        _infer_passes_admin_is_blocked(f"http://127.0.0.1:{port}")
 
         def alerts() -> dict[int, str] | None:
             found = {}

@@ -65,35 +65,31 @@ def _yaml_config(config: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _learned_baseline(folder: Path, stem: str, build: Build, policy: str | None = None) -> str:
+def _learned_baseline(stem: str, build: Build, policy: str | None = None) -> str:
     """The baseline JSON learned from the traffic `build` makes (its capture is not kept), with
     the segmentation policy `policy` (YAML text) when there is one."""
     import tempfile
 
-    from inspector.analyze import Analyzer
-    from inspector.anomaly import Baseline
-    from inspector.policy import PolicyMonitor, load_policy
+    from inspector.anomaly.learn import learn_baseline
+    from inspector.policy import load_policy
 
     cap = Capture()
     build(cap, random.Random(f"{stem}:baseline"))
-    baseline = Baseline()
-    baseline.detect = False
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "baseline.pcap"
         cap.write(path)
-        monitor = None
+        loaded = None
         if policy is not None:
             (Path(tmp) / "policy.yaml").write_text(policy)
-            monitor = PolicyMonitor(load_policy(Path(tmp) / "policy.yaml"))
-        Analyzer(lambda record: None, flow_records=False, policy=monitor, baseline=baseline).analyze_file(path)
+            loaded = load_policy(Path(tmp) / "policy.yaml")
+        baseline, _ = learn_baseline([path], policy=loaded)
     return json.dumps(baseline.to_json(), sort_keys=True, indent=1) + "\n"
 
 
 def write_fixture(root: Path, stem: str, fixture: Fixture, rule_path: str) -> None:
     """Write tests/signatures/<stem>/{positive,negative}/ and the README."""
     event_type, parsed_positive, parsed_negative = fixture.parsed
-    baseline_json = (_learned_baseline(root / stem, stem, fixture.baseline, fixture.policy)
-                     if fixture.baseline else None)
+    baseline_json = _learned_baseline(stem, fixture.baseline, fixture.policy) if fixture.baseline else None
     for kind, build, count, parsed in (("positive", fixture.positive, fixture.positive_count, parsed_positive),
                                        ("negative", fixture.negative, 0, parsed_negative)):
         folder = root / stem / kind
