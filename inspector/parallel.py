@@ -59,6 +59,11 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # not on Windows
+    fcntl = None  # type: ignore[assignment]
+
 from inspector.analyze import Analyzer, RunStats, record_meta
 from inspector.capture.decode import (
     ETHERTYPE_IPV4,
@@ -74,7 +79,8 @@ from inspector.capture.decode import (
     PacketDecoder,
 )
 from inspector.capture.flows import Flow, FlowTable
-from inspector.capture.packet import IPPROTO_TCP, IPPROTO_UDP, Packet
+from inspector.capture.packet import IPPROTO_TCP, IPPROTO_UDP
+from inspector.capture.reader import ShardSkip
 from inspector.engine import Engine
 from inspector.rules.rate import MemoryRateStore, RateResult
 from inspector.sinks.eve import encode_record
@@ -264,8 +270,17 @@ class ShardAnalyzer(Analyzer):
         table.on_flow_ending = self._flow_ending
         selected = 0  # number of the last frame `select` let through, and whether this worker owns it
         selected_owned = False
-        wire_bytes = 0
-        last_ts = 0.0
+
+        def passed(ts: float, number: int) -> None:
+            """Another shard's frame: only its time matters here."""
+            if ts >= table.next_expiry_check:
+                self._frame = number
+                self._stage = 0
+                table.tick(ts)
+                skip.due = table.next_expiry_check
+            if not number & 0xFF:
+                self._frame = number
+                self._drain(decoder, shared)
 
         def select(buf: bytes, start: int, stop: int, linktype: int, ts: float, number: int, wire_len: int) -> bool:
             nonlocal selected, selected_owned
@@ -273,34 +288,20 @@ class ShardAnalyzer(Analyzer):
             if owner in (index, UNKNOWN):
                 selected, selected_owned = number, owner == index
                 return True
-            if ts >= table.next_expiry_check:  # another shard's frame: only its time matters here
-                self._frame = number
-                self._stage = 0
-                table.tick(ts)
-            if not number & 0xFF:
-                self._frame = number
-                self._drain(decoder, shared)
+            passed(ts, number)
             return False
 
-        def select_and_count(buf: bytes, start: int, stop: int, linktype: int, ts: float, number: int,
-                             wire_len: int) -> bool:
-            nonlocal wire_bytes, last_ts
-            wire_bytes += wire_len
-            last_ts = ts
-            return select(buf, start, stop, linktype, ts, number, wire_len)
-
-        reader.select = select_and_count if index == 0 else select  # worker 0 counts every frame
-        for passed, frame in enumerate(reader, 1):
+        skip = ShardSkip(index, workers, _K_ADDRESSES, _K_PORTS, passed)
+        reader.select = select
+        reader.shard_skip = skip
+        for count, frame in enumerate(reader, 1):
             number = frame.number
             self._frame = number
-            if progress is not None and not passed & 0x1FF:
+            if progress is not None and not count & 0x1FF:
                 progress(reader.bytes_read)
-            if number == selected and selected_owned:
+            if number == skip.owned or (number == selected and selected_owned):
                 packet = decoder.decode(frame)
-            else:
-                if number != selected:  # a block type that does not pass `select`
-                    wire_bytes += frame.wire_len
-                    last_ts = frame.ts
+            else:  # a frame `select` could not place, or a block type that does not pass it
                 packet = shared.decode(frame)
                 if packet is not None and flow_shard(packet.src, packet.dst, packet.sport, packet.dport,
                                                      workers) != index:
@@ -308,22 +309,20 @@ class ShardAnalyzer(Analyzer):
                     table.tick(packet.ts)
                     packet = None
             if packet is not None:
-                self._feed(table, packet)
+                if packet.ts >= table.next_expiry_check:  # what its time expires comes first (stage 0)
+                    self._stage = 0
+                    table.tick(packet.ts)
+                self._stage = 1
+                self._sub = (0, 0)
+                table.packet(packet)
             if not number & 0xFF:
                 self._drain(decoder, shared)
+            skip.due = table.next_expiry_check
         if progress is not None:
             progress(reader.bytes_read)
-        if index != 0:
-            return 0, 0, last_ts
-        return reader.packets, wire_bytes, last_ts
-
-    def _feed(self, table: FlowTable, packet: Packet) -> None:
-        if packet.ts >= table.next_expiry_check:  # what the packet's time expires comes first (stage 0)
-            self._stage = 0
-            table.tick(packet.ts)
-        self._stage = 1
-        self._sub = (0, 0)
-        table.packet(packet)
+        if index != 0:  # worker 0 counts the frames
+            return 0, 0, reader.last_ts
+        return reader.packets, reader.wire_bytes, reader.last_ts
 
     def _flow_ending(self, flow: Flow, reason: str) -> None:
         if self._phase == 2:
@@ -465,6 +464,20 @@ def plan_files(sizes: Sequence[int], workers: int, *, balance: float | None = FI
     return [sorted(numbers) for numbers in plan if numbers]
 
 
+#: Pipe capacity asked for (Linux): a batch of records fits, so a worker's write returns at once
+#: rather than waiting for the parent to come round to its pipe.
+PIPE_BYTES = 1 << 20
+
+
+def _widen_pipe(fd: int) -> None:
+    """Ask for a `PIPE_BYTES` pipe buffer; where that is refused or unknown, the default stays."""
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+    if setpipe is None:
+        return
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, setpipe, PIPE_BYTES)
+
+
 @contextlib.contextmanager
 def _workers(jobs: list[tuple[list[Path], tuple]], options: dict[str, Any]) -> Iterator[list[Any]]:
     """Fork one worker per job (its files, and _worker_main's file-mode arguments or ()); yields the
@@ -472,6 +485,8 @@ def _workers(jobs: list[tuple[list[Path], tuple]], options: dict[str, Any]) -> I
     wait for a reader that is gone); they are reaped on the way out."""
     context = multiprocessing.get_context("fork")
     pipes = [context.Pipe(duplex=False) for _ in jobs]
+    for receiver, _ in pipes:
+        _widen_pipe(receiver.fileno())
     processes = []
     for index, (files, extra) in enumerate(jobs):
         # A worker keeps only its own sending end: when one dies, its pipe ends (EOF) at once.
@@ -499,6 +514,49 @@ def _workers(jobs: list[tuple[list[Path], tuple]], options: dict[str, Any]) -> I
             process.join(timeout=30)
             if process.is_alive():
                 process.kill()
+
+
+class _Inbox:
+    """Flow mode: the workers' batches, read from their pipes as soon as they arrive.
+
+    The merge needs the workers' records in turn; reading a worker's pipe only when the merge
+    wants its next batch would leave a worker that got ahead blocked on a full pipe, idle, while
+    the parent waits for another. So whenever the merge runs out of a worker's records, every
+    pipe that has a batch ready is read into that worker's queue. A queue holding
+    `MAX_QUEUED_BATCHES` is not read until the merge takes from it: a worker far ahead waits,
+    and memory stays bounded."""
+
+    MAX_QUEUED_BATCHES = 32
+
+    def __init__(self, receivers: list[Any], read: Callable[[int, Any], list | None]) -> None:
+        """`read(index, receiver)`: worker `index`'s next batch, or None once it is done."""
+        self._receivers = receivers
+        self._read = read
+        self._queues: list[deque[list]] = [deque() for _ in receivers]
+        self._open = set(range(len(receivers)))
+
+    def stream(self, index: int) -> Iterator[tuple]:
+        """Worker `index`'s records, in its order, until it is done."""
+        queue = self._queues[index]
+        while True:
+            while not queue and index in self._open:
+                self._pump(index)
+            if not queue:
+                return
+            yield from queue.popleft()
+
+    def _pump(self, needed: int) -> None:
+        """Wait until a pipe has something (the needed worker's, or one with room in its queue),
+        then read every pipe that is ready, one message each."""
+        readable = {self._receivers[i]: i for i in self._open
+                    if i == needed or len(self._queues[i]) < self.MAX_QUEUED_BATCHES}
+        for receiver in wait(list(readable)):
+            index = readable[receiver]
+            batch = self._read(index, receiver)
+            if batch is None:
+                self._open.discard(index)
+            else:
+                self._queues[index].append(batch)
 
 
 def _file_size(path: Path) -> int:
@@ -630,15 +688,11 @@ class ParallelAnalyzer:
     def _analyze_by_flow(self, files: list[Path]) -> None:
         summaries: list[dict[str, Any]] = [{} for _ in range(self.workers)]
         with _workers([(files, ()) for _ in range(self.workers)], self._options) as receivers:
-            streams = [self._stream(i, receiver, summaries) for i, receiver in enumerate(receivers)]
+            inbox = _Inbox(receivers, lambda index, receiver: self._next(index, receiver, summaries))
+            streams = [inbox.stream(index) for index in range(len(receivers))]
             for _, payload, meta, hit in heapq.merge(*streams, key=lambda item: item[0]):
                 self._write_merged(payload, meta, hit)
         self._add_summaries(summaries)
-
-    def _stream(self, index: int, receiver: Any, summaries: list[dict[str, Any]]) -> Iterator[tuple]:
-        """Flow mode: worker `index`'s records, in its order, until it is done."""
-        while (batch := self._next(index, receiver, summaries)) is not None:
-            yield from batch
 
     def _write_merged(self, payload: Any, meta: tuple, hit: Any) -> None:
         if hit is not None and self.rate_store is not None and self.rate_store.hit(*hit) is not RateResult.ALERT:

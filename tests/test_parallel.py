@@ -92,6 +92,43 @@ def test_frame_shard_agrees_with_the_decoder_and_refers_odd_frames_to_it():
     assert unknown < checked / 10
 
 
+def test_the_readers_in_loop_skip_agrees_with_frame_shard():
+    """The pcap record loop hashes the common frame itself (no call per frame): every frame it
+    keeps is the worker's, every frame it passes over another's, the rest goes to `select`; the
+    reader's totals count skipped frames too."""
+    from inspector.capture.reader import ShardSkip, open_capture
+    from inspector.parallel import _K_ADDRESSES, _K_PORTS
+
+    paths = [LAB / "mixed.pcap", *sorted((REPO / "pcaps" / "core").glob("*.pcap"))]
+    for path in paths:
+        with open_capture(path) as reader:
+            frames = {frame.number: frame for frame in reader}
+            wire_bytes, last_ts = sum(f.wire_len for f in frames.values()), frames[max(frames)].ts
+        placed = Counter()
+        for index in range(3):
+            kept, passed, selected = set(), set(), set()
+            with open_capture(path) as reader:
+                skip = ShardSkip(index, 3, _K_ADDRESSES, _K_PORTS, lambda ts, number: passed.add(number))
+                skip.due = float("-inf")  # report every passed-over frame
+
+                def select(buf, start, stop, linktype, ts, number, wire_len):
+                    selected.add(number)
+                    return True
+
+                reader.select, reader.shard_skip = select, skip
+                for frame in reader:
+                    if frame.number == skip.owned:
+                        kept.add(frame.number)
+                assert (reader.wire_bytes, reader.last_ts) == (wire_bytes, last_ts)
+            assert kept | passed | selected == set(frames) and not kept & passed and not selected & (kept | passed)
+            for number in kept | passed:
+                frame = frames[number]
+                owner = frame_shard(frame.data, 0, len(frame.data), frame.linktype, 3)
+                assert (owner == index) == (number in kept) and owner != UNKNOWN
+            placed.update(kept=len(kept), passed=len(passed))
+        assert placed["kept"] and placed["passed"] == 2 * placed["kept"]  # each frame kept by one of 3
+
+
 def test_files_are_planned_largest_first_and_only_when_they_balance():
     assert plan_files([100, 100, 100, 100], 2) == [[0, 2], [1, 3]]
     assert plan_files([400, 100, 100, 100, 100], 2) == [[0], [1, 2, 3, 4]]  # 400 against 400

@@ -26,9 +26,17 @@ from typing import BinaryIO
 from inspector.capture.packet import Frame
 from inspector.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["CaptureDamage", "CaptureFormatError", "CaptureReader", "DecryptionSecret", "open_capture"]
+__all__ = ["CaptureDamage", "CaptureFormatError", "CaptureReader", "DecryptionSecret", "ShardSkip", "open_capture"]
 
 CHUNK_BYTES = 1024 * 1024  # read size
+_LINKTYPE_ETHERNET = 1
+#: Ethernet, a 20-byte IPv4 header and TCP in one unpack: ethertype, version/IHL, total length,
+#: fragment word, protocol, source, destination, ports, TCP data offset.
+_ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2xIIHH8xB").unpack_from
+#: Ethernet, IPv6 without extension headers and TCP: ethertype, version byte, next header, source
+#: and destination (in 64-bit halves), ports, TCP data offset.
+_ETH_IPV6_TCP = struct.Struct("!14xB5xBxQQQQHH8xB").unpack_from
+_MASK64 = (1 << 64) - 1
 MAX_BLOCK_BYTES = 16 * 1024 * 1024  # a larger pcapng non-packet block (names, secrets, ...) is damage
 PACKET_BLOCK_OVERHEAD = 64 * 1024  # header + options allowed around a packet's bytes in one pcapng block
 
@@ -151,6 +159,31 @@ def open_capture(path: str | Path, *, limits: Limits = DEFAULT_LIMITS) -> Captur
         raise
 
 
+class ShardSkip:
+    """A flow-sharded run's skip of other workers' frames inside the pcap record loop.
+
+    With ``CaptureReader.shard_skip`` set, a pcap record of the common frame (Ethernet, then a
+    20-byte unfragmented IPv4 header or an IPv6 header without extensions, then TCP) has its flow
+    hashed in place, as
+    :func:`inspector.parallel.flow_shard` does: another worker's frame is passed over with no call,
+    copy or Frame, and the worker's own is yielded with :attr:`owned` set to its number. Of the
+    frames passed over, `passed(ts, number)` is called only for those whose time reaches
+    :attr:`due` and those whose number is a multiple of 256 (the run's clock and its periodic
+    drain). Other frames, and pcapng files, go to ``select`` as before."""
+
+    def __init__(self, index: int, workers: int, k_addresses: int, k_ports: int,
+                 passed: Callable[[float, int], None]) -> None:
+        self.index = index
+        self.workers = workers
+        self.k_addresses = k_addresses
+        self.k_ports = k_ports
+        self.passed = passed
+        #: A passed-over frame at or after this time is reported (the flow table's next expiry check).
+        self.due = float("-inf")
+        #: Number of the last frame this test found in the worker's own shard.
+        self.owned = 0
+
+
 class CaptureReader:
     """Iterate the frames of one capture. Build with :func:`open_capture` or :meth:`from_fileobj`.
 
@@ -177,6 +210,12 @@ class CaptureReader:
         #: False to skip it without a copy or a Frame (a sharded run, inspector.parallel).
         #: Enhanced packet blocks and pcap records go through it; other pcapng packet blocks do not.
         self.select: Callable[[bytes, int, int, int, float, int, int], bool] | None = None
+        #: Optional, set before iterating: see :class:`ShardSkip`.
+        self.shard_skip: ShardSkip | None = None
+        #: Wire bytes and capture time of every frame read (skipped ones too), set when the
+        #: iteration ends.
+        self.wire_bytes = 0
+        self.last_ts = 0.0
         self._fileobj = fileobj
         self._owns_file = owns_file
         self._source = _CountingSource(fileobj, b"")
@@ -307,9 +346,14 @@ class CaptureReader:
         max_caplen = self.limits.max_packet_bytes
         select = self.select
         new_frame = tuple.__new__
+        skip = self.shard_skip if linktype == _LINKTYPE_ETHERNET else None
+        if skip is not None:
+            shard_index, shard_workers, k_addresses, k_ports = skip.index, skip.workers, skip.k_addresses, skip.k_ports
         off = 24
         end = len(buf)
         number = 0
+        wire_bytes = 0
+        ts = 0.0
         try:
             while True:
                 if end - off < record_bytes:
@@ -340,12 +384,36 @@ class CaptureReader:
                     wire_len = caplen
                 number += 1
                 self.packets = number
+                wire_bytes += wire_len
                 ts = sec + frac / divisor
+                if skip is not None and caplen >= 54:
+                    ethertype, vihl, total, frag, proto, src, dst, sport, dport, tcp_offset = _ETH_IPV4_TCP(buf, start)
+                    if ethertype == 0x0800:
+                        plain = vihl == 0x45 and not frag & 0x3FFF and total >= 28
+                    elif ethertype == 0x86DD and caplen >= 74:
+                        version, proto, src, src_low, dst, dst_low, sport, dport, tcp_offset = _ETH_IPV6_TCP(buf, start)
+                        src ^= src_low ^ dst_low  # the four 64-bit halves folded, as flow_shard does
+                        plain = version >> 4 == 6
+                    else:
+                        plain = False
+                    if plain and proto == 6 and tcp_offset >= 0x50:
+                        if (((((src ^ dst) * k_addresses) ^ ((sport ^ dport) * k_ports)) & _MASK64) >> 29) \
+                                % shard_workers != shard_index:
+                            if ts >= skip.due or not number & 0xFF:
+                                skip.passed(ts, number)
+                            off = stop
+                            continue
+                        skip.owned = number
+                        yield new_frame(Frame, (ts, linktype, buf[start:stop], wire_len, number))
+                        off = stop
+                        continue
                 if select is None or select(buf, start, stop, linktype, ts, number, wire_len):
                     yield new_frame(Frame, (ts, linktype, buf[start:stop], wire_len, number))
                 off = stop
         except _Damage as damage:
             self._record_damage(damage)
+        finally:
+            self.wire_bytes, self.last_ts = wire_bytes, ts
 
     # -- pcapng -----------------------------------------------------------------------------
 
@@ -361,6 +429,7 @@ class CaptureReader:
         off = 0
         end = len(buf)
         number = 0
+        wire_bytes = 0
         last_ts = 0.0
         order = "<"
         # Rebuilt for the byte order of every section header; the file starts with one, whose
@@ -428,6 +497,7 @@ class CaptureReader:
                         wire_len = caplen
                     number += 1
                     self.packets = number
+                    wire_bytes += wire_len
                     if select is None or select(buf, off + 28, off + 28 + caplen, linktype, last_ts, number,
                                                 wire_len):
                         yield new_frame(Frame, (last_ts, linktype, buf[off + 28:off + 28 + caplen], wire_len,
@@ -447,6 +517,7 @@ class CaptureReader:
                     caplen = min(wire_len, blen - 16, snaplen or max_caplen, max_caplen)
                     number += 1
                     self.packets = number
+                    wire_bytes += wire_len
                     # a simple packet block has no timestamp: it keeps the previous packet's
                     yield new_frame(Frame, (last_ts, linktype, buf[off + 12:off + 12 + caplen], wire_len,
                                             number))
@@ -464,6 +535,7 @@ class CaptureReader:
                     last_ts = tsoffset + seconds + rest / units
                     number += 1
                     self.packets = number
+                    wire_bytes += max(wire_len, caplen)
                     yield new_frame(Frame, (last_ts, linktype, buf[off + 28:off + 28 + caplen],
                                             max(wire_len, caplen), number))
                 elif btype == _BT_DSB:
@@ -481,6 +553,8 @@ class CaptureReader:
                 off = stop
         except _Damage as damage:
             self._record_damage(damage)
+        finally:
+            self.wire_bytes, self.last_ts = wire_bytes, last_ts
 
     def _interface(self, buf: bytes, off: int, blen: int, order: str) -> tuple[int, int, int, int]:
         """Decode an Interface Description Block: (linktype, tick divisor, tsoffset, snaplen)."""
