@@ -108,14 +108,11 @@ def test_the_readers_in_loop_skip_agrees_with_frame_shard():
         for index in range(3):
             kept, passed, selected = set(), set(), set()
             with open_capture(path) as reader:
-                skip = ShardSkip(index, 3, _K_ADDRESSES, _K_PORTS, lambda ts, number: passed.add(number))
+                skip = ShardSkip(index, 3, _K_ADDRESSES, _K_PORTS, lambda ts, number, into=passed: into.add(number))
                 skip.due = float("-inf")  # report every passed-over frame
-
-                def select(buf, start, stop, linktype, ts, number, wire_len):
-                    selected.add(number)
-                    return True
-
-                reader.select, reader.shard_skip = select, skip
+                reader.select = lambda buf, start, stop, linktype, ts, number, wire_len, into=selected: \
+                    into.add(number) is None
+                reader.shard_skip = skip
                 for frame in reader:
                     if frame.number == skip.owned:
                         kept.add(frame.number)
@@ -290,3 +287,36 @@ print(json.dumps(seen))
     assert seen and seen[-1] == total
     assert seen == sorted(seen)
     assert len(seen) >= 2 and seen[0] < total  # told before the end, not only at it
+
+
+def test_the_parent_reads_ahead_of_the_merge_up_to_its_cap():
+    """A worker that got ahead is read while the merge waits for another, until its queue holds
+    MAX_QUEUED_BATCHES; then only the awaited worker's pipe is read."""
+    import multiprocessing
+    import pickle
+    import threading
+
+    from inspector.parallel import _Inbox
+
+    (ahead_out, ahead_in), (behind_out, behind_in) = multiprocessing.Pipe(False), multiprocessing.Pipe(False)
+    cap = _Inbox.MAX_QUEUED_BATCHES
+    for n in range(cap + 8):
+        ahead_in.send_bytes(pickle.dumps([((0, n), n)]))
+    ahead_in.send_bytes(pickle.dumps([]))  # the end of worker 0
+    reads = Counter()
+
+    def read(index, receiver):
+        reads[index] += 1
+        batch = pickle.loads(receiver.recv_bytes())
+        return batch or None
+
+    inbox = _Inbox([ahead_out, behind_out], read)
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(next(inbox.stream(1))))
+    waiting.start()
+    waiting.join(timeout=1.0)
+    assert waiting.is_alive() and reads[0] == cap  # read ahead to the cap, now waiting for worker 1 alone
+    behind_in.send_bytes(pickle.dumps([((0, 0), "first")]))
+    waiting.join(timeout=10)
+    assert got == [((0, 0), "first")]
+    assert [item[1] for item in inbox.stream(0)] == list(range(cap + 8))  # in order, to its end
