@@ -59,6 +59,8 @@ enc = _j.JSONEncoder(ensure_ascii=False, separators=(',', ':')).encode
 def write(record):
     out.write(enc(record)); out.write('\\n')
 a = Analyzer(write, engine=engine)
+import gc
+gc.freeze()  # as `inspector analyze` does before its run
 t = time.perf_counter()
 a.analyze_file({str(path)!r})
 elapsed = time.perf_counter() - t
@@ -71,15 +73,16 @@ print(json.dumps({{"elapsed": elapsed, "packets": a.stats.packets, "peak_mib": p
 
 
 def cli_run(paths: list[Path], workers: int) -> dict:
-    """`inspector analyze CAPTURE... --workers N` (EVE to /dev/null) in a child: wall time and the
-    largest process's peak RSS (the parent, or one worker)."""
+    """`inspector analyze CAPTURE... --workers N` (EVE to /dev/null) in a child: wall time, CPU
+    time of all its processes and the largest process's peak RSS (the parent, or one worker)."""
     code = f"""
 import json, resource, subprocess, sys, time
 t = time.perf_counter()
 subprocess.run([sys.executable, "-m", "inspector.cli", "analyze", *{[str(p) for p in paths]!r}, "--eve", "/dev/null",
                 "-q", "--workers", "{workers}"], cwd={str(REPO)!r}, check=False)
 elapsed = time.perf_counter() - t
-print(json.dumps({{"elapsed": elapsed, "peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}}))
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({{"elapsed": elapsed, "cpu": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024}}))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -110,10 +113,14 @@ def speedup(label: str, paths: list[Path], workers: int, repeat: int) -> None:
         one.append(cli_run(paths, 1))
         many.append(cli_run(paths, workers))
     single, sharded = statistics.median(r["elapsed"] for r in one), statistics.median(r["elapsed"] for r in many)
-    print(f"{label}: analyze --workers 1: {single:8.2f} s  peak {max(r['peak_mib'] for r in one):.0f} MiB")
-    print(f"{label}: analyze --workers {workers}: {sharded:8.2f} s  largest process peak "
-          f"{max(r['peak_mib'] for r in many):.0f} MiB")
-    print(f"{label}: speed-up --workers {workers} / --workers 1: {single / sharded:.2f}x  (goal >= 1.7 with 2)")
+    cpu_one, cpu_many = statistics.median(r["cpu"] for r in one), statistics.median(r["cpu"] for r in many)
+    cores = min(workers, os.cpu_count() or 1)
+    print(f"{label}: analyze --workers 1: {single:8.2f} s  CPU {cpu_one:.2f} s  peak "
+          f"{max(r['peak_mib'] for r in one):.0f} MiB")
+    print(f"{label}: analyze --workers {workers}: {sharded:8.2f} s  CPU {cpu_many:.2f} s of all processes "
+          f"({cpu_many / cpu_one:.2f}x one process's)  largest process peak {max(r['peak_mib'] for r in many):.0f} MiB")
+    print(f"{label}: speed-up --workers {workers} / --workers 1: {single / sharded:.2f}x  (goal >= 1.7 with 2; "
+          f"ceiling at this CPU on {cores} cores: {cores * cpu_one / cpu_many:.2f}x)")
 
 
 def tshark_grpc(path: Path, ports: list[int]) -> tuple[float, float]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import re
 import shutil
 import statistics
@@ -216,16 +217,35 @@ def main() -> int:
             stop()
         if redis is not None:
             redis.stop()
+    cores = os.cpu_count() or 1
     print(f"{'scenario':26} {'1 process req/s':>16} {f'{args.processes} processes req/s':>20} {'speed-up':>9} "
-          f"{'machine busy (1/N)':>19} {'sidecar cores (1/N)':>20}")
+          f"{'machine busy (1/N)':>19} {'sidecar cores (1/N)':>20} {'ms/req sidecar+rest':>20} {'ceiling':>8}")
     for scenario, title in SCENARIOS.items():
         one = [statistics.median(r[i] for r in results[(scenario, 1)]) for i in range(3)]
         many = [statistics.median(r[i] for r in results[(scenario, args.processes)]) for i in range(3)]
+        sidecar_ms, rest_ms, ceiling = scaling_ceiling(one[0], one[1], one[2], cores, args.processes)
         print(f"{title:26} {one[0]:16.0f} {many[0]:20.0f} {many[0] / one[0]:8.2f}x "
-              f"{one[1]:8.0f}% /{many[1]:4.0f}%  {one[2]:10.2f} / {many[2]:.2f}")
+              f"{one[1]:8.0f}% /{many[1]:4.0f}%  {one[2]:10.2f} / {many[2]:.2f} "
+              f"{sidecar_ms:12.2f} + {rest_ms:.2f} {ceiling:7.2f}x")
     print("machine busy: all cores, clients and servers included; sidecar cores: CPU seconds of the "
-          "sidecar's processes per second")
+          "sidecar's processes per second; ms/req: CPU per request of the sidecar and of everything else "
+          "(load generator, upstreams, Redis, kernel), from the 1-process runs; ceiling: the speed-up "
+          f"{args.processes} processes could reach on these {cores} cores at those costs, were they perfect")
     return 0
+
+
+def scaling_ceiling(rps: float, busy_percent: float, sidecar_cores: float, cores: int,
+                    processes: int) -> tuple[float, float, float]:
+    """(sidecar ms, everything else's ms, ceiling) per request: the most `processes` sidecars
+    could give on `cores` cores when each request costs the sidecar and the rest of the machine
+    what one process's run measured (the sidecar's processes limited to one core each, the
+    machine to all of them)."""
+    if rps <= 0:
+        return float("nan"), float("nan"), float("nan")
+    sidecar = sidecar_cores / rps
+    rest = max(busy_percent / 100 * cores / rps - sidecar, 0.0)
+    best = min(processes / sidecar if sidecar else float("inf"), cores / (sidecar + rest))
+    return 1000 * sidecar, 1000 * rest, best / rps
 
 
 def _healthy(port: int) -> bool:
