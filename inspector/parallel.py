@@ -3,9 +3,10 @@
 Flows are sharded by a symmetric hash of their addresses and ports (:func:`flow_shard`), so every
 packet of a flow, and all per-flow state (reassembly, sessions, policy checks), lives in one
 worker. Every worker reads every capture, but the reader skips the frames of other workers'
-flows before copying or decoding them (:func:`frame_shard` reads the addresses and ports in
-place); only their capture time is used, so flows idle out and linger-close at the same frames
-as in one process. Frames whose flow cannot be told from the raw bytes (fragments, IPv6
+flows before copying or decoding them: a pcap record loop hashes the common frame itself
+(:class:`inspector.capture.reader.ShardSkip`), and :func:`frame_shard` reads the addresses and
+ports of the others in place. Only their capture time is used, so flows idle out and
+linger-close at the same frames as in one process. Frames whose flow cannot be told from the raw bytes (fragments, IPv6
 extension headers, ICMP and other transports, short or odd headers, pcapng simple packet
 blocks) go through a second decoder in every worker and the flow's owner keeps the packet;
 worker 0 alone counts and reports what that decoder finds.
@@ -37,8 +38,9 @@ says when a file is done; the parent writes the files' records in file order as 
 Where sharded runs and one process can differ: a flow table or rate table at its cap (each
 flow-sharding worker has the whole cap for its share, so sharded runs evict later), and
 `--baseline` anomaly detection, whose state spans flows (it runs in one process). Records cross
-processes pickled in batches; a flow-sharding worker's stream is consumed as it comes, so memory
-stays flat; a file's spool waits on disk only until the files before it are written.
+processes pickled in batches; the parent reads a flow-sharding worker's batches as they come and
+holds at most `_Inbox.MAX_QUEUED_BATCHES` of them, so memory stays flat; a file's spool waits on
+disk only until the files before it are written.
 """
 
 from __future__ import annotations
