@@ -126,6 +126,50 @@ def test_the_readers_in_loop_skip_agrees_with_frame_shard():
         assert placed["kept"] and placed["passed"] == 2 * placed["kept"]  # each frame kept by one of 3
 
 
+def _rewritten(path: Path, out: Path, kind: str) -> Path:
+    """The capture's frames written again: a gzip'd big-endian nanosecond pcap, or a pcapng."""
+    import gzip
+    import struct
+
+    from inspector.capture.reader import open_capture
+
+    with open_capture(path) as reader:
+        frames = [(frame.ts, frame.data, frame.wire_len, frame.linktype) for frame in reader]
+    if kind == "pcap-be-ns.gz":
+        parts = [struct.pack(">IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, frames[0][3])]
+        for ts, data, wire_len, _ in frames:
+            sec = int(ts)
+            parts.append(struct.pack(">IIII", sec, round((ts - sec) * 1e9), len(data), wire_len) + data)
+        out.write_bytes(gzip.compress(b"".join(parts)))
+        return out
+
+    def block(block_type: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", block_type, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+    parts = [block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)),
+             block(1, struct.pack("<HHI", frames[0][3], 0, 0))]
+    for ts, data, wire_len, _ in frames:
+        ticks = round(ts * 1e6)
+        parts.append(block(6, struct.pack("<IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, len(data), wire_len) + data))
+    out.write_bytes(b"".join(parts))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["pcap-be-ns.gz", "pcapng"])
+def test_other_capture_formats_give_one_process_output(tmp_path, kind):
+    """Sharded runs of a gzip'd big-endian nanosecond pcap (the record loop's own skip, through
+    the decompressor) and of a pcapng (frames placed by `select` alone) give the single-process EVE."""
+    capture = _rewritten(LAB / "mixed.pcap", tmp_path / f"mixed.{kind}", kind)
+    args = ["--config", str(LAB / "site.yaml"), "-q"]
+    one = _cli(str(capture), *args, "--eve", str(tmp_path / "one.json"))
+    many = _cli(str(capture), *args, "--eve", str(tmp_path / "many.json"), "--workers", "2", "--shard", "flows")
+    assert one.returncode == many.returncode == 0, one.stdout + one.stderr + many.stderr
+    first = (tmp_path / "one.json").read_bytes()
+    assert first.count(b'"event_type":"alert"') > 10
+    assert first == (tmp_path / "many.json").read_bytes()
+
+
 def test_files_are_planned_largest_first_and_only_when_they_balance():
     assert plan_files([100, 100, 100, 100], 2) == [[0, 2], [1, 3]]
     assert plan_files([400, 100, 100, 100, 100], 2) == [[0], [1, 2, 3, 4]]  # 400 against 400
