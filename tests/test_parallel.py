@@ -364,3 +364,26 @@ def test_the_parent_reads_ahead_of_the_merge_up_to_its_cap():
     waiting.join(timeout=10)
     assert got == [((0, 0), "first")]
     assert [item[1] for item in inbox.stream(0)] == list(range(cap + 8))  # in order, to its end
+
+
+def test_worker_pipes_are_widened_where_the_system_allows():
+    import os
+
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("no F_GETPIPE_SZ on this system")
+    from inspector.parallel import PIPE_BYTES, _widen_pipe
+
+    reader, writer = os.pipe()
+    try:
+        before = fcntl.fcntl(reader, fcntl.F_GETPIPE_SZ)
+        _widen_pipe(reader)
+        after = fcntl.fcntl(reader, fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(reader)
+        os.close(writer)
+    limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    if os.geteuid() == 0 or limit >= PIPE_BYTES:
+        assert after >= PIPE_BYTES > before
+    else:  # refused: the default stays, and nothing raised
+        assert after == before
