@@ -20,6 +20,7 @@ from rich.table import Table
 
 from inspector import __version__
 from inspector.anomaly.cli import add_baseline_commands
+from inspector.cpus import process_count
 from inspector.eval.cli import add_eval_command
 from inspector.lab.cli import add_lab_commands
 from inspector.live.proxy import add_live_commands
@@ -44,9 +45,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     eve_to_stdout = args.eve == "-"
     console = _console(eve_to_stdout)
-    if args.workers < 1:
-        console.print("[red]error:[/red] --workers must be at least 1")
-        return EXIT_USAGE
     files = expand_paths(args.paths)
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
@@ -330,9 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "baseline learn`, or online (learn as it goes, after a warm-up); docs/anomaly.md")
     analyze.add_argument("--egress", action="store_true", help="the captures are workloads' outbound traffic: "
                          "apply the config's egress allowlists to every HTTP record (docs/egress.md)")
-    analyze.add_argument("--workers", type=int, default=1, metavar="N",
-                         help="processes to shard flows across (default 1); same records and alerts as one "
-                         "process (docs/offline.md)")
+    analyze.add_argument("--workers", type=process_count, default=1, metavar="N|auto",
+                         help="processes to shard flows across (default 1; auto: one per usable CPU); same "
+                         "records and alerts as one process (docs/offline.md)")
     analyze.add_argument("--shard", choices=("auto", "flows", "files"), default="auto",
                          help="how --workers divides the run: flows (by flow hash, every worker reads every "
                          "file), files (whole files per worker: rotated capture sets), auto (default: files "

@@ -276,8 +276,17 @@ def test_corpus_captures_are_identical_with_workers(tmp_path, corpus_dir):
 
 
 def test_workers_refuse_bad_counts(tmp_path):
-    bad = _cli(str(LAB / "shadowray.pcap"), "--workers", "0", "--eve", str(tmp_path / "x.json"))
-    assert bad.returncode == 2 and "--workers" in bad.stdout + bad.stderr
+    for count in ("0", "many"):
+        bad = _cli(str(LAB / "shadowray.pcap"), "--workers", count, "--eve", str(tmp_path / "x.json"))
+        assert bad.returncode == 2 and "--workers" in bad.stdout + bad.stderr
+
+
+def test_workers_auto_gives_one_process_output(tmp_path):
+    capture = str(LAB / "mixed.pcap")
+    one = _cli(capture, "-q", "--eve", str(tmp_path / "one.json"))
+    auto = _cli(capture, "-q", "--eve", str(tmp_path / "auto.json"), "--workers", "auto")
+    assert one.returncode == auto.returncode == 0
+    assert (tmp_path / "one.json").read_bytes() == (tmp_path / "auto.json").read_bytes()
 
 
 @pytest.mark.parametrize("shard", ["flows", "files"])

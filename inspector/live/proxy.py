@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from inspector.cpus import process_count
 from inspector.live.options import DEFAULT_METRICS, parse_hostport
 
 EXIT_OK = 0
@@ -337,9 +338,9 @@ def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default=DEFAULT_METRICS, metavar="HOST:PORT|off",
                         help=f"Prometheus /metrics and /healthz (default {DEFAULT_METRICS})")
     parser.add_argument("--redis", metavar="URL", help="share rate-rule windows across replicas through Redis")
-    parser.add_argument("--processes", type=int, default=1, metavar="N",
-                        help="N sidecar processes behind each port (SO_REUSEPORT); EVE to FILE.<n>, metrics on "
-                        "port+n; use --redis for rate rules (docs/live.md)")
+    parser.add_argument("--processes", type=process_count, default=1, metavar="N|auto",
+                        help="N sidecar processes behind each port (SO_REUSEPORT; auto: one per usable CPU); EVE "
+                        "to FILE.<n>, metrics on port+n; use --redis for rate rules (docs/live.md)")
     fail = parser.add_mutually_exclusive_group()
     fail.add_argument("--fail-open", action="store_true", help="on an internal error, let traffic pass (default)")
     fail.add_argument("--fail-closed", action="store_true", help="on an internal error, block the traffic")

@@ -135,3 +135,23 @@ def test_a_dead_worker_stops_the_set(rest_upstream, tmp_path):
         assert "worker 1 exited" in sidecar.log_text()
     finally:
         sidecar.stop()
+
+
+def test_processes_auto_runs_one_per_usable_cpu(rest_upstream, tmp_path):
+    from inspector.cpus import usable_cpus
+
+    count = usable_cpus()
+    if count < 2:
+        pytest.skip("one usable CPU: auto means one process")
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    sidecar = Sidecar(tmp_path, f"http://127.0.0.1:{rest_upstream.server_address[1]}", rules,
+                      processes=count, args=["--processes", "auto"], name="auto")
+    sidecar.start()
+    try:
+        wait_for(lambda: all(_health(sidecar.metrics_port + i).get("status") == "ok" for i in range(count)),
+                 timeout=30)
+        workers = Path(f"/proc/{sidecar.process.pid}/task/{sidecar.process.pid}/children").read_text().split()
+        assert len(workers) == count
+    finally:
+        sidecar.stop()
