@@ -31,6 +31,7 @@ from inspector.capture.packet import IPPROTO_TCP, Packet
 from inspector.capture.reader import CaptureFormatError, CaptureReader
 from inspector.capture.router import StreamRouter
 from inspector.limits import DEFAULT_LIMITS, Limits
+from inspector.parallel import ShardAnalyzer
 from inspector.protocols import nccl, tcpstore
 from inspector.protocols.grpc import GrpcFramer
 from inspector.protocols.modelfile import inspect_model
@@ -79,6 +80,8 @@ def run_capture(data: bytes) -> Counter[str]:
     sink = RecordCheck()
     analyzer = Analyzer(lambda record: sink.emit(record, 0.0), limits=limits_for(data))
     analyzer.analyze_file(path)
+    # the same file as one worker of a flow-sharded run reads it (the record loop's own skip, select)
+    ShardAnalyzer(1, 2, lambda batch: None, frozenset(), None, limits=limits_for(data)).analyze_files([path])
     try:  # the reader on its own, from a file object, as the library API offers it
         with CaptureReader.from_fileobj(io.BytesIO(data), "fuzz") as reader:
             for _ in reader:
