@@ -233,8 +233,8 @@ class ShardAnalyzer(Analyzer):
         payload: Any = record
         if kind == "flow" and meta[1] in self._undecided_flows:
             self._undecided_flows.discard(meta[1])  # its `alerted` is decided by the parent
-        elif self._encode and hit is None:  # a rate-rule candidate goes as it is: the parent
-            payload = encode_record(record)  # drops most, and encodes only the ones it keeps
+        elif self._encode:
+            payload = encode_record(record)
         self._seq += 1
         self._batch.append(((self._file, self._phase, self._frame, self._stage, self._sub, self._seq),
                             payload, meta, hit))
