@@ -31,6 +31,7 @@ import ast
 import json
 import math
 import struct
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -324,7 +325,12 @@ def read_npy(data: bytes, *, body_complete: bool) -> tuple[HeaderCheck, int | No
         return check, None
     text = data[start:start + length].decode("utf-8" if major == 3 else "latin-1", "replace")
     try:
-        header = ast.literal_eval(text.strip())
+        # The header is a Python literal (numpy reads it the same way). Compiling a peer's text
+        # must not print the compiler's warnings (an invalid escape sequence in a string) to the
+        # operator's stderr: they are silenced here, the way the header's errors are caught.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            header = ast.literal_eval(text.strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
         check.anomalies.append(("model_numpy_bad_header", f".npy header is not a dict literal: {exc}"[:MAX_TEXT]))
         return check, None

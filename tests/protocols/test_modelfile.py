@@ -368,6 +368,19 @@ def test_numpy_bad_header():
     assert [e for e, _ in inspect(b"\x93NUMPY\x07\x00zzzz", "a.npy").anomalies] == ["model_numpy_bad_header"]
 
 
+def test_numpy_header_text_does_not_reach_stderr_as_compiler_warnings():
+    """A peer's header with an invalid escape sequence in a string: read as numpy reads it, and
+    no SyntaxWarning escapes (with warnings made errors, one would raise here)."""
+    import warnings
+
+    text = b"{'descr': '<i8\\!\\s', 'fortran_order': False, 'shape': (2,), }"
+    header = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = inspect(header + bytes(16), "a.npy")
+    assert model.details["numpy"]["dtype"] == "<i8\\!\\s" and model.details["numpy"]["shape"] == [2]
+
+
 def onnx_model(ir_version: int = 8) -> bytes:
     graph = encode_field(1, encode_message([(1, "x"), (2, "y"), (4, "Relu")])) + encode_field(2, "g")
     return (encode_field(1, ir_version) + encode_field(2, "onnx-example") + encode_field(3, "1.0")
