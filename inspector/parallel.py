@@ -82,7 +82,7 @@ from inspector.capture.decode import (
 )
 from inspector.capture.flows import Flow, FlowTable
 from inspector.capture.packet import IPPROTO_TCP, IPPROTO_UDP
-from inspector.capture.reader import ShardSkip
+from inspector.capture.reader import ETH_IPV4_TCP, MASK64, ShardSkip
 from inspector.engine import Engine
 from inspector.rules.rate import MemoryRateStore, RateResult
 from inspector.sinks.eve import encode_record
@@ -107,15 +107,13 @@ _NULL_FAMILIES = frozenset((2, 24, 28, 30))
 _FIXED_IP_OFFSET = {LINKTYPE_RAW: 0, LINKTYPE_IPV4: 0, LINKTYPE_IPV6: 0, LINKTYPE_LINUX_SLL: 16,
                     LINKTYPE_LINUX_SLL2: 20, LINKTYPE_NULL: 4, LINKTYPE_LOOP: 4}
 _SLL_PROTOCOL = {LINKTYPE_LINUX_SLL: 14, LINKTYPE_LINUX_SLL2: 0}
-_ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2xIIHH8xB").unpack_from  # Ethernet + 20-byte IPv4 + TCP
-_MASK64 = (1 << 64) - 1
 _K_ADDRESSES = 0x9E3779B97F4A7C15
 _K_PORTS = 0xC2B2AE3D27D4EB4F
 
 
 def _owner(addresses: int, ports: int, workers: int) -> int:
     """Mix the XOR of the two addresses and of the two ports (XOR: the same both ways)."""
-    return ((((addresses * _K_ADDRESSES) ^ (ports * _K_PORTS)) & _MASK64) >> 29) % workers
+    return ((((addresses * _K_ADDRESSES) ^ (ports * _K_PORTS)) & MASK64) >> 29) % workers
 
 
 def flow_shard(src: bytes, dst: bytes, sport: int, dport: int, workers: int) -> int:
@@ -133,10 +131,10 @@ def frame_shard(buf: bytes, start: int, stop: int, linktype: int, workers: int) 
     full decode can tell (anything but a plain, whole IPv4 or IPv6 TCP/UDP header).
     Agrees with :func:`flow_shard` on the decoded packet."""
     if linktype == LINKTYPE_ETHERNET and stop - start >= 54:  # the common frame in one unpack
-        ethertype, vihl, total, frag, proto, src, dst, sport, dport, offset = _ETH_IPV4_TCP(buf, start)
+        ethertype, vihl, total, frag, proto, src, dst, sport, dport, offset = ETH_IPV4_TCP(buf, start)
         if ethertype == ETHERTYPE_IPV4 and vihl == 0x45 and not frag & 0x3FFF and total >= 28 \
                 and proto == IPPROTO_TCP and offset >= 0x50:
-            return (((((src ^ dst) * _K_ADDRESSES) ^ ((sport ^ dport) * _K_PORTS)) & _MASK64) >> 29) % workers
+            return (((((src ^ dst) * _K_ADDRESSES) ^ ((sport ^ dport) * _K_PORTS)) & MASK64) >> 29) % workers
     if linktype == LINKTYPE_ETHERNET:
         if stop - start < 34:
             return UNKNOWN

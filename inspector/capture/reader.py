@@ -31,12 +31,12 @@ __all__ = ["CaptureDamage", "CaptureFormatError", "CaptureReader", "DecryptionSe
 CHUNK_BYTES = 1024 * 1024  # read size
 _LINKTYPE_ETHERNET = 1
 #: Ethernet, a 20-byte IPv4 header and TCP in one unpack: ethertype, version/IHL, total length,
-#: fragment word, protocol, source, destination, ports, TCP data offset.
-_ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2xIIHH8xB").unpack_from
+#: fragment word, protocol, source, destination, ports, TCP data offset (also inspector.parallel's).
+ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2xIIHH8xB").unpack_from
 #: Ethernet, IPv6 without extension headers and TCP: ethertype, version byte, next header, source
 #: and destination (in 64-bit halves), ports, TCP data offset.
 _ETH_IPV6_TCP = struct.Struct("!14xB5xBxQQQQHH8xB").unpack_from
-_MASK64 = (1 << 64) - 1
+MASK64 = (1 << 64) - 1  # the flow hash works in 64 bits (inspector.parallel)
 MAX_BLOCK_BYTES = 16 * 1024 * 1024  # a larger pcapng non-packet block (names, secrets, ...) is damage
 PACKET_BLOCK_OVERHEAD = 64 * 1024  # header + options allowed around a packet's bytes in one pcapng block
 
@@ -387,7 +387,7 @@ class CaptureReader:
                 wire_bytes += wire_len
                 ts = sec + frac / divisor
                 if skip is not None and caplen >= 54:
-                    ethertype, vihl, total, frag, proto, src, dst, sport, dport, tcp_offset = _ETH_IPV4_TCP(buf, start)
+                    ethertype, vihl, total, frag, proto, src, dst, sport, dport, tcp_offset = ETH_IPV4_TCP(buf, start)
                     if ethertype == 0x0800:
                         plain = vihl == 0x45 and not frag & 0x3FFF and total >= 28
                     elif ethertype == 0x86DD and caplen >= 74:
@@ -397,7 +397,7 @@ class CaptureReader:
                     else:
                         plain = False
                     if plain and proto == 6 and tcp_offset >= 0x50:
-                        if (((((src ^ dst) * k_addresses) ^ ((sport ^ dport) * k_ports)) & _MASK64) >> 29) \
+                        if (((((src ^ dst) * k_addresses) ^ ((sport ^ dport) * k_ports)) & MASK64) >> 29) \
                                 % shard_workers != shard_index:
                             if ts >= skip.due or not number & 0xFF:
                                 skip.passed(ts, number)

@@ -140,9 +140,7 @@ def test_a_dead_worker_stops_the_set(rest_upstream, tmp_path):
 def test_processes_auto_runs_one_per_usable_cpu(rest_upstream, tmp_path):
     from inspector.cpus import usable_cpus
 
-    count = usable_cpus()
-    if count < 2:
-        pytest.skip("one usable CPU: auto means one process")
+    count = usable_cpus()  # on one CPU, auto is one process serving by itself (no workers forked)
     rules = tmp_path / "rules"
     rules.mkdir()
     sidecar = Sidecar(tmp_path, f"http://127.0.0.1:{rest_upstream.server_address[1]}", rules,
@@ -152,6 +150,6 @@ def test_processes_auto_runs_one_per_usable_cpu(rest_upstream, tmp_path):
         wait_for(lambda: all(_health(sidecar.metrics_port + i).get("status") == "ok" for i in range(count)),
                  timeout=30)
         workers = Path(f"/proc/{sidecar.process.pid}/task/{sidecar.process.pid}/children").read_text().split()
-        assert len(workers) == count
+        assert len(workers) == (count if count > 1 else 0)
     finally:
         sidecar.stop()
