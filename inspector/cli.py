@@ -19,13 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from inspector import __version__
-from inspector.anomaly.cli import add_baseline_commands
 from inspector.cpus import process_count
-from inspector.eval.cli import add_eval_command
-from inspector.lab.cli import add_lab_commands
-from inspector.live.proxy import add_live_commands
-from inspector.policy.cli import add_policy_commands
-from inspector.rules.cli import add_rules_commands
 
 EXIT_OK = 0
 EXIT_DAMAGED = 1
@@ -303,7 +297,14 @@ def cmd_fields(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Commands whose runs do not need the other commands' modules (the sidecar's, the lab's, ...):
+#: `inspector analyze ...` starts without importing them.
+SELF_CONTAINED = frozenset({"analyze", "fields"})
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `command` one of SELF_CONTAINED, only the parsers that
+    command needs (the rest are neither registered nor imported)."""
     parser = argparse.ArgumentParser(prog="inspector", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"inspector {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -343,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
     fields.add_argument("--json", action="store_true", help="machine-readable output")
     fields.set_defaults(func=cmd_fields)
 
+    if command in SELF_CONTAINED:
+        return parser
+    from inspector.anomaly.cli import add_baseline_commands
+    from inspector.eval.cli import add_eval_command
+    from inspector.lab.cli import add_lab_commands
+    from inspector.live.proxy import add_live_commands
+    from inspector.policy.cli import add_policy_commands
+    from inspector.rules.cli import add_rules_commands
+
     add_rules_commands(sub)
     add_policy_commands(sub)
     add_live_commands(sub)
@@ -353,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    arguments = sys.argv[1:] if argv is None else argv
+    parser = build_parser(arguments[0] if arguments else None)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

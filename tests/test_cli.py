@@ -104,3 +104,26 @@ def test_fields_catalogue(capsys, event):
     assert {"src_ip", "http.url", "grpc.method"} <= names
     if event is None:
         assert "anomaly.event" in names and "flow.pkts_toserver" in names
+
+
+def test_analyze_starts_without_the_other_commands_modules(tmp_path):
+    """`inspector analyze` registers and imports only what it runs: not the sidecar (its
+    certificates, asyncio), the lab or the evaluation; every command is still there otherwise."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from inspector.cli import build_parser, main\n"
+        f"status = main(['analyze', {str(CORE / 'grpc.pcap')!r}, '--eve', {str(tmp_path / 'eve.json')!r}, '-q'])\n"
+        "heavy = sorted(m for m in ('inspector.live.proxy', 'inspector.live.certs', 'asyncio',"
+        " 'inspector.eval', 'inspector.lab.cli') if m in sys.modules)\n"
+        "commands = sorted(build_parser()._subparsers._group_actions[0].choices)\n"
+        "print(status, heavy, commands)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    status, heavy, commands = done.stdout.strip().split(" ", 2)
+    assert status == "0" and heavy == "[]", done.stdout
+    assert all(f"'{name}'" in commands for name in ("analyze", "proxy", "certs", "lab", "eval", "rules", "baseline"))
+    records = eve(tmp_path / "eve.json")  # the capture's 11 records and its one alert, as before
+    assert len(records) == 12 and alerts(records) == [3100001]
