@@ -82,7 +82,7 @@ from inspector.capture.decode import (
 )
 from inspector.capture.flows import Flow, FlowTable
 from inspector.capture.packet import IPPROTO_TCP, IPPROTO_UDP
-from inspector.capture.reader import ETH_IPV4_TCP, MASK64, ShardSkip
+from inspector.capture.reader import ETH_IPV4_TCP, ShardSkip
 from inspector.engine import Engine
 from inspector.rules.rate import MemoryRateStore, RateResult
 from inspector.sinks.eve import encode_record
@@ -107,13 +107,13 @@ _NULL_FAMILIES = frozenset((2, 24, 28, 30))
 _FIXED_IP_OFFSET = {LINKTYPE_RAW: 0, LINKTYPE_IPV4: 0, LINKTYPE_IPV6: 0, LINKTYPE_LINUX_SLL: 16,
                     LINKTYPE_LINUX_SLL2: 20, LINKTYPE_NULL: 4, LINKTYPE_LOOP: 4}
 _SLL_PROTOCOL = {LINKTYPE_LINUX_SLL: 14, LINKTYPE_LINUX_SLL2: 0}
-_K_ADDRESSES = 0x9E3779B97F4A7C15
-_K_PORTS = 0xC2B2AE3D27D4EB4F
 
 
 def _owner(addresses: int, ports: int, workers: int) -> int:
-    """Mix the XOR of the two addresses and of the two ports (XOR: the same both ways)."""
-    return ((((addresses * _K_ADDRESSES) ^ (ports * _K_PORTS)) & MASK64) >> 29) % workers
+    """The XOR of the two addresses and of the two ports (XOR: the same both ways), mixed by the
+    interpreter's tuple hash (xxHash's rounds over the ints; ints and tuples of them hash the
+    same in every process of a run, whatever PYTHONHASHSEED says)."""
+    return hash((addresses, ports)) % workers
 
 
 def flow_shard(src: bytes, dst: bytes, sport: int, dport: int, workers: int) -> int:
@@ -134,7 +134,7 @@ def frame_shard(buf: bytes, start: int, stop: int, linktype: int, workers: int) 
         ethertype, vihl, total, frag, proto, src, dst, sport, dport, offset = ETH_IPV4_TCP(buf, start)
         if ethertype == ETHERTYPE_IPV4 and vihl == 0x45 and not frag & 0x3FFF and total >= 28 \
                 and proto == IPPROTO_TCP and offset >= 0x50:
-            return (((((src ^ dst) * _K_ADDRESSES) ^ ((sport ^ dport) * _K_PORTS)) & MASK64) >> 29) % workers
+            return hash((src ^ dst, sport ^ dport)) % workers
     if linktype == LINKTYPE_ETHERNET:
         if stop - start < 34:
             return UNKNOWN
@@ -291,7 +291,7 @@ class ShardAnalyzer(Analyzer):
             passed(ts, number)
             return False
 
-        skip = ShardSkip(index, workers, _K_ADDRESSES, _K_PORTS, passed)
+        skip = ShardSkip(index, workers, passed)
         reader.select = select
         reader.shard_skip = skip
         for count, frame in enumerate(reader, 1):

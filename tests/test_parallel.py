@@ -97,7 +97,6 @@ def test_the_readers_in_loop_skip_agrees_with_frame_shard():
     keeps is the worker's, every frame it passes over another's, the rest goes to `select`; the
     reader's totals count skipped frames too."""
     from inspector.capture.reader import ShardSkip, open_capture
-    from inspector.parallel import _K_ADDRESSES, _K_PORTS
 
     paths = [LAB / "mixed.pcap", *sorted((REPO / "pcaps" / "core").glob("*.pcap"))]
     for path in paths:
@@ -108,7 +107,7 @@ def test_the_readers_in_loop_skip_agrees_with_frame_shard():
         for index in range(3):
             kept, passed, selected = set(), set(), set()
             with open_capture(path) as reader:
-                skip = ShardSkip(index, 3, _K_ADDRESSES, _K_PORTS, lambda ts, number, into=passed: into.add(number))
+                skip = ShardSkip(index, 3, lambda ts, number, into=passed: into.add(number))
                 skip.due = float("-inf")  # report every passed-over frame
                 reader.select = lambda buf, start, stop, linktype, ts, number, wire_len, into=selected: \
                     into.add(number) is None
@@ -265,12 +264,15 @@ def test_damaged_capture_and_summary_match(tmp_path, shard):
     assert f"2, split by {shard[:-1]}" in two.stdout  # how the run was split
 
 
-def test_corpus_captures_are_identical_with_workers(tmp_path, corpus_dir):
+@pytest.mark.parametrize("shard", ["auto", "flows"])
+def test_corpus_captures_are_identical_with_workers(tmp_path, corpus_dir, shard):
+    """Real captures of public projects: split by file (auto, for this many files), and each
+    capture's flows sharded across the workers (flows)."""
     captures = sorted(p for p in corpus_dir.rglob("*") if p.is_file() and p.suffix in (".pcap", ".pcapng", ".cap")
                       and p.stat().st_size < 2_000_000)[:60]
     assert captures
     one = _cli(*map(str, captures), "--eve", str(tmp_path / "one.json"), "-q")
-    two = _cli(*map(str, captures), "--eve", str(tmp_path / "two.json"), "-q", "--workers", "2")
+    two = _cli(*map(str, captures), "--eve", str(tmp_path / "two.json"), "-q", "--workers", "2", "--shard", shard)
     assert one.returncode == two.returncode
     assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
 

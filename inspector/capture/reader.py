@@ -36,7 +36,6 @@ ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2xIIHH8xB").unpack_from
 #: Ethernet, IPv6 without extension headers and TCP: ethertype, version byte, next header, source
 #: and destination (in 64-bit halves), ports, TCP data offset.
 _ETH_IPV6_TCP = struct.Struct("!14xB5xBxQQQQHH8xB").unpack_from
-MASK64 = (1 << 64) - 1  # the flow hash works in 64 bits (inspector.parallel)
 MAX_BLOCK_BYTES = 16 * 1024 * 1024  # a larger pcapng non-packet block (names, secrets, ...) is damage
 PACKET_BLOCK_OVERHEAD = 64 * 1024  # header + options allowed around a packet's bytes in one pcapng block
 
@@ -171,12 +170,9 @@ class ShardSkip:
     :attr:`due` and those whose number is a multiple of 256 (the run's clock and its periodic
     drain). Other frames, and pcapng files, go to ``select`` as before."""
 
-    def __init__(self, index: int, workers: int, k_addresses: int, k_ports: int,
-                 passed: Callable[[float, int], None]) -> None:
+    def __init__(self, index: int, workers: int, passed: Callable[[float, int], None]) -> None:
         self.index = index
         self.workers = workers
-        self.k_addresses = k_addresses
-        self.k_ports = k_ports
         self.passed = passed
         #: A passed-over frame at or after this time is reported (the flow table's next expiry check).
         self.due = float("-inf")
@@ -348,7 +344,7 @@ class CaptureReader:
         new_frame = tuple.__new__
         skip = self.shard_skip if linktype == _LINKTYPE_ETHERNET else None
         if skip is not None:
-            shard_index, shard_workers, k_addresses, k_ports = skip.index, skip.workers, skip.k_addresses, skip.k_ports
+            shard_index, shard_workers = skip.index, skip.workers
         off = 24
         end = len(buf)
         number = 0
@@ -397,8 +393,7 @@ class CaptureReader:
                     else:
                         plain = False
                     if plain and proto == 6 and tcp_offset >= 0x50:
-                        if (((((src ^ dst) * k_addresses) ^ ((sport ^ dport) * k_ports)) & MASK64) >> 29) \
-                                % shard_workers != shard_index:
+                        if hash((src ^ dst, sport ^ dport)) % shard_workers != shard_index:
                             if ts >= skip.due or not number & 0xFF:
                                 skip.passed(ts, number)
                             off = stop
