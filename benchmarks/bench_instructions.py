@@ -1,0 +1,91 @@
+"""CPU cost of `inspector analyze --workers N` against one process, counted in instructions.
+
+Wall and CPU time drift on a shared VM (by up to 20% within an hour here), which hides the
+few-percent effects sharding work is made of. Valgrind's callgrind counts the instructions every
+process of a run executes (parent and forked workers): the same run gives the same count. Each
+command runs once on the capture and once on an empty capture of the same link type, and the
+difference is the analysis (start-up, imports and rule loading cancel out). Printed: the
+instructions of `--workers 1` and of `--workers N` (all processes), their ratio (the CPU sharding
+adds), and the speed-up that CPU would allow on N cores if the work split perfectly
+(`N x one / all`): an upper bound of what `bench_offline.py --workers N` can show.
+
+Valgrind runs Python 50-100x slower: use a capture of a few MB (`bench_offline.py --make-capture
+FILE --megabytes 10`).
+
+    python benchmarks/bench_instructions.py CAPTURE [--workers 2] [--shard flows]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+_COLLECTED = re.compile(r"^==\d+== Collected : (\d+)", re.MULTILINE)
+
+
+def empty_like(capture: Path, out: Path) -> Path:
+    """A pcap with no records and the capture's link type (pcap captures; others: Ethernet)."""
+    linktype = 1
+    head = capture.read_bytes()[:24]
+    if len(head) == 24 and head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        linktype = struct.unpack_from("<I", head, 20)[0]
+    elif len(head) == 24 and head[:4] in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        linktype = struct.unpack_from(">I", head, 20)[0]
+    out.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
+    return out
+
+
+def instructions(capture: Path, workers: int, shard: str) -> tuple[int, int]:
+    """(instructions, processes) of every process of `inspector analyze CAPTURE --workers N` under
+    callgrind; string hashing seeded alike in every run, so that dicts and sets behave the same."""
+    command = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--callgrind-out-file=/dev/null",
+               sys.executable, "-m", "inspector.cli", "analyze", str(capture), "--eve", "/dev/null", "-q",
+               "--workers", str(workers), "--shard", shard]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONHASHSEED": "0"})
+    counts = [int(n) for n in _COLLECTED.findall(done.stderr)]
+    if not counts or done.returncode not in (0, 1):
+        raise SystemExit(f"valgrind or the analysis failed:\n{done.stderr[-2000:]}")
+    return sum(counts), len(counts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("capture", type=Path)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--shard", choices=("auto", "flows", "files"), default="flows")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        parser.error("valgrind is not installed (apt-get install valgrind)")
+    if args.workers < 2:
+        parser.error("--workers must be at least 2")
+    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as directory:
+        empty = empty_like(args.capture, Path(directory) / "empty.pcap")
+        runs = {(path, workers): None for path in (args.capture, empty) for workers in (1, args.workers)}
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {key: pool.submit(instructions, key[0], key[1], args.shard) for key in runs}
+            counts = {key: future.result() for key, future in futures.items()}
+    one = counts[(args.capture, 1)][0] - counts[(empty, 1)][0]
+    many = counts[(args.capture, args.workers)][0] - counts[(empty, args.workers)][0]
+    processes = counts[(args.capture, args.workers)][1]
+    print(f"capture: {args.capture} ({args.capture.stat().st_size / 1e6:.1f} MB); instructions of the analysis "
+          "(each run minus the same run on an empty capture)")
+    print(f"analyze --workers 1          : {one / 1e6:10,.0f} M")
+    print(f"analyze --workers {args.workers} --shard {args.shard}: {many / 1e6:10,.0f} M, all {processes} processes "
+          f"({many / one:.3f}x one process's)")
+    print(f"speed-up these allow on {args.workers} cores, split perfectly: {args.workers * one / many:.2f}x "
+          f"(goal >= 1.7 with 2)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
