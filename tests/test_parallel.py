@@ -92,13 +92,27 @@ def test_frame_shard_agrees_with_the_decoder_and_refers_odd_frames_to_it():
     assert unknown < checked / 10
 
 
-def test_the_readers_in_loop_skip_agrees_with_frame_shard():
+def _relinked(path: Path, out: Path, link: str) -> Path:
+    """The capture's Ethernet frames under another link layer (inspector.lab.craft.relink)."""
+    from inspector.capture.reader import open_capture
+    from inspector.lab.craft import RELINK_TYPES, relink, write_pcap
+
+    with open_capture(path) as reader:
+        write_pcap(out, [(frame.ts, relink(frame.data, link)) for frame in reader], linktype=RELINK_TYPES[link])
+    return out
+
+
+@pytest.mark.parametrize("link", ["ethernet", "vlan", "qinq", "sll", "sll2"])
+def test_the_readers_in_loop_skip_agrees_with_frame_shard(tmp_path, link):
     """The pcap record loop hashes the common frame itself (no call per frame): every frame it
     keeps is the worker's, every frame it passes over another's, the rest goes to `select`; the
-    reader's totals count skipped frames too."""
+    reader's totals count skipped frames too. Ethernet with or without one 802.1Q tag and Linux
+    cooked captures are read in the loop (two tags go to `select`)."""
     from inspector.capture.reader import ShardSkip, open_capture
 
     paths = [LAB / "mixed.pcap", *sorted((REPO / "pcaps" / "core").glob("*.pcap"))]
+    if link != "ethernet":
+        paths = [_relinked(path, tmp_path / f"{path.stem}.{link}.pcap", link) for path in paths]
     for path in paths:
         with open_capture(path) as reader:
             frames = {frame.number: frame for frame in reader}
@@ -121,8 +135,12 @@ def test_the_readers_in_loop_skip_agrees_with_frame_shard():
                 frame = frames[number]
                 owner = frame_shard(frame.data, 0, len(frame.data), frame.linktype, 3)
                 assert (owner == index) == (number in kept) and owner != UNKNOWN
-            placed.update(kept=len(kept), passed=len(passed))
-        assert placed["kept"] and placed["passed"] == 2 * placed["kept"]  # each frame kept by one of 3
+            placed.update(kept=len(kept), passed=len(passed), selected=len(selected))
+        assert placed["passed"] == 2 * placed["kept"]  # each frame kept by one of 3
+        if link == "qinq":  # not read in the loop: every frame to select
+            assert not placed["kept"] and placed["selected"] == 3 * len(frames)
+        else:
+            assert placed["kept"] > 0.9 * len(frames)  # all but the odd frames (UDP, fragments, ...)
 
 
 def _rewritten(path: Path, out: Path, kind: str) -> Path:
@@ -155,11 +173,15 @@ def _rewritten(path: Path, out: Path, kind: str) -> Path:
     return out
 
 
-@pytest.mark.parametrize("kind", ["pcap-be-ns.gz", "pcapng"])
+@pytest.mark.parametrize("kind", ["pcap-be-ns.gz", "pcapng", "vlan", "sll2"])
 def test_other_capture_formats_give_one_process_output(tmp_path, kind):
     """Sharded runs of a gzip'd big-endian nanosecond pcap (the record loop's own skip, through
-    the decompressor) and of a pcapng (frames placed by `select` alone) give the single-process EVE."""
-    capture = _rewritten(LAB / "mixed.pcap", tmp_path / f"mixed.{kind}", kind)
+    the decompressor), of a pcapng (frames placed by `select` alone) and of 802.1Q-tagged and
+    Linux cooked captures (read in the loop) give the single-process EVE."""
+    if kind in ("vlan", "sll2"):
+        capture = _relinked(LAB / "mixed.pcap", tmp_path / f"mixed.{kind}.pcap", kind)
+    else:
+        capture = _rewritten(LAB / "mixed.pcap", tmp_path / f"mixed.{kind}", kind)
     args = ["--config", str(LAB / "site.yaml"), "-q"]
     one = _cli(str(capture), *args, "--eve", str(tmp_path / "one.json"))
     many = _cli(str(capture), *args, "--eve", str(tmp_path / "many.json"), "--workers", "2", "--shard", "flows")

@@ -30,12 +30,27 @@ __all__ = ["CaptureDamage", "CaptureFormatError", "CaptureReader", "DecryptionSe
 
 CHUNK_BYTES = 1024 * 1024  # read size
 _LINKTYPE_ETHERNET = 1
+_LINKTYPE_LINUX_SLL = 113
+_LINKTYPE_LINUX_SLL2 = 276
+_IPV4_TCP = "BxHxxHxB2xIIHH8xB"  # version/IHL, total length, fragment word, protocol, addresses, ports, TCP offset
+_IPV6_TCP = "B5xBxQQQQHH8xB"  # version byte, next header, addresses (in 64-bit halves), ports, TCP offset
 #: Ethernet, a 20-byte IPv4 header and TCP in one unpack: ethertype, version/IHL, total length,
 #: fragment word, protocol, source, destination, ports, TCP data offset (also inspector.parallel's).
-ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2xIIHH8xB").unpack_from
-#: Ethernet, IPv6 without extension headers and TCP: ethertype, version byte, next header, source
-#: and destination (in 64-bit halves), ports, TCP data offset.
-_ETH_IPV6_TCP = struct.Struct("!14xB5xBxQQQQHH8xB").unpack_from
+ETH_IPV4_TCP = struct.Struct("!12xH" + _IPV4_TCP).unpack_from
+#: The link layers whose common frame the pcap loop's shard skip reads in place: (IPv4 unpack with
+#: the link's ethertype or protocol field first, bytes it needs, IPv6 unpack, bytes it needs, the
+#: same two after one 802.1Q/802.1ad tag or None). Linux cooked captures (`tcpdump -i any`) name
+#: the protocol in their own header, 802.1Q-tagged Ethernet after the tag.
+_SHARD_LINKS = {
+    _LINKTYPE_ETHERNET: (ETH_IPV4_TCP, 54, struct.Struct("!14x" + _IPV6_TCP).unpack_from, 74,
+                         (struct.Struct("!16xH" + _IPV4_TCP).unpack_from, 58,
+                          struct.Struct("!18x" + _IPV6_TCP).unpack_from, 78)),
+    _LINKTYPE_LINUX_SLL: (struct.Struct("!14xH" + _IPV4_TCP).unpack_from, 56,
+                          struct.Struct("!16x" + _IPV6_TCP).unpack_from, 76, None),
+    _LINKTYPE_LINUX_SLL2: (struct.Struct("!H18x" + _IPV4_TCP).unpack_from, 60,
+                           struct.Struct("!20x" + _IPV6_TCP).unpack_from, 80, None),
+}
+_VLAN_TAGS = frozenset((0x8100, 0x88A8))
 MAX_BLOCK_BYTES = 16 * 1024 * 1024  # a larger pcapng non-packet block (names, secrets, ...) is damage
 PACKET_BLOCK_OVERHEAD = 64 * 1024  # header + options allowed around a packet's bytes in one pcapng block
 
@@ -161,7 +176,8 @@ def open_capture(path: str | Path, *, limits: Limits = DEFAULT_LIMITS) -> Captur
 class ShardSkip:
     """A flow-sharded run's skip of other workers' frames inside the pcap record loop.
 
-    With ``CaptureReader.shard_skip`` set, a pcap record of the common frame (Ethernet, then a
+    With ``CaptureReader.shard_skip`` set, a pcap record of the common frame (Ethernet, with or
+    without one 802.1Q/802.1ad tag, or a Linux cooked header (SLL, SLL2: `tcpdump -i any`), then a
     20-byte unfragmented IPv4 header or an IPv6 header without extensions, then TCP) has its flow
     hashed in place, as
     :func:`inspector.parallel.flow_shard` does: another worker's frame is passed over with no call,
@@ -342,9 +358,15 @@ class CaptureReader:
         max_caplen = self.limits.max_packet_bytes
         select = self.select
         new_frame = tuple.__new__
-        skip = self.shard_skip if linktype == _LINKTYPE_ETHERNET else None
-        if skip is not None:
+        skip = self.shard_skip
+        link = _SHARD_LINKS.get(linktype) if skip is not None else None
+        if link is None:
+            skip = None
+        else:
             shard_index, shard_workers = skip.index, skip.workers
+            ipv4_tcp, ipv4_bytes, ipv6_tcp, ipv6_bytes, tagged = link
+            tags = _VLAN_TAGS if tagged is not None else frozenset()
+            tagged_ipv4, tagged_bytes, tagged_ipv6, tagged_ipv6_bytes = tagged or (ipv4_tcp, 0, ipv6_tcp, 0)
         off = 24
         end = len(buf)
         number = 0
@@ -382,12 +404,18 @@ class CaptureReader:
                 self.packets = number
                 wire_bytes += wire_len
                 ts = sec + frac / divisor
-                if skip is not None and caplen >= 54:
-                    ethertype, vihl, total, frag, proto, src, dst, sport, dport, tcp_offset = ETH_IPV4_TCP(buf, start)
+                if skip is not None and caplen >= ipv4_bytes:
+                    ethertype, vihl, total, frag, proto, src, dst, sport, dport, tcp_offset = ipv4_tcp(buf, start)
+                    if ethertype in tags and caplen >= tagged_bytes:  # the same after an 802.1Q tag
+                        ethertype, vihl, total, frag, proto, src, dst, sport, dport, tcp_offset = \
+                            tagged_ipv4(buf, start)
+                        ipv6_at, ipv6_needs = tagged_ipv6, tagged_ipv6_bytes
+                    else:
+                        ipv6_at, ipv6_needs = ipv6_tcp, ipv6_bytes
                     if ethertype == 0x0800:
                         plain = vihl == 0x45 and not frag & 0x3FFF and total >= 28
-                    elif ethertype == 0x86DD and caplen >= 74:
-                        version, proto, src, src_low, dst, dst_low, sport, dport, tcp_offset = _ETH_IPV6_TCP(buf, start)
+                    elif ethertype == 0x86DD and caplen >= ipv6_needs:
+                        version, proto, src, src_low, dst, dst_low, sport, dport, tcp_offset = ipv6_at(buf, start)
                         src ^= src_low ^ dst_low  # the four 64-bit halves folded, as flow_shard does
                         plain = version >> 4 == 6
                     else:

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
@@ -48,17 +48,44 @@ class Capture:
         return len(self.frames)
 
 
-def write_pcap(path: str | Path, frames: Iterable[tuple[float, bytes]], nanosecond: bool = False,
+def write_pcap(target: str | Path | BinaryIO, frames: Iterable[tuple[float, bytes]], nanosecond: bool = False,
                linktype: int = 1) -> None:
-    """A classic pcap file (little-endian; µs or ns timestamps) from (ts, frame) pairs."""
+    """A classic pcap (little-endian; µs or ns timestamps) from (ts, frame) pairs, to a file
+    named `target` or into an open binary file."""
+    if isinstance(target, str | Path):
+        with open(target, "wb") as fh:
+            write_pcap(fh, frames, nanosecond, linktype)
+        return
     magic, scale = (0xA1B23C4D, 1_000_000_000) if nanosecond else (0xA1B2C3D4, 1_000_000)
-    with open(path, "wb") as fh:
-        fh.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 262144, linktype))
-        for ts, frame in frames:
-            sec = int(ts)
-            frac = min(round((ts - sec) * scale), scale - 1)
-            fh.write(struct.pack("<IIII", sec, frac, len(frame), len(frame)))
-            fh.write(frame)
+    target.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 262144, linktype))
+    for ts, frame in frames:
+        sec = int(ts)
+        frac = min(round((ts - sec) * scale), scale - 1)
+        target.write(struct.pack("<IIII", sec, frac, len(frame), len(frame)))
+        target.write(frame)
+
+
+#: The link layers :func:`relink` puts Ethernet frames under, with their pcap link types: Linux
+#: cooked captures (`tcpdump -i any`: SLL, SLL2 since libpcap 1.10), Ethernet with one 802.1Q tag
+#: (vlan) and with an 802.1ad tag outside it (qinq).
+RELINK_TYPES = {"ethernet": 1, "vlan": 1, "qinq": 1, "sll": 113, "sll2": 276}
+
+
+def relink(frame: bytes, link: str) -> bytes:
+    """An Ethernet frame's payload under the link layer `link` (a key of RELINK_TYPES), as the
+    capture of the same packet on a cooked or tagged interface would hold it."""
+    source, ethertype, payload = frame[6:12], frame[12:14], frame[14:]
+    if link == "sll":  # packet type (to us), ARPHRD_ETHER, address length, address, protocol
+        return struct.pack("!HHH", 0, 1, 6) + source + b"\0\0" + ethertype + payload
+    if link == "sll2":  # protocol, reserved, interface index, ARPHRD_ETHER, packet type, address
+        return ethertype + b"\0\0" + struct.pack("!IHBB", 2, 1, 0, 6) + source + b"\0\0" + payload
+    if link == "vlan":
+        return frame[:12] + b"\x81\x00\x00\x64" + ethertype + payload  # VLAN 100
+    if link == "qinq":
+        return frame[:12] + b"\x88\xa8\x00\x0a\x81\x00\x00\x64" + ethertype + payload  # S-VLAN 10, C-VLAN 100
+    if link == "ethernet":
+        return frame
+    raise ValueError(f"unknown link layer {link!r}")
 
 
 def generate_captures(captures: dict[str, Callable[[Capture, random.Random], dict[str, Any]]],
