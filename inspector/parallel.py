@@ -291,7 +291,7 @@ class ShardAnalyzer(Analyzer):
             passed(ts, number)
             return False
 
-        skip = ShardSkip(index, workers, passed)
+        skip = ShardSkip(index, workers, passed, frame_shard)
         reader.select = select
         reader.shard_skip = skip
         for count, frame in enumerate(reader, 1):

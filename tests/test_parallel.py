@@ -102,16 +102,19 @@ def _relinked(path: Path, out: Path, link: str) -> Path:
     return out
 
 
-@pytest.mark.parametrize("link", ["ethernet", "vlan", "qinq", "sll", "sll2"])
+@pytest.mark.parametrize("link", ["ethernet", "vlan", "qinq", "sll", "sll2", "pcapng"])
 def test_the_readers_in_loop_skip_agrees_with_frame_shard(tmp_path, link):
     """The pcap record loop hashes the common frame itself (no call per frame): every frame it
     keeps is the worker's, every frame it passes over another's, the rest goes to `select`; the
     reader's totals count skipped frames too. Ethernet with or without one 802.1Q tag and Linux
-    cooked captures are read in the loop (two tags go to `select`)."""
+    cooked captures are read in the loop (two tags go to `select`); a pcapng's enhanced packet
+    blocks are placed by one call of frame_shard each."""
     from inspector.capture.reader import ShardSkip, open_capture
 
     paths = [LAB / "mixed.pcap", *sorted((REPO / "pcaps" / "core").glob("*.pcap"))]
-    if link != "ethernet":
+    if link == "pcapng":
+        paths = [_rewritten(path, tmp_path / f"{path.stem}.pcapng", "pcapng") for path in paths]
+    elif link != "ethernet":
         paths = [_relinked(path, tmp_path / f"{path.stem}.{link}.pcap", link) for path in paths]
     for path in paths:
         with open_capture(path) as reader:
@@ -121,7 +124,7 @@ def test_the_readers_in_loop_skip_agrees_with_frame_shard(tmp_path, link):
         for index in range(3):
             kept, passed, selected = set(), set(), set()
             with open_capture(path) as reader:
-                skip = ShardSkip(index, 3, lambda ts, number, into=passed: into.add(number))
+                skip = ShardSkip(index, 3, lambda ts, number, into=passed: into.add(number), frame_shard)
                 skip.due = float("-inf")  # report every passed-over frame
                 reader.select = lambda buf, start, stop, linktype, ts, number, wire_len, into=selected: \
                     into.add(number) is None

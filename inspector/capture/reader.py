@@ -184,12 +184,17 @@ class ShardSkip:
     copy or Frame, and the worker's own is yielded with :attr:`owned` set to its number. Of the
     frames passed over, `passed(ts, number)` is called only for those whose time reaches
     :attr:`due` and those whose number is a multiple of 256 (the run's clock and its periodic
-    drain). Other frames, and pcapng files, go to ``select`` as before."""
+    drain). Other frames go to ``select`` as before. In a pcapng file an enhanced packet block's
+    frame is placed by one call of `frame_owner(buf, start, stop, linktype, workers)` (the worker
+    owning it, or a negative number when only a full decode can tell: then ``select``), and passed
+    over as above."""
 
-    def __init__(self, index: int, workers: int, passed: Callable[[float, int], None]) -> None:
+    def __init__(self, index: int, workers: int, passed: Callable[[float, int], None],
+                 frame_owner: Callable[[bytes, int, int, int, int], int]) -> None:
         self.index = index
         self.workers = workers
         self.passed = passed
+        self.frame_owner = frame_owner
         #: A passed-over frame at or after this time is reported (the flow table's next expiry check).
         self.due = float("-inf")
         #: Number of the last frame this test found in the worker's own shard.
@@ -446,6 +451,9 @@ class CaptureReader:
         max_packet_block = max_caplen + PACKET_BLOCK_OVERHEAD
         select = self.select
         new_frame = tuple.__new__
+        skip = self.shard_skip
+        if skip is not None:
+            shard_index, shard_workers, frame_owner = skip.index, skip.workers, skip.frame_owner
         interfaces: list[tuple[int, int, int, int]] = []  # (linktype, tick divisor, tsoffset, snaplen)
         buf = self._buf
         self._buf = b""
@@ -521,6 +529,19 @@ class CaptureReader:
                     number += 1
                     self.packets = number
                     wire_bytes += wire_len
+                    if skip is not None:
+                        owner = frame_owner(buf, off + 28, off + 28 + caplen, linktype, shard_workers)
+                        if owner == shard_index:
+                            skip.owned = number
+                            yield new_frame(Frame, (last_ts, linktype, buf[off + 28:off + 28 + caplen], wire_len,
+                                                    number))
+                            off = stop
+                            continue
+                        if owner >= 0:
+                            if last_ts >= skip.due or not number & 0xFF:
+                                skip.passed(last_ts, number)
+                            off = stop
+                            continue
                     if select is None or select(buf, off + 28, off + 28 + caplen, linktype, last_ts, number,
                                                 wire_len):
                         yield new_frame(Frame, (last_ts, linktype, buf[off + 28:off + 28 + caplen], wire_len,
