@@ -23,15 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from inspector.capture.decode import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
 from inspector.capture.packet import Frame
 from inspector.limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["CaptureDamage", "CaptureFormatError", "CaptureReader", "DecryptionSecret", "ShardSkip", "open_capture"]
 
 CHUNK_BYTES = 1024 * 1024  # read size
-_LINKTYPE_ETHERNET = 1
-_LINKTYPE_LINUX_SLL = 113
-_LINKTYPE_LINUX_SLL2 = 276
 _IPV4_TCP = "BxHxxHxB2xIIHH8xB"  # version/IHL, total length, fragment word, protocol, addresses, ports, TCP offset
 _IPV6_TCP = "B5xBxQQQQHH8xB"  # version byte, next header, addresses (in 64-bit halves), ports, TCP offset
 #: Ethernet, a 20-byte IPv4 header and TCP in one unpack: ethertype, version/IHL, total length,
@@ -42,12 +40,12 @@ ETH_IPV4_TCP = struct.Struct("!12xH" + _IPV4_TCP).unpack_from
 #: same two after one 802.1Q/802.1ad tag or None). Linux cooked captures (`tcpdump -i any`) name
 #: the protocol in their own header, 802.1Q-tagged Ethernet after the tag.
 _SHARD_LINKS = {
-    _LINKTYPE_ETHERNET: (ETH_IPV4_TCP, 54, struct.Struct("!14x" + _IPV6_TCP).unpack_from, 74,
+    LINKTYPE_ETHERNET: (ETH_IPV4_TCP, 54, struct.Struct("!14x" + _IPV6_TCP).unpack_from, 74,
                          (struct.Struct("!16xH" + _IPV4_TCP).unpack_from, 58,
                           struct.Struct("!18x" + _IPV6_TCP).unpack_from, 78)),
-    _LINKTYPE_LINUX_SLL: (struct.Struct("!14xH" + _IPV4_TCP).unpack_from, 56,
+    LINKTYPE_LINUX_SLL: (struct.Struct("!14xH" + _IPV4_TCP).unpack_from, 56,
                           struct.Struct("!16x" + _IPV6_TCP).unpack_from, 76, None),
-    _LINKTYPE_LINUX_SLL2: (struct.Struct("!H18x" + _IPV4_TCP).unpack_from, 60,
+    LINKTYPE_LINUX_SLL2: (struct.Struct("!H18x" + _IPV4_TCP).unpack_from, 60,
                            struct.Struct("!20x" + _IPV6_TCP).unpack_from, 80, None),
 }
 _VLAN_TAGS = frozenset((0x8100, 0x88A8))
