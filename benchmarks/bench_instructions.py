@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-_COLLECTED = re.compile(r"^==\d+== Collected : (\d+)", re.MULTILINE)
+_COLLECTED = re.compile(r"^==(\d+)== Collected : (\d+)", re.MULTILINE)
 
 
 def empty_like(capture: Path, out: Path) -> Path:
@@ -44,18 +44,21 @@ def empty_like(capture: Path, out: Path) -> Path:
     return out
 
 
-def instructions(capture: Path, workers: int, shard: str) -> tuple[int, int]:
-    """(instructions, processes) of every process of `inspector analyze CAPTURE --workers N` under
-    callgrind; string hashing seeded alike in every run, so that dicts and sets behave the same."""
+def instructions(capture: Path, workers: int, shard: str) -> list[int]:
+    """Instructions of each process of `inspector analyze CAPTURE --workers N` under callgrind:
+    the parent first, then the workers in the order they were forked (a forked worker's count
+    starts from its parent's at the fork, which the empty-capture run takes away again). String
+    hashing is seeded alike in every run, so that dicts and sets behave the same."""
     command = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--callgrind-out-file=/dev/null",
                sys.executable, "-m", "inspector.cli", "analyze", str(capture), "--eve", "/dev/null", "-q",
                "--workers", str(workers), "--shard", shard]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONHASHSEED": "0"})
-    counts = [int(n) for n in _COLLECTED.findall(done.stderr)]
-    if not counts or done.returncode not in (0, 1):
-        raise SystemExit(f"valgrind or the analysis failed:\n{done.stderr[-2000:]}")
-    return sum(counts), len(counts)
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONHASHSEED": "0"})
+    _, stderr = process.communicate()
+    counts = {int(pid): int(n) for pid, n in _COLLECTED.findall(stderr)}
+    if process.pid not in counts or process.returncode not in (0, 1):
+        raise SystemExit(f"valgrind or the analysis failed:\n{stderr[-2000:]}")
+    return [counts.pop(process.pid)] + [counts[pid] for pid in sorted(counts)]
 
 
 def main() -> int:
@@ -74,14 +77,19 @@ def main() -> int:
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = {key: pool.submit(instructions, key[0], key[1], args.shard) for key in runs}
             counts = {key: future.result() for key, future in futures.items()}
-    one = counts[(args.capture, 1)][0] - counts[(empty, 1)][0]
-    many = counts[(args.capture, args.workers)][0] - counts[(empty, args.workers)][0]
-    processes = counts[(args.capture, args.workers)][1]
+    one = sum(counts[(args.capture, 1)]) - sum(counts[(empty, 1)])
+    parts = [run - empty_run for run, empty_run in zip(counts[(args.capture, args.workers)],
+                                                        counts[(empty, args.workers)], strict=True)]
+    many = sum(parts)
     print(f"capture: {args.capture} ({args.capture.stat().st_size / 1e6:.1f} MB); instructions of the analysis "
           "(each run minus the same run on an empty capture)")
     print(f"analyze --workers 1          : {one / 1e6:10,.0f} M")
-    print(f"analyze --workers {args.workers} --shard {args.shard}: {many / 1e6:10,.0f} M, all {processes} processes "
+    print(f"analyze --workers {args.workers} --shard {args.shard}: {many / 1e6:10,.0f} M, all {len(parts)} processes "
           f"({many / one:.3f}x one process's)")
+    workers = parts[1:]
+    imbalance = max(workers) * len(workers) / sum(workers)
+    print(f"  parent (merge, rate windows, output): {parts[0] / 1e6:,.0f} M; workers: "
+          f"{', '.join(f'{w / 1e6:,.0f}' for w in workers)} M (the largest {imbalance:.3f}x their mean)")
     print(f"speed-up these allow on {args.workers} cores, split perfectly: {args.workers * one / many:.2f}x "
           f"(goal >= 1.7 with 2)")
     return 0
