@@ -2,7 +2,8 @@
 
 Wall and CPU time drift on a shared VM (by up to 20% within an hour here), which hides the
 few-percent effects sharding work is made of. Valgrind's callgrind counts the instructions every
-process of a run executes (parent and forked workers): the same run gives the same count. Each
+process of a run executes (parent and forked workers): the same run gives the same count, to
+0.1% in one process and about 0.5% sharded (the parent's waits follow the scheduling). Each
 command runs once on the capture and once on an empty capture of the same link type, and the
 difference is the analysis (start-up, imports and rule loading cancel out). Printed: the
 instructions of `--workers 1` and of `--workers N` (all processes), their ratio (the CPU sharding

@@ -28,10 +28,10 @@ def test_the_empty_capture_keeps_the_link_type(tmp_path):
 def test_every_process_of_a_sharded_run_is_counted(tmp_path):
     capture = REPO / "pcaps" / "core" / "grpc.pcap"
     empty = empty_like(capture, tmp_path / "empty.pcap")
+    instructions(empty, 2, "flows")  # bytecode compiled once, not inside one of the two runs
     analysis = instructions(capture, 2, "flows")
     baseline = instructions(empty, 2, "flows")
     assert len(analysis) == len(baseline) == 3  # the parent and its two workers
-    assert sum(analysis) > sum(baseline) > 0
-    assert analysis[0] > baseline[0]  # the parent merged and wrote the capture's records
-    # (a worker of this small capture may own almost nothing: its count can fall within the
-    # difference of what the two runs' parents did before forking it)
+    # The analysis of this capture costs about 30 M instructions; a run's count moves by about
+    # 1 M with the scheduling (the parent's waits), so only the total is compared, with room.
+    assert sum(analysis) - sum(baseline) > 10_000_000
