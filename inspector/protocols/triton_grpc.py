@@ -167,8 +167,9 @@ def _contents(f: Field, tensor: TensorInput) -> None:
         if width is None:
             continue
         if width < 0:
-            elements += 1
-            byte_total += 4 + len(sub.value)  # type: ignore[arg-type]
+            if sub.wire_type == WIRE_LEN:  # another wire type is an unknown field to protobuf, as to us
+                elements += 1
+                byte_total += 4 + len(sub.value)  # type: ignore[arg-type]
         else:
             elements += _packed_count(sub, width)
     tensor.elements_sent = elements

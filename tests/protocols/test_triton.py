@@ -491,6 +491,18 @@ def test_grpc_typed_contents_of_every_kind():
         ("d", 1, 8, 8), ("s", 2, 10, 10)]
 
 
+def test_grpc_bytes_contents_with_the_wrong_wire_type_are_not_elements():
+    """bytes_contents (field 8) sent as a varint: protobuf keeps it as an unknown field, so do we
+    (found by the fuzzer: it raised a TypeError out of the parser)."""
+    contents = b"\x40\x05" + b"\x42\x02ab"  # field 8 as a varint, then one real bytes element
+    tensor = b"\x0a\x01s" + b"\x12\x05BYTES" + b"\x1a\x01\x01" + b"\x2a" + bytes([len(contents)]) + contents
+    payload = b"\x0a\x01m" + b"\x2a" + bytes([len(tensor)]) + tensor
+    obj, anomalies = grpc("ModelInfer", [payload])
+    assert anomalies == []
+    inputs = [(t["name"], t["source"], t["elements"], t["bytes_sent"]) for t in obj["inputs"]]
+    assert inputs == [("s", "contents", 1, 6)]
+
+
 def test_grpc_contents_with_fewer_elements_than_declared():
     request = service_pb2.ModelInferRequest(model_name="m")
     tensor = request.inputs.add(name="x", datatype="INT32")
