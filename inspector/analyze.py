@@ -259,7 +259,7 @@ class Analyzer:
             flow.zones = self.policy.zones(flow.src_text, flow.dest_text)
         if flow.proto != IPPROTO_TCP:
             return None
-        return StreamRouter(flow, self, self._limits, self.stats.detection, self._tls_keys)
+        return StreamRouter(flow, self, self._limits, self.stats.detection, self._tls_keys, contain_errors=True)
 
     def _decode_anomalies(self, decoder: PacketDecoder) -> None:
         self._emit_decode_anomalies(decoder.drain_anomalies())

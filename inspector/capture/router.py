@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import traceback
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Protocol
@@ -277,10 +278,14 @@ class StreamRouter:
     """The flow handler the flow table drives for one TCP (or UDP) flow."""
 
     def __init__(self, flow: Flow, sink: RecordSink, limits: Limits, stats: dict[str, int],
-                 tls_keys: CaptureKeys | None = None, *, nested: str = "") -> None:
+                 tls_keys: CaptureKeys | None = None, *, nested: str = "", contain_errors: bool = False) -> None:
         """`tls_keys`: where TLS sessions look their secrets up. `nested`: "tls" when this router
         parses the plaintext of a TLS connection, "tunnel" when the bytes a tunnel carries (the
-        flow's sides and app_proto are then settled already)."""
+        flow's sides and app_proto are then settled already). `contain_errors` (the offline
+        analysis): an exception out of a parser ends this flow's inspection with an anomaly
+        naming it (see :meth:`_parser_failed`) instead of ending the run; without it (the fuzz
+        harness, nested routers, whose containing router catches) the exception propagates."""
+        self._contain = contain_errors
         self._flow = flow
         self._sink = sink
         self._limits = limits
@@ -303,39 +308,54 @@ class StreamRouter:
     # -- flow handler interface --------------------------------------------------------------
 
     def on_data(self, direction: int, data: bytes, ts: float) -> None:
-        session = self._session
-        if session is not None:
-            self._handle(session.receive_data(direction, data, ts), ts)
-            self._after_session_input(ts)
-            return
-        if self._gave_up:
-            return
-        self._pending.append((direction, data, ts))
-        if len(self._pending_bytes[direction]) < DETECTION_BYTES:
-            self._pending_bytes[direction] += data[:DETECTION_BYTES]
-        self._detect(ts, final=False)
+        try:
+            session = self._session
+            if session is not None:
+                self._handle(session.receive_data(direction, data, ts), ts)
+                self._after_session_input(ts)
+                return
+            if self._gave_up:
+                return
+            self._pending.append((direction, data, ts))
+            if len(self._pending_bytes[direction]) < DETECTION_BYTES:
+                self._pending_bytes[direction] += data[:DETECTION_BYTES]
+            self._detect(ts, final=False)
+        except Exception as exc:
+            if not self._contain:
+                raise
+            self._parser_failed(exc, ts)
 
     def on_gap(self, direction: int, length: int, ts: float) -> None:
         self.gap_bytes += length
-        if self._session is not None:
-            self._handle(self._session.receive_gap(direction, length, ts), ts)
-            return
-        if not self._gave_up:
-            if self._pending:
-                self._detect(ts, final=True)
+        try:
             if self._session is not None:
                 self._handle(self._session.receive_gap(direction, length, ts), ts)
-            else:
-                self._give_up("gap_before_detection")
+                return
+            if not self._gave_up:
+                if self._pending:
+                    self._detect(ts, final=True)
+                if self._session is not None:
+                    self._handle(self._session.receive_gap(direction, length, ts), ts)
+                else:
+                    self._give_up("gap_before_detection")
+        except Exception as exc:
+            if not self._contain:
+                raise
+            self._parser_failed(exc, ts)
 
     def on_eof(self, direction: int, ts: float) -> None:
         self._eof[direction] = True
-        if self._session is None and not self._gave_up and self._pending:
-            self._detect(ts, final=True)
-        if self._session is not None:
-            self._handle(self._session.receive_eof(direction, ts), ts)
-        if self._inner is not None:
-            self._inner.on_eof(direction, ts)
+        try:
+            if self._session is None and not self._gave_up and self._pending:
+                self._detect(ts, final=True)
+            if self._session is not None:
+                self._handle(self._session.receive_eof(direction, ts), ts)
+            if self._inner is not None:
+                self._inner.on_eof(direction, ts)
+        except Exception as exc:
+            if not self._contain:
+                raise
+            self._parser_failed(exc, ts)
 
     def on_stream_anomaly(self, direction: int, event: str, message: str, ts: float) -> None:
         self._stats["stream_anomalies"] = self._stats.get("stream_anomalies", 0) + 1
@@ -346,6 +366,27 @@ class StreamRouter:
         """UDP payloads: no datagram parsers yet; the flow record counts them."""
 
     def finish(self, ts: float) -> None:
+        try:
+            self._finish(ts)
+        except Exception as exc:
+            if not self._contain:
+                raise
+            self._parser_failed(exc, ts)
+
+    def _parser_failed(self, exc: Exception, ts: float) -> None:
+        """An exception out of a parser (a bug: parsers must not raise on any input). The flow's
+        inspection ends here, its records so far kept, and an anomaly names the exception and
+        where it was raised; the run goes on with the other flows. Counted as `parser_errors`."""
+        site = traceback.extract_tb(exc.__traceback__)[-1]
+        where = f"{type(exc).__name__} at {site.filename.rsplit('/', 1)[-1]}:{site.lineno}"
+        self._stats["parser_errors"] = self._stats.get("parser_errors", 0) + 1
+        self._session = self._builder = self._inner = self._tls = None
+        self._pending = []
+        self._gave_up = True
+        self._sink.emit(anomaly_record(self._flow, ts, kind="applayer", layer="inspector", event="parser_error",
+                                       message=f"inspection of this flow stopped: {where}"), ts)
+
+    def _finish(self, ts: float) -> None:
         if self._session is None and not self._gave_up and self._pending:
             self._detect(ts, final=True)
         session = self._session
