@@ -117,17 +117,15 @@ def capture_seeds() -> list[bytes]:
 def _relinked_seeds(pcaps: Iterable[bytes]) -> list[bytes]:
     """Ethernet pcaps again under the other link layers a sharded run reads in its record loop
     (Linux cooked SLL and SLL2, one 802.1Q tag) and one it leaves to the decoder (two tags)."""
+    from inspector.capture.reader import CaptureReader
     from inspector.lab.craft import RELINK_TYPES, relink, write_pcap
 
     out = []
     for data in pcaps:
-        if data[:4] != b"\xd4\xc3\xb2\xa1" or struct.unpack("<I", data[20:24])[0] != 1:
+        frames = [(frame.ts, frame.data) for frame in CaptureReader.from_fileobj(io.BytesIO(data), "seed")
+                  if frame.linktype == RELINK_TYPES["ethernet"]]
+        if not frames:
             continue
-        frames, pos = [], 24
-        while pos + 16 <= len(data):
-            sec, usec, incl, _ = struct.unpack("<IIII", data[pos:pos + 16])
-            frames.append((sec + usec / 1e6, data[pos + 16:pos + 16 + incl]))
-            pos += 16 + incl
         for link in ("sll", "sll2", "vlan", "qinq"):
             written = io.BytesIO()
             write_pcap(written, [(ts, relink(frame, link)) for ts, frame in frames], linktype=RELINK_TYPES[link])

@@ -321,8 +321,6 @@ class StreamRouter:
                 self._pending_bytes[direction] += data[:DETECTION_BYTES]
             self._detect(ts, final=False)
         except Exception as exc:
-            if not self._contain:
-                raise
             self._parser_failed(exc, ts)
 
     def on_gap(self, direction: int, length: int, ts: float) -> None:
@@ -339,8 +337,6 @@ class StreamRouter:
                 else:
                     self._give_up("gap_before_detection")
         except Exception as exc:
-            if not self._contain:
-                raise
             self._parser_failed(exc, ts)
 
     def on_eof(self, direction: int, ts: float) -> None:
@@ -353,8 +349,6 @@ class StreamRouter:
             if self._inner is not None:
                 self._inner.on_eof(direction, ts)
         except Exception as exc:
-            if not self._contain:
-                raise
             self._parser_failed(exc, ts)
 
     def on_stream_anomaly(self, direction: int, event: str, message: str, ts: float) -> None:
@@ -369,14 +363,15 @@ class StreamRouter:
         try:
             self._finish(ts)
         except Exception as exc:
-            if not self._contain:
-                raise
             self._parser_failed(exc, ts)
 
     def _parser_failed(self, exc: Exception, ts: float) -> None:
         """An exception out of a parser (a bug: parsers must not raise on any input). The flow's
         inspection ends here, its records so far kept, and an anomaly names the exception and
-        where it was raised; the run goes on with the other flows. Counted as `parser_errors`."""
+        where it was raised; the run goes on with the other flows. Counted as `parser_errors`.
+        Without containment (called from the `except` block) the exception goes on as raised."""
+        if not self._contain:
+            raise  # the exception the caller is handling
         site = traceback.extract_tb(exc.__traceback__)[-1]
         where = f"{type(exc).__name__} at {site.filename.rsplit('/', 1)[-1]}:{site.lineno}"
         self._stats["parser_errors"] = self._stats.get("parser_errors", 0) + 1
