@@ -77,6 +77,7 @@ class RunStats:
     decode: Counter = field(default_factory=Counter)
     tcp: Counter = field(default_factory=Counter)
     detection: Counter = field(default_factory=Counter)
+    last_ts: float = 0.0  # capture time of the run's last packet
 
     @property
     def damaged(self) -> bool:
@@ -210,6 +211,8 @@ class Analyzer:
             self._capture_damaged(str(reader.error), last_ts)
         stats.packets += packets
         stats.frame_bytes += frame_bytes
+        if packets and last_ts > stats.last_ts:
+            stats.last_ts = last_ts
         stats.flows += table.flows_total
         stats.decode.update(decoder.counters)
         stats.tcp.update(table.tcp_counters.as_dict())

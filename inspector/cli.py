@@ -35,6 +35,7 @@ def _console(eve_to_stdout: bool) -> Console:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from inspector.analyze import Analyzer, expand_paths
+    from inspector.runstats import stats_record
     from inspector.sinks.eve import EveWriter
 
     eve_to_stdout = args.eve == "-"
@@ -99,6 +100,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     gc.freeze()
     try:
         _run_files(analyzer, files, console, show_progress=not args.quiet and console.is_terminal)
+        writer.write(stats_record(analyzer.stats))  # last: what the run counted, losses included
     except RuntimeError as exc:  # --workers: a worker died (killed, out of memory) or raised
         from inspector.parallel import WorkerFailed
 
@@ -224,6 +226,7 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
     console.print(overview)
     _print_tls_summary(console, stats.detection, analyzer.keylog)
 
+    _print_not_analysed(console, stats)
     if stats.anomalies:
         table = Table(title="Anomalies", title_justify="left")
         table.add_column("layer.event")
@@ -239,6 +242,21 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
         for (sid, signature), n in stats.alerts.most_common():
             table.add_row(str(sid), signature, str(n))
         console.print(table)
+
+
+def _print_not_analysed(console: Console, stats: Any) -> None:
+    """What the run could not see or parse (shown when it counted any): frames, bytes, flows."""
+    from inspector.runstats import not_analysed
+
+    rows = not_analysed(stats)
+    if not rows:
+        return
+    table = Table(title="Not analysed (the EVE stats record has every counter)", title_justify="left")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for what, count, size in rows:
+        table.add_row(what, f"{count:,}" if size is None else f"{count:,} ({size:,} bytes)")
+    console.print(table)
 
 
 def _print_tls_summary(console: Console, counts: Any, keylog: Any) -> None:

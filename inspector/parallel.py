@@ -724,6 +724,7 @@ class ParallelAnalyzer:
             stats.files.extend(results[number] for number in sorted(results))
         for summary in summaries:
             worker: RunStats = summary["stats"]
+            stats.last_ts = max(stats.last_ts, worker.last_ts)
             stats.flows += worker.flows
             stats.flows_by_app.update(worker.flows_by_app)
             stats.decode.update(worker.decode)

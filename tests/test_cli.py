@@ -35,7 +35,8 @@ def test_eve_to_stdout_keeps_stdout_pure_json(capsys):
     assert main(["analyze", str(CORE / "grpc.pcap"), "--eve", "-", "--no-rules"]) == 0
     captured = capsys.readouterr()
     records = [json.loads(line) for line in captured.out.splitlines()]
-    assert len(records) == 11 and "Summary" in captured.err
+    assert len(records) == 12 and "Summary" in captured.err
+    assert records[-1]["event_type"] == "stats"  # the run's counters come last
 
 
 def test_site_config_suppression_and_variables(tmp_path):
@@ -126,4 +127,4 @@ def test_analyze_starts_without_the_other_commands_modules(tmp_path):
     assert status == "0" and heavy == "[]", done.stdout
     assert all(f"'{name}'" in commands for name in ("analyze", "proxy", "certs", "lab", "eval", "rules", "baseline"))
     records = eve(tmp_path / "eve.json")  # the capture's 11 records and its one alert, as before
-    assert len(records) == 12 and alerts(records) == [3100001]
+    assert len(records) == 13 and alerts(records) == [3100001]

@@ -53,6 +53,7 @@ def test_a_run_s_counters_in_text_format(tmp_path):
         ("inspector_offline_flows_total", (("app_proto", "tcpstore"),)): 2.0,
         ("inspector_offline_captures_total", (("status", "ok"),)): 1.0,
         ("inspector_offline_captures_total", (("status", "damaged"),)): 0.0,
+        ("inspector_offline_app_layer_total", (("counter", "app_tcpstore"),)): 2.0,
         ("inspector_offline_run_seconds", ()): 0.25,
         ("inspector_offline_last_run_timestamp_seconds", ()): 1767225600.0,
     }
@@ -66,7 +67,8 @@ def test_shared_names_come_from_the_live_exporter_and_live_only_ones_stay_out():
     shared = {getattr(Metrics(), name)._name for name in SHARED_METRICS}
     assert offline & live == shared
     assert offline - live == {"inspector_offline_packets", "inspector_offline_bytes", "inspector_offline_flows",
-                              "inspector_offline_captures", "inspector_offline_run_seconds",
+                              "inspector_offline_captures", "inspector_offline_decoder", "inspector_offline_tcp",
+                              "inspector_offline_app_layer", "inspector_offline_run_seconds",
                               "inspector_offline_last_run_timestamp_seconds"}
     assert "inspector_blocks" in live - offline and "inspector_ratelimit_backend_up" in live - offline
 

@@ -17,9 +17,10 @@ How it is built:
   does not exist is left out. Inside protocol objects a parser may write null for "absent",
   except in the fields Suricata's schema also defines (`SURICATA_FIELDS`: flow, http and
   anomaly fields), which keep Suricata's type exactly;
-* `alert` (made by the engine, not a parser) is written out here, with Suricata's field types;
+* `alert` (made by the engine, not a parser) is written out here, with Suricata's field types,
+  and so is `stats` (the run's counters, inspector.runstats: not a field rules match on);
 * conditions: every record has `timestamp` and `event_type`; a record with `flow_id` has the
-  rest of the flow fields; alert, flow, anomaly and policy records have their object.
+  rest of the flow fields; alert, flow, anomaly, policy and stats records have their object.
 
 A field declared as a list below a list of objects (`http.request_headers.name`, declared
 `list[string]` because the path crosses a list) may be the element or a list of elements in
@@ -51,7 +52,7 @@ SURICATA_FIELDS = frozenset({
     "anomaly.type", "anomaly.event", "anomaly.layer",
 })
 #: Record types whose object of the same name is required.
-OBJECT_RECORDS = ("alert", "flow", "anomaly", "policy")
+OBJECT_RECORDS = ("alert", "flow", "anomaly", "policy", "stats")
 
 _SCALARS = {"string": "string", "ip": "string", "timestamp": "string", "integer": "integer", "number": "number",
             "boolean": "boolean"}
@@ -79,6 +80,45 @@ ALERT_SCHEMA: dict[str, Any] = {
 }
 
 
+_COUNTERS: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+
+
+def _counters(description: str, names: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An object of integer counters: `names` fixed and required, or an open map of them."""
+    if not names:
+        return {**_COUNTERS, "description": description}
+    return {"type": "object", "description": description,
+            "properties": {name: {"type": "integer", "minimum": 0} for name in names},
+            "required": list(names), "additionalProperties": False}
+
+
+#: The run's counters (inspector.runstats, event_type stats): Suricata's stats shape, our names.
+STATS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "What an offline run counted (event_type stats, the run's last record).",
+    "properties": {
+        "capture": _counters("Capture files and what they held.", ("files", "files_damaged", "packets", "bytes")),
+        "decoder": _counters("Packet decoder counters that are not zero (frames not used, fragments ...)."),
+        "flow": {"type": "object", "description": "Flows: how many, how they ended early, by protocol.",
+                 "properties": {"total": {"type": "integer", "minimum": 0},
+                                "evicted": {"type": "integer", "minimum": 0},
+                                "timed_out": {"type": "integer", "minimum": 0},
+                                "by_app": _counters("Flows by application protocol.")},
+                 "required": ["total", "evicted", "timed_out", "by_app"], "additionalProperties": False},
+        "tcp": _counters("TCP reassembly counters that are not zero (gaps, gap_bytes, retransmissions ...)."),
+        "app_layer": _counters("Stream router counters that are not zero (protocols detected, flows not "
+                               "parsed, TLS, parser errors)."),
+        "records": {"type": "object", "description": "Records written.",
+                    "properties": {"transactions": _counters("Transaction records by protocol."),
+                                   "anomalies": {"type": "integer", "minimum": 0},
+                                   "alerts": {"type": "integer", "minimum": 0}},
+                    "required": ["transactions", "anomalies", "alerts"], "additionalProperties": False},
+    },
+    "required": ["capture", "decoder", "flow", "tcp", "app_layer", "records"],
+    "additionalProperties": False,
+}
+
+
 class _Node:
     """A JSON path in the making: its own spec (if declared) and its children."""
 
@@ -100,6 +140,7 @@ def build_schema(fields: Mapping[str, FieldSpec] | None = None) -> dict[str, Any
         node.spec = spec
     properties = {name: _property(node, name, top=True, in_list=False) for name, node in sorted(root.children.items())}
     properties["alert"] = ALERT_SCHEMA
+    properties["stats"] = STATS_SCHEMA
     conditions: list[dict[str, Any]] = [
         {"if": {"properties": {"event_type": {"const": kind}}, "required": ["event_type"]},
          "then": {"required": [kind]}}

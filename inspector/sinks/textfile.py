@@ -21,6 +21,9 @@ and what only a capture run has:
 | inspector_offline_bytes_total | | frame bytes read |
 | inspector_offline_flows_total | app_proto | flows, by protocol (transport name when none) |
 | inspector_offline_captures_total | status | capture files read whole (`ok`) or `damaged` |
+| inspector_offline_decoder_total | counter | the EVE `stats` record's `decoder` counters |
+| inspector_offline_tcp_total | counter | its `tcp` counters, with `flows_evicted`, `flows_timed_out` |
+| inspector_offline_app_layer_total | counter | its `app_layer` counters (only those not zero) |
 | inspector_offline_run_seconds | | wall time of the run |
 | inspector_offline_last_run_timestamp_seconds | | when the run ended (Unix time) |
 
@@ -82,6 +85,15 @@ def offline_registry(stats: Any, *, elapsed: float, rules: Iterable[Any] = (), p
                        registry=registry)
     captures.labels("ok").inc(sum(1 for f in stats.files if not f.error))
     captures.labels("damaged").inc(sum(1 for f in stats.files if f.error))
+    for name, help_text, counts in (
+            ("inspector_offline_decoder", "Packet decoder counters (frames not used, fragments ...).", stats.decode),
+            ("inspector_offline_tcp", "TCP reassembly and flow table counters (gaps, evictions ...).", stats.tcp),
+            ("inspector_offline_app_layer", "Stream router counters (protocols detected, flows not parsed, TLS).",
+             stats.detection)):
+        family = Counter(name, help_text, ["counter"], registry=registry)
+        for counter, count in sorted(counts.items()):
+            if count:
+                family.labels(counter).inc(count)
     Gauge("inspector_offline_run_seconds", "Wall time of the run.", registry=registry).set(elapsed)
     Gauge("inspector_offline_last_run_timestamp_seconds", "When the run ended (Unix time).",
           registry=registry).set(time.time() if now is None else now)

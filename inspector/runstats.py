@@ -1,0 +1,109 @@
+"""What an offline run counted, as the EVE `stats` record and as the summary's "not analysed" rows.
+
+Every cap and every loss below the protocol parsers is counted (ARCHITECTURE.md: "bounded by
+construction ... a counter saying when they were hit"): frames the decoder could not use, bytes
+the capture missed, flows evicted at the flow table's cap, connections whose protocol was not
+recognised. `inspector analyze` writes them at the end of the run as one record, the shape of
+Suricata's `stats` event (one object per subsystem, counters as integers), so a SOC pipeline
+keeps how much of a capture was actually inspected next to the alerts:
+
+    {"timestamp": ..., "event_type": "stats", "stats": {
+        "capture": {"files": 1, "files_damaged": 0, "packets": 538, "bytes": 331802},
+        "decoder": {"non_ip": 538},
+        "flow": {"total": 0, "evicted": 0, "timed_out": 0, "by_app": {}},
+        "tcp": {}, "app_layer": {}, "records": {"transactions": {}, "anomalies": 0, "alerts": 0}}}
+
+`decoder`, `tcp` and `app_layer` hold the counters that are not zero (their names are the
+decoder's, the reassembler's and the stream router's; docs/eve.md lists them). The timestamp is
+the capture time of the run's last packet, as every offline record's, so the record is the same
+in every run of the same captures, with or without `--workers`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from inspector.records import format_ts
+
+if TYPE_CHECKING:
+    from inspector.analyze import RunStats
+
+#: Counters of the flow table kept with the reassembler's (RunStats.tcp), shown under `flow`.
+_FLOW_COUNTERS = {"flows_evicted": "evicted", "flows_timed_out": "timed_out"}
+
+#: Decoder counters that are frames or fragments the analysis could not use, with their reason.
+DECODER_LOSSES = {
+    "unsupported_linktype": "link type not decoded",
+    "truncated_link": "link header cut short",
+    "non_ip": "not IPv4 or IPv6",
+    "bad_ip_header": "bad IP header",
+    "truncated_ip": "IP header cut short",
+    "bad_ipv6_extension": "bad IPv6 extension header",
+    "truncated_tcp": "TCP header cut short",
+    "bad_tcp_header": "bad TCP header",
+    "truncated_udp": "UDP header cut short",
+    "bad_udp_header": "bad UDP header",
+    "fragments_dropped": "IP fragments dropped (bad or over the caps)",
+    "fragments_expired": "IP fragment sets expired unfinished",
+    "fragments_incomplete": "IP fragment sets unfinished at the end",
+    "fragment_sets_evicted": "IP fragment sets evicted at the cap",
+    "anomalies_dropped": "decode anomalies not reported (over the cap)",
+}
+
+#: Counters of the reassembler, the flow table and the stream router that mean something was
+#: not seen or not parsed, with what they count.
+STREAM_LOSSES = {
+    "gaps": "TCP gaps (bytes the capture missed)",
+    "ooo_cap_hits": "TCP out-of-order buffer full (gap declared)",
+    "midstream_pickups": "TCP directions picked up without their start",
+    "flows_evicted": "flows evicted at the flow table's cap",
+    "unknown_protocol": "TCP flows in no protocol we parse",
+    "gap_before_detection": "TCP flows with a gap before their protocol was told",
+    "tls_inner_unknown_protocol": "decrypted TLS flows in no protocol we parse",
+    "parser_errors": "flows whose parser failed (inspection stopped)",
+    "tls_records_not_decrypted": "TLS records not decrypted (no keys, unsupported)",
+    "tls_records_failed": "TLS records failing authentication (wrong keys)",
+}
+
+
+def _nonzero(counters: Any) -> dict[str, int]:
+    return {name: int(count) for name, count in sorted(counters.items()) if count}
+
+
+def stats_object(stats: RunStats) -> dict[str, Any]:
+    """The `stats` object of the run's record."""
+    tcp = {name: count for name, count in _nonzero(stats.tcp).items() if name not in _FLOW_COUNTERS}
+    flow: dict[str, Any] = {"total": stats.flows}
+    for counter, name in _FLOW_COUNTERS.items():
+        flow[name] = int(stats.tcp.get(counter, 0))
+    flow["by_app"] = _nonzero(stats.flows_by_app)
+    return {
+        "capture": {"files": len(stats.files), "files_damaged": sum(1 for f in stats.files if f.error),
+                    "packets": stats.packets, "bytes": stats.frame_bytes},
+        "decoder": _nonzero(stats.decode),
+        "flow": flow,
+        "tcp": tcp,
+        "app_layer": _nonzero(stats.detection),
+        "records": {"transactions": _nonzero(stats.transactions), "anomalies": sum(stats.anomalies.values()),
+                    "alerts": sum(stats.alerts.values())},
+    }
+
+
+def stats_record(stats: RunStats) -> dict[str, Any]:
+    """The EVE `stats` record of a run (written last by `inspector analyze`)."""
+    return {"timestamp": format_ts(stats.last_ts), "event_type": "stats", "stats": stats_object(stats)}
+
+
+def not_analysed(stats: RunStats) -> list[tuple[str, int, int | None]]:
+    """(what, count, bytes or None) for every loss the run counted, decoder first; empty when
+    the whole capture was analysed."""
+    rows: list[tuple[str, int, int | None]] = []
+    for counter, what in DECODER_LOSSES.items():
+        if stats.decode.get(counter):
+            rows.append((what, int(stats.decode[counter]), None))
+    streams = {**stats.tcp, **stats.detection}
+    for counter, what in STREAM_LOSSES.items():
+        if streams.get(counter):
+            size = int(stats.tcp.get("gap_bytes", 0)) if counter == "gaps" else None
+            rows.append((what, int(streams[counter]), size))
+    return rows
