@@ -80,7 +80,7 @@ def test_the_stats_record_counts_what_was_lost(tmp_path):
     assert record["timestamp"] == "2026-01-01T00:00:00.140000+0000"  # the last packet's time
     summary = done.stdout
     assert "Not analysed" in summary
-    for line in ("not IPv4 or IPv6", "IP header cut short", f"1 ({MISSING:,} bytes)", "in no protocol we parse"):
+    for line in ("not IPv4 or IPv6", "IP packet cut short", f"1 ({MISSING:,} bytes)", "in no protocol we parse"):
         assert line in summary
 
 

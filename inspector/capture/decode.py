@@ -80,7 +80,8 @@ DECODER_COUNTERS = (
     "truncated_link",  # frame shorter than its link-layer header
     "non_ip",  # link layer carries something other than IPv4/IPv6 (ARP, LLC, MPLS, ...)
     "bad_ip_header",  # wrong version nibble, header or total length smaller than the header
-    "truncated_ip",  # fewer bytes captured than the IP length says (snap length or damage)
+    "truncated_ip",  # fewer bytes captured than the IP header or IP length needs, the snap length aside
+    "snapped",  # IP packets cut by the capture's snap length (their TCP payload's tail: a gap)
     "ip_trailing_bytes",  # more bytes captured than the IP length says (trimmed: padding)
     "ipv4_zero_total_length",  # IPv4 total length 0, taken as the captured length (TSO)
     "ipv6_zero_payload_length",  # IPv6 payload length 0 (jumbogram), taken as the captured length
@@ -173,6 +174,7 @@ class PacketDecoder:
                 return None
             off, ethertype = link(data, frame)
         snapped = size < wire_len
+        missing = 0  # payload bytes beyond the snap length
 
         if ethertype == ETHERTYPE_IPV4:
             if size - off < 20:
@@ -186,6 +188,8 @@ class PacketDecoder:
                 return None
             end = off + total_len
             if end > size or total_len < ihl:
+                if snapped and end > size:
+                    missing = min(end, wire_len) - size
                 end = self._ipv4_length(total_len, ihl, off, size, frame, snapped)
                 if end < 0:
                     return None
@@ -210,6 +214,8 @@ class PacketDecoder:
             end = start + payload_len
             cut = end > size
             if cut or payload_len == 0:
+                if snapped and cut:
+                    missing = min(end, wire_len) - size
                 end = self._ipv6_length(payload_len, size, frame, snapped)
             elif end < size:
                 self.counters["ip_trailing_bytes"] += 1
@@ -234,8 +240,11 @@ class PacketDecoder:
             if data_offset < 20 or start + data_offset > end:
                 self._bad_tcp_header(data_offset, end - start, frame, snapped)
                 return None
-            return Packet(ts, number, version, src, dst, IPPROTO_TCP, sport, dport, offset_flags & 0xFF,
-                          seq, ack, data[start + data_offset:end], wire_len)
+            packet = Packet(ts, number, version, src, dst, IPPROTO_TCP, sport, dport, offset_flags & 0xFF,
+                            seq, ack, data[start + data_offset:end], wire_len)
+            if missing > 0:
+                packet.missing = missing
+            return packet
         return self._transport(frame, version, src, dst, proto, data, start, end, snapped)
 
     # -- transports other than TCP ----------------------------------------------------------
@@ -375,9 +384,12 @@ class PacketDecoder:
             self._fault("bad_ip_header", "ipv4_bad_total_length",
                         f"IPv4 total length {total_len} below the header length {ihl}", frame)
             return -1
+        elif snapped:  # the capture's snap length cut the packet: counted, not an anomaly
+            self.counters["snapped"] += 1
+            end = size
         else:
             self._fault("truncated_ip", "ipv4_truncated",
-                        f"IPv4 total length {total_len}, {size - off} bytes captured", frame, snapped)
+                        f"IPv4 total length {total_len}, {size - off} bytes captured", frame)
             end = size
         if end - off < ihl:
             self._fault("truncated_ip", "ipv4_truncated", f"IPv4 header of {ihl} bytes cut short", frame,
@@ -389,9 +401,11 @@ class PacketDecoder:
         """The end of the IPv6 packet when the payload length is 0 or beyond the captured bytes."""
         if payload_len == 0:
             self.counters["ipv6_zero_payload_length"] += 1
+        elif snapped:  # the capture's snap length cut the packet: counted, not an anomaly
+            self.counters["snapped"] += 1
         else:
-            self._fault("truncated_ip", "ipv6_truncated",
-                        f"IPv6 payload length {payload_len}, fewer bytes captured", frame, snapped)
+            self._fault("truncated_ip", "ipv6_truncated", f"IPv6 payload length {payload_len}, fewer bytes captured",
+                        frame)
         return size
 
     def _ipv6_extensions(self, data: bytes, start: int, end: int, proto: int, src: bytes, dst: bytes,

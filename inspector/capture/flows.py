@@ -230,8 +230,8 @@ class FlowTable:
                 streams[1 - direction].peer_ack(p.ack, p.ts)
             if flags & SYN and p.payload:
                 stream.syn_data(p.payload, p.ts)
-            elif p.payload or flags & FIN:
-                stream.segment(p.seq, p.payload, bool(flags & FIN), p.ts)
+            elif p.payload or flags & FIN or p.missing:
+                stream.segment(p.seq, p.payload, bool(flags & FIN), p.ts, p.missing)
         if flags & FIN:
             flow.fin[direction] = True
         if flags & RST:

@@ -35,7 +35,7 @@ class Packet:
     TCP and UDP, ports are 0 (ICMP: type and code, Community ID style).
     """
 
-    __slots__ = ("ack", "dport", "dst", "flags", "ip_version", "number", "payload", "proto",
+    __slots__ = ("ack", "dport", "dst", "flags", "ip_version", "missing", "number", "payload", "proto",
                  "seq", "sport", "src", "ts", "wire_len")
 
     def __init__(self, ts: float, number: int, ip_version: int, src: bytes, dst: bytes,
@@ -54,6 +54,9 @@ class Packet:
         self.ack = ack  # TCP acknowledgement number
         self.payload = payload  # transport payload (TCP/UDP data)
         self.wire_len = wire_len  # frame length on the wire
+        #: Bytes of the transport payload the capture did not keep (its snap length cut the
+        #: frame): they follow `payload` on the wire. The decoder sets it; 0 otherwise.
+        self.missing = 0
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (f"Packet(#{self.number} {self.src.hex()}:{self.sport} -> {self.dst.hex()}:"

@@ -137,8 +137,9 @@ class TcpDirection:
         else:
             self._counters.syn_data_ignored += 1
 
-    def segment(self, seq: int, payload: bytes, fin: bool, ts: float) -> None:
-        """A segment with data and/or FIN (SYN handled by :meth:`syn`)."""
+    def segment(self, seq: int, payload: bytes, fin: bool, ts: float, missing: int = 0) -> None:
+        """A segment with data and/or FIN (SYN handled by :meth:`syn`); `missing` bytes of its
+        payload follow `payload` on the wire but not in the capture (its snap length cut them)."""
         if self._syn_data is not None and payload:
             # Our next data reusing the SYN's sequence space: the SYN data was not taken.
             self._resolve_syn_data(accepted=seq != self.next_seq)
@@ -160,7 +161,7 @@ class TcpDirection:
                 seq, payload = acked, payload[old:]
             self.next_seq = seq
         if fin:
-            self.fin_seq = (seq + len(payload)) & 0xFFFFFFFF
+            self.fin_seq = (seq + len(payload) + missing) & 0xFFFFFFFF
         if payload:
             offset = seq_diff(seq, self.next_seq)
             if offset == 0:
@@ -173,7 +174,18 @@ class TcpDirection:
                 self._retransmission(seq, payload, -offset, ts)
             else:
                 self._hold(seq, payload, ts)
+        if missing:
+            self._snapped_tail((seq + len(payload)) & 0xFFFFFFFF, missing, ts)
         self._check_fin(ts)
+
+    def _snapped_tail(self, start: int, length: int, ts: float) -> None:
+        """Bytes from `start` the capture did not keep: a gap now when nothing before them is
+        missing; otherwise the gap before them, declared later (peer's ACK, flow's end), covers them."""
+        if self.ended or self.next_seq is None or seq_diff(start, self.next_seq) > 0:
+            return
+        self._gap_to((start + length) & 0xFFFFFFFF, ts)  # no gap when all of them arrived already
+        if self._ooo:
+            self._drain(ts)
 
     def peer_ack(self, ack: int, ts: float) -> None:
         """The other direction acknowledged up to `ack`: bytes we never saw are lost to us."""

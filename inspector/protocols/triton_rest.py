@@ -124,11 +124,17 @@ _NO_JSON = object()
 RESPONSE_JSON_MAX = 64 * 1024
 
 
-def _json(data: bytes, report: Reporter, what: str) -> Any:
+def _json(data: bytes, report: Reporter, what: str, *, complete: bool = True) -> Any:
+    """`data` as JSON; `_NO_JSON` when it does not parse: invalid, or (`complete` False: the
+    message stopped early, a capture gap or a connection cut mid-body) not inspected."""
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        report("triton_json_invalid", f"{what}: {type(exc).__name__}: {exc}")
+        if not complete:
+            report("triton_body_not_inspected", f"{what}: the body stopped after {len(data)} bytes (message cut "
+                                                f"short) and does not parse as JSON")
+        else:
+            report("triton_json_invalid", f"{what}: {type(exc).__name__}: {exc}")
         return _NO_JSON
 
 
@@ -140,7 +146,7 @@ def _body_json(message: HttpMessage, report: Reporter, what: str) -> Any:
         report("triton_body_not_inspected", f"{what}: body of {message.body_length} bytes is longer than "
                                             f"the {len(message.body)} bytes kept")
         return _NO_JSON
-    return _json(message.body, report, what)
+    return _json(message.body, report, what, complete=message.complete)
 
 
 def _body_size(message: HttpMessage) -> int:
@@ -158,7 +164,12 @@ def _binary_split(message: HttpMessage, report: Reporter, what: str) -> tuple[An
         return None
     total = _body_size(message)
     text = value.strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= 18) or int(text) > total:
+    well_formed = text.isascii() and text.isdigit() and len(text) <= 18
+    if well_formed and int(text) > total and not message.complete:  # the body stopped early
+        report("triton_body_not_inspected", f"{what}: JSON header of {int(text)} bytes, the body stopped after "
+                                            f"{total} bytes (message cut short)")
+        return _NO_JSON, int(text), 0
+    if not well_formed or int(text) > total:
         report("triton_binary_header_invalid", f"{what}: Inference-Header-Content-Length {cut(value, 64)!r} "
                                                f"for a {total}-byte body")
         return None
@@ -167,7 +178,7 @@ def _binary_split(message: HttpMessage, report: Reporter, what: str) -> tuple[An
         report("triton_body_not_inspected", f"{what}: JSON header of {length} bytes is longer than the "
                                             f"{len(message.body)} bytes kept")
         return _NO_JSON, length, total - length
-    return _json(message.body[:length], report, what), length, total - length
+    return _json(message.body[:length], report, what, complete=message.complete), length, total - length
 
 
 # --- inference -------------------------------------------------------------------------------
@@ -253,7 +264,8 @@ def _infer_request(message: HttpMessage, obj: dict[str, Any], report: AnomalyOnc
                 if tensor.datatype == BYTES:
                     tensor.bytes_declared = tensor.bytes_sent
         inputs.append(tensor)
-    if binary is not None and header is not _NO_JSON and used != binary_size and len(inputs_raw) <= MAX_LIST:
+    if (binary is not None and header is not _NO_JSON and used != binary_size and len(inputs_raw) <= MAX_LIST
+            and message.complete):  # a body the capture cut short is not a size lie
         report("triton_binary_size_mismatch", f"inputs claim {used} binary bytes, {binary_size} follow the "
                                               f"JSON header")
     outputs = header.get("outputs")

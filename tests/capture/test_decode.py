@@ -215,9 +215,24 @@ def test_total_length_beyond_captured_bytes() -> None:
     assert anomaly.event == "ipv4_truncated"
     assert anomaly.message == "IPv4 total length 56, 52 bytes captured"
 
+    assert packet.missing == 0  # a lie, not a loss: the stream is not told of missing bytes
+
     packet, decoder = decode_one(data[:-4], wire_len=len(data))  # snapped by the capture
     assert packet is not None and packet.payload == b"GET / HTTP/1.1"[:-2]
-    assert nonzero(decoder) == {"truncated_ip": 1} and decoder.drain_anomalies() == []
+    assert nonzero(decoder) == {"snapped": 1} and decoder.drain_anomalies() == []
+    assert packet.missing == 4  # the payload's last 4 bytes, which the stream will count as a gap
+
+
+def test_snapped_ipv6_and_a_length_claiming_more_than_the_wire_held() -> None:
+    data = bytes(eth() / IPv6(src=A6, dst=B6) / TCP(sport=1, dport=2, flags="PA") / (b"x" * 1000))
+    packet, decoder = decode_one(data[:100], wire_len=len(data))  # tcpdump -s 100
+    assert packet is not None and packet.payload == b"x" * 26 and packet.missing == 1000 - 26
+    assert nonzero(decoder) == {"snapped": 1} and decoder.drain_anomalies() == []
+
+    lying = bytearray(bytes(eth() / TCP4))
+    lying[16:18] = (1400).to_bytes(2, "big")  # IPv4 total length 1400 in a frame of 70 bytes on the wire
+    packet, decoder = decode_one(bytes(lying[:60]), wire_len=70)
+    assert packet is not None and packet.missing == 10  # only what the wire held and the capture did not keep
 
 
 def test_bad_ipv4_header_length_and_total_length() -> None:

@@ -239,3 +239,33 @@ def test_keepalive_probe_with_a_garbage_byte_is_not_an_overlap():
     assert rec.data == b"hello" and c.keepalives == 1 and c.overlap_mismatches == 0
     d.segment(1006, b" world", False, 47.0)
     assert rec.data == b"hello world"
+
+
+def test_a_snapped_tail_is_a_gap_at_once_and_the_fin_still_ends_the_stream():
+    """The capture's snap length cut the last 300 bytes of each segment: each is a gap when it is
+    next in order, nothing waits as out of order, and the FIN after the cut bytes ends the stream."""
+    d, rec, c = make()
+    d.segment(1001, b"a" * 100, False, 1.0, missing=300)
+    d.segment(1401, b"b" * 100, True, 1.1, missing=300)
+    assert rec.items == [("data", b"a" * 100), ("gap", 300), ("data", b"b" * 100), ("gap", 300), ("eof",)]
+    assert (c.gaps, c.gap_bytes, c.ooo_segments) == (2, 600, 0)
+
+
+def test_a_snapped_segment_out_of_order_leaves_its_tail_to_the_later_gap():
+    d, rec, c = make()
+    d.segment(1401, b"b" * 100, False, 1.0, missing=50)  # 1001..1400 not seen yet
+    assert rec.items == [] and c.ooo_segments == 1
+    d.segment(1001, b"a" * 400, False, 1.1)
+    assert rec.items == [("data", b"a" * 400), ("data", b"b" * 100)]
+    d.segment(1551, b"c", False, 1.2)  # waits behind the 50 cut bytes, as behind any hole
+    assert rec.items[2:] == []
+    d.peer_ack(1552, 1.3)  # the peer has everything: the hole is a gap
+    assert rec.items[2:] == [("gap", 50), ("data", b"c")] and c.gap_bytes == 50
+
+
+def test_a_headers_only_segment_is_all_gap_and_a_retransmission_of_it_adds_none():
+    d, rec, c = make()
+    d.segment(1001, b"", False, 1.0, missing=1448)
+    d.segment(1001, b"", False, 1.1, missing=1448)  # the same segment again
+    d.segment(2449, b"", False, 1.2, missing=100)
+    assert rec.items == [("gap", 1448), ("gap", 100)] and c.gap_bytes == 1548

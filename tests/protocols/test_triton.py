@@ -316,6 +316,22 @@ def test_rest_malformed_infer_bodies(body, event):
     assert event in anomalies
 
 
+def test_rest_body_that_stopped_early_is_not_inspected_rather_than_invalid():
+    """A capture gap or a connection cut mid-body leaves JSON that does not parse: that is what
+    the capture lost, not a malformed request; a binary header longer than the bytes seen too."""
+    request = message("request", path="/v2/models/m/infer", body=b'{"inputs": [{"name": "x", "da')
+    request.complete = False
+    record, anomalies = run(HttpExchange(request=request, response=None, stream_id=0))
+    assert anomalies == ["triton_body_not_inspected"] and "inputs" not in record["triton"]
+
+    header = {"inputs": [{"name": "x", "datatype": "UINT8", "shape": [4], "parameters": {"binary_data_size": 4}}]}
+    body, headers = binary_body(header, b"\x00" * 4)
+    request = message("request", path="/v2/models/m/infer", body=body[:20], headers=headers)
+    request.complete = False
+    record, anomalies = run(HttpExchange(request=request, response=None, stream_id=0))
+    assert anomalies == ["triton_body_not_inspected"] and record["triton"]["api"] == "infer"
+
+
 def test_rest_infer_body_past_the_keep_cap_is_reported():
     obj, anomalies = rest("/v2/models/m/infer", b'{"inputs": [', truncated=True, body_length=2 * 1024 * 1024)
     assert anomalies == ["triton_body_not_inspected"] and "inputs" not in obj
