@@ -7,6 +7,14 @@ framing is counted over the whole stream while only a bounded prefix of the body
 
 Content-Encoding gzip/deflate is decoded into `HttpMessage.body` up to `Limits.body_keep_bytes`;
 the ratio of decoded to encoded bytes is watched for decompression bombs.
+
+A gap inside a body (`BodyGap`: bytes the capture missed) is counted in `body_length` and the
+message ends incomplete (`complete` False, which parsers read as "what is here is not all that
+was sent"). The kept body goes on with the bytes after the hole (a Triton request's tensor list
+stays readable when the hole fell in its data), except a content-encoded one: decoding cannot
+cross missing bytes, so it keeps what was decoded before the hole. Observers are told
+(`gap(length, ts)`, when they have it: gRPC steps over a hole inside a message) or dropped (one
+that cannot step over a hole would read what follows as its framing).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Protocol
 
 from inspector.http import (
     TO_SERVER,
+    BodyGap,
     BodyReceived,
     Headers,
     HeadReceived,
@@ -44,9 +53,11 @@ _DECODABLE = {"gzip": 47, "x-gzip": 47, "deflate": 15}  # zlib wbits (47 = gzip 
 class _BodyState:
     """Per-message body bookkeeping while it streams."""
 
-    __slots__ = ("chunks", "decoder", "encoded_in", "kept", "observers", "raw_deflate_tried")
+    __slots__ = ("chunks", "decoder", "encoded_in", "gapped", "keeping", "kept", "observers", "raw_deflate_tried")
 
     def __init__(self) -> None:
+        self.gapped = False  # a hole in the body: the message is incomplete
+        self.keeping = True  # False once a content decoder met a hole: nothing more is kept
         self.chunks: list[bytes] = []
         self.kept = 0
         self.decoder: zlib._Decompress | None = None
@@ -71,6 +82,8 @@ class ExchangeBuilder:
         for event in events:
             if isinstance(event, BodyReceived):
                 self._body(event.stream_id, event.direction, event.data, event.ts)
+            elif isinstance(event, BodyGap):
+                self._body_gap(event.stream_id, event.direction, event.length, event.ts)
             elif isinstance(event, HeadReceived):
                 self._head(event.stream_id, event.direction, event.message, event.end_stream, event.ts, out)
             elif isinstance(event, MessageEnded):
@@ -184,6 +197,8 @@ class ExchangeBuilder:
         message.body_length += len(data)
         for _, observer in state.observers:
             observer.feed(data, ts)
+        if not state.keeping:
+            return
         limit = self._limits.body_keep_bytes
         if state.kept >= limit:
             message.body_truncated = True
@@ -198,6 +213,25 @@ class ExchangeBuilder:
             message.body_truncated = True
         state.chunks.append(data)
         state.kept += len(data)
+
+    def _body_gap(self, stream_id: int, direction: int, length: int, ts: float) -> None:
+        state = self._bodies.get((stream_id, direction))
+        message = self._message(stream_id, direction)
+        if state is None or message is None or length <= 0:
+            return
+        message.body_length += length
+        state.gapped = True
+        if state.decoder is not None:  # decoding cannot cross missing bytes: keep what it gave
+            state.decoder = None
+            state.keeping = False
+            message.body_truncated = True
+        kept = []
+        for name, observer in state.observers:
+            gap = getattr(observer, "gap", None)
+            if gap is not None:
+                gap(length, ts)
+                kept.append((name, observer))
+        state.observers = kept
 
     def _decode(self, state: _BodyState, message: HttpMessage, data: bytes) -> bytes:
         limits = self._limits
@@ -247,7 +281,8 @@ class ExchangeBuilder:
                 self._close(stream_id, ts, out)
             return
         message.trailers = list(trailers)
-        message.complete = complete
+        state = self._bodies.get((stream_id, direction))
+        message.complete = complete and not (state is not None and state.gapped)
         message.ts_end = ts
         self._finish_body(stream_id, direction, message, ts, out)
         if direction != TO_SERVER:

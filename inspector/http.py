@@ -115,6 +115,17 @@ class BodyReceived:
 
 
 @dataclass(slots=True, kw_only=True)
+class BodyGap:
+    """`length` bytes of a message body the capture missed (a TCP gap inside the body): the body
+    goes on after them; the message ends incomplete."""
+
+    stream_id: int
+    direction: int
+    length: int
+    ts: float
+
+
+@dataclass(slots=True, kw_only=True)
 class MessageEnded:
     """End of a message in one direction, with trailers when there were any."""
 
@@ -148,4 +159,4 @@ class SessionAnomaly:
     stream_id: int | None = None
 
 
-SessionEvent = HeadReceived | BodyReceived | MessageEnded | StreamReset | SessionAnomaly
+SessionEvent = HeadReceived | BodyReceived | BodyGap | MessageEnded | StreamReset | SessionAnomaly

@@ -46,6 +46,7 @@ from collections import deque
 from inspector.http import (
     TO_CLIENT,
     TO_SERVER,
+    BodyGap,
     BodyReceived,
     Headers,
     HeadReceived,
@@ -835,6 +836,8 @@ class Http1Session:
         state = side.state
         if state in (_LENGTH, _CHUNK_DATA):
             side.incomplete = True
+            self._events.append(BodyGap(stream_id=side.stream_id, direction=side.direction,
+                                        length=min(length, side.remaining), ts=ts))
             if length < side.remaining:
                 side.remaining -= length
                 return
@@ -850,6 +853,7 @@ class Http1Session:
             self._end_message(side, ts)
         elif state == _UNTIL_EOF:
             side.incomplete = True
+            self._events.append(BodyGap(stream_id=side.stream_id, direction=side.direction, length=length, ts=ts))
             return
         elif state == _RESYNC:
             side.buf.clear()

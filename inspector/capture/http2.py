@@ -17,6 +17,13 @@ Each direction has a frame reader. Its mode is one of
 DATA payloads are never buffered, so a large body streams through; every other frame is buffered
 whole, bounded by `Limits.max_header_bytes` (header blocks) or `Limits.max_frame_bytes`.
 
+A capture gap (bytes the capture missed) inside a DATA payload or a skipped frame is stepped
+over: the frame header gave its length, so the next frame is found, and DATA does not touch HPACK
+state. The stream's body gets a `BodyGap` (its message ends incomplete). A gap anywhere else
+(frame headers, header blocks) leaves framing and HPACK state unknown: that direction goes DEAD.
+Most bytes of an inference connection are DATA, so a segment lost in a long-lived gRPC
+connection usually costs one call, not the rest of the connection.
+
 Each stream keeps one message state per direction (IDLE -> OPEN -> CLOSED). The first HEADERS
 block in a direction is the head (`HeadReceived`; 1xx responses are heads that leave the state
 IDLE), a later one carries trailers (`MessageEnded.trailers`). A response HEADERS with END_STREAM
@@ -47,6 +54,7 @@ from inspector.capture.hpack import HpackDecoder, HpackError, HpackHeaderListToo
 from inspector.http import (
     TO_CLIENT,
     TO_SERVER,
+    BodyGap,
     BodyReceived,
     Headers,
     HeadReceived,
@@ -190,6 +198,8 @@ class Http2Session:
         self._events: list[SessionEvent] = []
         #: Frames read so far (both directions).
         self.frames_seen = 0
+        #: Capture gaps stepped over inside DATA payloads (the connection parsed on).
+        self.gaps_stepped_over = 0
         #: How many times each anomaly happened (including those reported only once).
         self.anomaly_counts: dict[str, int] = {}
         #: Streams closed as incomplete because too many were open at once.
@@ -217,17 +227,43 @@ class Http2Session:
         return events
 
     def receive_gap(self, direction: int, length: int, ts: float) -> list[SessionEvent]:
-        """`length` bytes of `direction` are missing from the capture: that direction stops."""
+        """`length` bytes of `direction` are missing from the capture. Inside a DATA frame's
+        payload (or a frame being skipped) they are stepped over: the frame's length says where
+        the next frame starts, and HPACK state is untouched. Anywhere else that direction stops."""
         events = self._events = []
         try:
             d = self._direction(direction, ts)
-            if d is not None and d.mode != _DEAD and length > 0:
+            if d is not None and d.mode != _DEAD and length > 0 and not self._step_over(d, length, ts):
                 self._anomaly("gap", f"{length} bytes missing from the capture; HTTP/2 cannot resync, "
                               "this direction is no longer parsed", ts, direction)
                 self._kill(d, ts)
         except Exception as exc:
             self._internal_error(direction, exc, ts)
         return events
+
+    def _step_over(self, d: _Direction, length: int, ts: float) -> bool:
+        """Skip a gap that lies inside the current DATA payload (with its padding) or skipped
+        frame; False when it reaches past it."""
+        if d.buf:
+            return False
+        if d.mode == _SKIP and length <= d.skip_left:
+            d.skip_left -= length
+            if not d.skip_left:
+                d.mode = _FRAMES
+            return True
+        if d.mode != _DATA or length > d.data_left + d.pad_left:
+            return False
+        in_data = min(length, d.data_left)
+        stream = d.data_stream
+        if in_data and stream is not None and stream.state[d.direction] == OPEN:
+            self._events.append(BodyGap(stream_id=stream.stream_id, direction=d.direction, length=in_data, ts=ts))
+        d.data_left -= in_data
+        d.pad_left -= length - in_data
+        self.gaps_stepped_over += 1
+        if not d.data_left and not d.pad_left:
+            d.mode = _FRAMES
+            self._data_end(d, ts)
+        return True
 
     def receive_eof(self, direction: int, ts: float) -> list[SessionEvent]:
         """`direction` ended (FIN/RST or end of capture): open messages end incomplete."""

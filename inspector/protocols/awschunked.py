@@ -105,6 +105,11 @@ class AwsChunkedDecoder:
                     else:
                         self._trailer_line(line, ts)
 
+    def gap(self, length: int, ts: float) -> None:
+        """Bytes the capture missed: the chunk framing is lost with them. What was decoded so far
+        stands (`complete` stays False); the body's end is not an anomaly then."""
+        self.stopped = True
+
     def end(self, ts: float) -> None:
         if self.ended:
             return

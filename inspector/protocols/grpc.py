@@ -106,6 +106,9 @@ class GrpcFramer:
         self.anomalies: list[SessionAnomaly] = []
         self.stopped = False
         self.ended = False
+        #: A capture gap outside a message stopped the counting (the counts cover what came before).
+        self.framing_lost = False
+        self._gapped = False  # the current message has a hole
         self._seen_anomalies: set[str] = set()
         self._prefix = bytearray()
         self._in_message = False
@@ -127,6 +130,24 @@ class GrpcFramer:
             if not data:
                 return
         self._consume(data, ts)
+
+    def gap(self, length: int, ts: float) -> None:
+        """`length` body bytes the capture missed. Inside a message they are stepped over: the
+        message is counted with its declared length, kept as far as the hole, and ends incomplete
+        (not an anomaly: the peer sent it whole). Anywhere else (a prefix, past a message's end)
+        where the next message starts is lost with them: counting stops there."""
+        if self.stopped or self.ended or length <= 0:
+            return
+        if self.text or not self._in_message or length > self._remaining:
+            self.stopped = True
+            self.framing_lost = True
+            return
+        self._remaining -= length
+        self._gapped = True
+        if self._kept is not None:
+            self._keep_limit = len(self._kept)  # nothing from after the hole joins what was kept
+        if self._remaining == 0:
+            self._finish_message(ts, complete=False)
 
     def end(self, ts: float) -> None:
         """The body ended; a message still missing bytes is recorded as truncated."""
@@ -163,7 +184,7 @@ class GrpcFramer:
                 pos += take
                 self._remaining -= take
                 if self._remaining == 0:
-                    self._finish_message(ts, complete=True)
+                    self._finish_message(ts, complete=not self._gapped)
                 continue
             if not self._prefix and end - pos >= _PREFIX_LEN:
                 flag, length = _PREFIX.unpack_from(data, pos)
@@ -190,6 +211,7 @@ class GrpcFramer:
             self.stopped = True
             return
         self._in_message = True
+        self._gapped = False
         self._flag = flag
         self._length = length
         self._remaining = length

@@ -33,6 +33,7 @@ from inspector.capture.http1 import ANOMALIES, Http1Session
 from inspector.http import (
     TO_CLIENT,
     TO_SERVER,
+    BodyGap,
     BodyReceived,
     HeadReceived,
     MessageEnded,
@@ -114,6 +115,8 @@ def normalize(events: list[SessionEvent]) -> dict[int, list[tuple]]:
             item = ("body", event.stream_id, event.data)
         elif isinstance(event, MessageEnded):
             item = ("end", event.stream_id, event.complete, tuple(event.trailers))
+        elif isinstance(event, BodyGap):
+            item = ("hole", event.stream_id, event.length)
         else:
             assert isinstance(event, SessionAnomaly)
             assert event.layer == "http1" and event.event in ANOMALIES, event
@@ -685,22 +688,22 @@ def test_gap_inside_content_length_body_is_counted():
                           (C, b"hij" + head + b"0123456789")]) == {
         S: [("req", 0, "GET", "/", True), ("end", 0, True, ()), ("req", 1, "GET", "/2", True),
             ("end", 1, True, ())],
-        C: [("resp", 0, 200, False), ("body", 0, b"abchij"), ("end", 0, False, ()), ("resp", 1, 200, False),
-            ("body", 1, b"0123456789"), ("end", 1, True, ())]}
+        C: [("resp", 0, 200, False), ("body", 0, b"abc"), ("hole", 0, 4), ("body", 0, b"hij"), ("end", 0, False, ()),
+            ("resp", 1, 200, False), ("body", 1, b"0123456789"), ("end", 1, True, ())]}
     # a hole that ends exactly at the end of the body
     assert run_with_gaps([(S, b"GET / HTTP/1.1\r\n\r\n"), (C, head + b"abc"), (C, 7)])[C] == [
-        ("resp", 0, 200, False), ("body", 0, b"abc"), ("end", 0, False, ())]
+        ("resp", 0, 200, False), ("body", 0, b"abc"), ("hole", 0, 7), ("end", 0, False, ())]
 
 
 def test_gap_inside_chunk_data_is_counted_and_across_framing_resyncs():
     """Chunked: a hole inside chunk data is skipped; one over a size line resyncs on the next head."""
     head = b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
     assert run_with_gaps([(S, head + b"a\r\n01"), (S, 5), (S, b"789\r\n0\r\n\r\n")])[S] == [
-        ("req", 0, "POST", "/u", False), ("body", 0, b"01789"), ("end", 0, False, ())]
+        ("req", 0, "POST", "/u", False), ("body", 0, b"01"), ("hole", 0, 5), ("body", 0, b"789"), ("end", 0, False, ())]
     assert run_with_gaps([(S, head + b"a\r\n01"), (S, 20),
                           (S, b"junk\r\n0\r\n\r\nGET /next HTTP/1.1\r\n\r\n")])[S] == [
-        ("req", 0, "POST", "/u", False), ("body", 0, b"01"), ("anomaly", "gap", 0), ("end", 0, False, ()),
-        ("req", 1, "GET", "/next", True), ("end", 1, True, ())]
+        ("req", 0, "POST", "/u", False), ("body", 0, b"01"), ("hole", 0, 8), ("anomaly", "gap", 0),
+        ("end", 0, False, ()), ("req", 1, "GET", "/next", True), ("end", 1, True, ())]
 
 
 def test_gap_in_a_head_resyncs_on_the_next_start_line():
@@ -721,7 +724,7 @@ def test_gap_in_close_delimited_body():
     """A close-delimited body with a hole ends incomplete at EOF."""
     assert run_with_gaps([(S, b"GET / HTTP/1.0\r\n\r\n"), (C, b"HTTP/1.0 200 OK\r\n\r\nab"), (C, 3),
                           (C, b"cd")])[C] == [
-        ("resp", 0, 200, False), ("body", 0, b"abcd"), ("end", 0, False, ())]
+        ("resp", 0, 200, False), ("body", 0, b"ab"), ("hole", 0, 3), ("body", 0, b"cd"), ("end", 0, False, ())]
 
 
 def test_eof_mid_body_is_truncated():
