@@ -135,7 +135,8 @@ def _relinked_seeds(pcaps: Iterable[bytes]) -> list[bytes]:
 
 def _pcapng_seeds(pcaps: Iterable[bytes]) -> list[bytes]:
     """The same frames as pcapng (section header, interface, enhanced packet blocks), with a
-    Decryption Secrets Block in the first."""
+    Decryption Secrets Block in the first and an Interface Statistics Block (drop counters)
+    ending each."""
     out = []
     for n, data in enumerate(pcaps):
         order = "<" if data[:4] == b"\xd4\xc3\xb2\xa1" else ">"
@@ -153,6 +154,8 @@ def _pcapng_seeds(pcaps: Iterable[bytes]) -> list[bytes]:
             blocks.append(_block(6, struct.pack("<IIIII", 0, stamp >> 32, stamp & 0xFFFFFFFF, len(frame), orig)
                                  + _pad(frame)))
             pos += 16 + incl
+        statistics = struct.pack("<HHQHHQ", 4, 8, 1000 + n, 5, 8, 7 + n) + struct.pack("<HH", 0, 0)  # recv, drop
+        blocks.append(_block(5, struct.pack("<III", 0, 0, 0) + statistics))
         out.append(b"".join(blocks))
     return out
 

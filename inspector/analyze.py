@@ -68,6 +68,7 @@ class RunStats:
     files: list[FileResult] = field(default_factory=list)
     packets: int = 0
     frame_bytes: int = 0
+    dropped: int = 0  # packets the captures say their capturing host dropped (pcapng statistics)
     flows: int = 0
     flows_by_app: Counter = field(default_factory=Counter)
     records: Counter = field(default_factory=Counter)  # by event_type
@@ -211,6 +212,7 @@ class Analyzer:
             self._capture_damaged(str(reader.error), last_ts)
         stats.packets += packets
         stats.frame_bytes += frame_bytes
+        stats.dropped += reader.dropped
         if packets and last_ts > stats.last_ts:
             stats.last_ts = last_ts
         stats.flows += table.flows_total

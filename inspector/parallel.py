@@ -715,12 +715,14 @@ class ParallelAnalyzer:
             stats.files.extend(first.files)
             stats.packets += first.packets
             stats.frame_bytes += first.frame_bytes
+            stats.dropped += first.dropped
         else:  # files: each worker counted its own
             results = {}
             for summary in summaries:
                 results.update(zip(summary["numbers"], summary["stats"].files, strict=True))
                 stats.packets += summary["stats"].packets
                 stats.frame_bytes += summary["stats"].frame_bytes
+                stats.dropped += summary["stats"].dropped
             stats.files.extend(results[number] for number in sorted(results))
         for summary in summaries:
             worker: RunStats = summary["stats"]

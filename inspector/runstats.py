@@ -8,7 +8,7 @@ Suricata's `stats` event (one object per subsystem, counters as integers), so a 
 keeps how much of a capture was actually inspected next to the alerts:
 
     {"timestamp": ..., "event_type": "stats", "stats": {
-        "capture": {"files": 1, "files_damaged": 0, "packets": 538, "bytes": 331802},
+        "capture": {"files": 1, "files_damaged": 0, "packets": 538, "bytes": 331802, "dropped": 0},
         "decoder": {"non_ip": 538},
         "flow": {"total": 0, "evicted": 0, "timed_out": 0, "by_app": {}},
         "tcp": {}, "app_layer": {}, "records": {"transactions": {}, "anomalies": 0, "alerts": 0}}}
@@ -80,7 +80,7 @@ def stats_object(stats: RunStats) -> dict[str, Any]:
     flow["by_app"] = _nonzero(stats.flows_by_app)
     return {
         "capture": {"files": len(stats.files), "files_damaged": sum(1 for f in stats.files if f.error),
-                    "packets": stats.packets, "bytes": stats.frame_bytes},
+                    "packets": stats.packets, "bytes": stats.frame_bytes, "dropped": stats.dropped},
         "decoder": _nonzero(stats.decode),
         "flow": flow,
         "tcp": tcp,
@@ -96,9 +96,11 @@ def stats_record(stats: RunStats) -> dict[str, Any]:
 
 
 def not_analysed(stats: RunStats) -> list[tuple[str, int, int | None]]:
-    """(what, count, bytes or None) for every loss the run counted, decoder first; empty when
-    the whole capture was analysed."""
+    """(what, count, bytes or None) for every loss the run counted (the capturing host's drops,
+    the decoder's, then the streams'); empty when the whole capture was analysed."""
     rows: list[tuple[str, int, int | None]] = []
+    if stats.dropped:
+        rows.append(("packets the capturing host dropped (pcapng statistics)", stats.dropped, None))
     for counter, what in DECODER_LOSSES.items():
         if stats.decode.get(counter):
             rows.append((what, int(stats.decode[counter]), None))

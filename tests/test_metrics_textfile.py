@@ -50,6 +50,7 @@ def test_a_run_s_counters_in_text_format(tmp_path):
                                           ("to_zone", "training"), ("verdict", "allowed"))): 1.0,
         ("inspector_offline_packets_total", ()): float(packets),
         ("inspector_offline_bytes_total", ()): float(analyzer.stats.frame_bytes),
+        ("inspector_offline_dropped_total", ()): 0.0,
         ("inspector_offline_flows_total", (("app_proto", "tcpstore"),)): 2.0,
         ("inspector_offline_captures_total", (("status", "ok"),)): 1.0,
         ("inspector_offline_captures_total", (("status", "damaged"),)): 0.0,
@@ -66,7 +67,8 @@ def test_shared_names_come_from_the_live_exporter_and_live_only_ones_stay_out():
     offline = {family.name for family in offline_registry(stats, elapsed=0.0).collect()}
     shared = {getattr(Metrics(), name)._name for name in SHARED_METRICS}
     assert offline & live == shared
-    assert offline - live == {"inspector_offline_packets", "inspector_offline_bytes", "inspector_offline_flows",
+    assert offline - live == {"inspector_offline_packets", "inspector_offline_bytes", "inspector_offline_dropped",
+                              "inspector_offline_flows",
                               "inspector_offline_captures", "inspector_offline_decoder", "inspector_offline_tcp",
                               "inspector_offline_app_layer", "inspector_offline_run_seconds",
                               "inspector_offline_last_run_timestamp_seconds"}

@@ -72,7 +72,7 @@ def test_the_stats_record_counts_what_was_lost(tmp_path):
     jsonschema.validate(record, shipped_schema())
     stats = record["stats"]
     assert stats["capture"] == {"files": 1, "files_damaged": 0, "packets": 15, "bytes": capture.stat().st_size
-                                - 24 - 16 * 15}
+                                - 24 - 16 * 15, "dropped": 0}
     assert stats["decoder"] == {"non_ip": 3, "truncated_ip": 1}
     assert stats["tcp"]["gaps"] == 1 and stats["tcp"]["gap_bytes"] == MISSING
     assert stats["app_layer"]["unknown_protocol"] == 1 and stats["app_layer"]["app_http"] == 1
@@ -111,5 +111,5 @@ def test_an_empty_run_still_writes_its_record(tmp_path):
     assert _analyze(str(empty), "-q", "--eve", str(out)).returncode == 0
     (line,) = out.read_text().splitlines()
     record = json.loads(line)
-    assert record["stats"]["capture"] == {"files": 1, "files_damaged": 0, "packets": 0, "bytes": 0}
+    assert record["stats"]["capture"] == {"files": 1, "files_damaged": 0, "packets": 0, "bytes": 0, "dropped": 0}
     assert record["timestamp"] == "1970-01-01T00:00:00.000000+0000"  # no capture time to give it

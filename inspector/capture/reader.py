@@ -73,6 +73,9 @@ _BT_PB = 0x00000002  # obsolete Packet Block
 _BT_SPB = 0x00000003
 _BT_EPB = 0x00000006
 _BT_DSB = 0x0000000A
+_BT_ISB = 0x00000005
+_OPT_ISB_IFDROP = 5  # packets the interface dropped (lack of resources)
+_OPT_ISB_OSDROP = 7  # packets the operating system dropped
 _PACKET_BLOCKS = frozenset((_BT_EPB, _BT_SPB, _BT_PB))
 _OPT_IF_TSRESOL = 9
 _OPT_IF_TSOFFSET = 14
@@ -205,7 +208,8 @@ class CaptureReader:
     Attributes: ``format`` ("pcap" or "pcapng"), ``compressed`` (gzip), ``linktypes`` (link types
     declared so far: the pcap header's, or every pcapng interface's), ``packets`` (frames yielded),
     ``bytes_read`` (bytes taken from the underlying file, compressed bytes for gzip, updated per
-    chunk), ``secrets`` (pcapng Decryption Secrets Blocks met so far) and ``error`` (a
+    chunk), ``secrets`` (pcapng Decryption Secrets Blocks met so far), ``dropped`` (packets the
+    capturing host says it dropped: pcapng Interface Statistics Blocks) and ``error`` (a
     :class:`CaptureDamage` once reading stopped early, else None).
     """
 
@@ -219,6 +223,9 @@ class CaptureReader:
         self.packets = 0
         self.bytes_read = 0
         self.secrets: list[DecryptionSecret] = []
+        #: Drops per (section, interface) from the latest Interface Statistics Block (its counters
+        #: run from the start of the capture: the last one of an interface holds them all).
+        self._drops: dict[tuple[int, int], int] = {}
         self.error: CaptureDamage | None = None
         #: Optional filter, set before iterating: ``select(buf, start, stop, linktype, ts, number,
         #: wire_len)`` sees each packet record's bytes in place (``buf[start:stop]``) and returns
@@ -238,6 +245,12 @@ class CaptureReader:
         self._consumed = 0  # stream offset of the first byte of the current buffer
         self._buf = b""
         self._frames: Iterator[Frame] = self._open()
+
+    @property
+    def dropped(self) -> int:
+        """Packets the capture itself says were dropped before they could be written (pcapng
+        `isb_ifdrop` and `isb_osdrop` of each interface's last statistics block; pcap has none)."""
+        return sum(self._drops.values())
 
     @classmethod
     def from_fileobj(cls, fileobj: BinaryIO, name: str, *, limits: Limits = DEFAULT_LIMITS) -> CaptureReader:
@@ -460,6 +473,7 @@ class CaptureReader:
         number = 0
         wire_bytes = 0
         last_ts = 0.0
+        section = 0
         order = "<"
         # Rebuilt for the byte order of every section header; the file starts with one, whose
         # block type is the same in either order.
@@ -491,6 +505,7 @@ class CaptureReader:
                     unpack_epb = struct.Struct(order + "IIIII").unpack_from
                     unpack_pb = struct.Struct(order + "HHIIII").unpack_from
                     interfaces = []
+                    section += 1
                     blen = unpack_u32(buf, off + 4)[0]
                 is_packet = btype in _PACKET_BLOCKS
                 if blen < 12 or blen & 3 or blen > (max_packet_block if is_packet else MAX_BLOCK_BYTES):
@@ -590,6 +605,13 @@ class CaptureReader:
                                       f"{blen}-byte block", self._consumed + off)
                     self.secrets.append(DecryptionSecret(secrets_type=secrets_type,
                                                          data=buf[off + 16:off + 16 + secrets_len]))
+                elif btype == _BT_ISB:
+                    if blen < 24:
+                        raise _Damage(f"interface statistics block too short ({blen} bytes)",
+                                      self._consumed + off)
+                    drops = self._statistics_drops(buf, off, blen, order)
+                    if drops is not None:
+                        self._drops[(section, unpack_u32(buf, off + 8)[0])] = drops
                 elif btype == PCAPNG_SHB and blen < 28:
                     raise _Damage(f"section header block too short ({blen} bytes)", self._consumed + off)
                 off = stop
@@ -597,6 +619,21 @@ class CaptureReader:
             self._record_damage(damage)
         finally:
             self.wire_bytes, self.last_ts = wire_bytes, last_ts
+
+    @staticmethod
+    def _statistics_drops(buf: bytes, off: int, blen: int, order: str) -> int | None:
+        """The drop counters of an Interface Statistics Block added up; None when it has none."""
+        drops = None
+        pos = off + 20
+        stop = off + blen - 4
+        while pos + 4 <= stop:
+            code, length = struct.unpack_from(order + "HH", buf, pos)
+            if code == 0:  # opt_endofopt
+                break
+            if code in (_OPT_ISB_IFDROP, _OPT_ISB_OSDROP) and length == 8 and pos + 12 <= stop:
+                drops = (drops or 0) + struct.unpack_from(order + "Q", buf, pos + 4)[0]
+            pos += 4 + ((length + 3) & ~3)
+        return drops
 
     def _interface(self, buf: bytes, off: int, blen: int, order: str) -> tuple[int, int, int, int]:
         """Decode an Interface Description Block: (linktype, tick divisor, tsoffset, snaplen)."""

@@ -97,7 +97,9 @@ STATS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "What an offline run counted (event_type stats, the run's last record).",
     "properties": {
-        "capture": _counters("Capture files and what they held.", ("files", "files_damaged", "packets", "bytes")),
+        "capture": _counters("Capture files, what they held, and the packets their capturing host says it "
+                             "dropped (pcapng interface statistics).",
+                             ("files", "files_damaged", "packets", "bytes", "dropped")),
         "decoder": _counters("Packet decoder counters that are not zero (frames not used, fragments ...)."),
         "flow": {"type": "object", "description": "Flows: how many, how they ended early, by protocol.",
                  "properties": {"total": {"type": "integer", "minimum": 0},

@@ -19,6 +19,7 @@ and what only a capture run has:
 |---|---|---|
 | inspector_offline_packets_total | | packets read |
 | inspector_offline_bytes_total | | frame bytes read |
+| inspector_offline_dropped_total | | packets the captures say were dropped before being written (pcapng statistics) |
 | inspector_offline_flows_total | app_proto | flows, by protocol (transport name when none) |
 | inspector_offline_captures_total | status | capture files read whole (`ok`) or `damaged` |
 | inspector_offline_decoder_total | counter | the EVE `stats` record's `decoder` counters |
@@ -78,6 +79,8 @@ def offline_registry(stats: Any, *, elapsed: float, rules: Iterable[Any] = (), p
 
     Counter("inspector_offline_packets", "Packets read from captures.", registry=registry).inc(stats.packets)
     Counter("inspector_offline_bytes", "Frame bytes read from captures.", registry=registry).inc(stats.frame_bytes)
+    Counter("inspector_offline_dropped", "Packets the captures say their capturing host dropped (pcapng statistics).",
+            registry=registry).inc(stats.dropped)
     flows = Counter("inspector_offline_flows", "Flows, by application protocol.", ["app_proto"], registry=registry)
     for app_proto, count in stats.flows_by_app.items():
         flows.labels(app_proto).inc(count)

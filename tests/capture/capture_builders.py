@@ -79,6 +79,18 @@ def enhanced_packet(iface: int, ticks: int, data: bytes, order: str = "<", *, wi
                  + data, order)
 
 
+def interface_statistics(iface: int, ticks: int, order: str = "<", *, ifdrop: int | None = None,
+                         osdrop: int | None = None, ifrecv: int | None = None) -> bytes:
+    """An Interface Statistics Block with the counters given (isb_ifrecv 4, isb_ifdrop 5, isb_osdrop 7)."""
+    options = b""
+    for code, value in ((4, ifrecv), (5, ifdrop), (7, osdrop)):
+        if value is not None:
+            options += option(code, struct.pack(order + "Q", value), order)
+    if options:
+        options += end_of_options(order)
+    return block(5, struct.pack(order + "III", iface, ticks >> 32, ticks & 0xFFFFFFFF) + options, order)
+
+
 def simple_packet(data: bytes, order: str = "<", *, wire_len: int | None = None) -> bytes:
     return block(3, struct.pack(order + "I", len(data) if wire_len is None else wire_len) + data, order)
 

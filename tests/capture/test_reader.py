@@ -18,6 +18,7 @@ from capture_builders import (
     decryption_secrets,
     enhanced_packet,
     interface,
+    interface_statistics,
     obsolete_packet,
     pcap_file,
     pcap_header,
@@ -462,6 +463,27 @@ def test_pcapng_unknown_blocks_skipped_and_secrets_kept() -> None:
     assert [f.data for f in frames] == [b"p"]
     assert reader.secrets == [DecryptionSecret(secrets_type=TLS_KEY_LOG, data=keylog)]
     assert reader.error is None
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_pcapng_interface_statistics_give_the_drops(order: str) -> None:
+    """dumpcap writes an Interface Statistics Block per interface at the end (and may write them
+    along the way): its counters run from the start, so each interface's last one counts."""
+    data = (section_header(order) + interface(1, order) + interface(1, order)
+            + enhanced_packet(0, 0, b"p", order) + interface_statistics(0, 1, order, ifdrop=3, ifrecv=10)
+            + interface_statistics(0, 2, order, ifdrop=5, osdrop=2, ifrecv=20)  # later: replaces the first
+            + interface_statistics(1, 2, order, ifrecv=9)  # no drop counter: nothing said
+            + section_header(order) + interface(1, order) + interface_statistics(0, 3, order, osdrop=4))
+    reader, frames = read_all(data)
+    assert [f.data for f in frames] == [b"p"] and reader.error is None
+    assert reader.dropped == 5 + 2 + 4
+    plain, _ = read_all(pcap_file([(1, 0, b"x")]))
+    assert plain.dropped == 0
+
+
+def test_a_short_interface_statistics_block_is_damage() -> None:
+    reader, frames = read_all(section_header() + interface(1) + block(5, bytes(8)) + enhanced_packet(0, 0, b"p"))
+    assert frames == [] and reader.error is not None and "statistics block too short" in str(reader.error)
 
 
 def test_secrets_are_collected_while_iterating() -> None:
