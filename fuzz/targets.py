@@ -78,10 +78,13 @@ def run_capture(data: bytes) -> Counter[str]:
     path = _scratch_file()
     path.write_bytes(data)
     sink = RecordCheck()
-    analyzer = Analyzer(lambda record: sink.emit(record, 0.0), limits=limits_for(data))
+    # contain_errors off: a parser's exception must reach the harness as a crash, not become the
+    # `parser_error` anomaly a run writes
+    analyzer = Analyzer(lambda record: sink.emit(record, 0.0), limits=limits_for(data), contain_errors=False)
     analyzer.analyze_file(path)
     # the same file as one worker of a flow-sharded run reads it (the record loop's own skip, select)
-    ShardAnalyzer(1, 2, lambda batch: None, frozenset(), None, limits=limits_for(data)).analyze_files([path])
+    ShardAnalyzer(1, 2, lambda batch: None, frozenset(), None, limits=limits_for(data),
+                  contain_errors=False).analyze_files([path])
     try:  # the reader on its own, from a file object, as the library API offers it
         with CaptureReader.from_fileobj(io.BytesIO(data), "fuzz") as reader:
             for _ in reader:

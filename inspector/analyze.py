@@ -119,8 +119,13 @@ class Analyzer:
     def __init__(self, write: Callable[[dict[str, Any]], None], engine: RecordEngine | None = None,
                  limits: Limits = DEFAULT_LIMITS, flow_records: bool = True,
                  policy: PolicyMonitor | None = None, keylog: KeyLog | None = None,
-                 baseline: Baseline | None = None, egress: EgressPolicy | None = None) -> None:
+                 baseline: Baseline | None = None, egress: EgressPolicy | None = None,
+                 contain_errors: bool = True) -> None:
+        """`contain_errors`: an exception out of a flow's parsers ends that flow's inspection with
+        an anomaly instead of the run (inspector.capture.router); the fuzz harness turns it off
+        to see every exception as the crash it is."""
         self._write = write
+        self._contain_errors = contain_errors
         self.egress = egress  # egress allowlists (inspector.egress): HTTP records get an `egress` object
         self.baseline = baseline  # anomaly detection (inspector.anomaly): deviations become anomaly records
         self.keylog = keylog  # TLS secrets (--keylog); each capture's own secrets blocks are added
@@ -264,7 +269,8 @@ class Analyzer:
             flow.zones = self.policy.zones(flow.src_text, flow.dest_text)
         if flow.proto != IPPROTO_TCP:
             return None
-        return StreamRouter(flow, self, self._limits, self.stats.detection, self._tls_keys, contain_errors=True)
+        return StreamRouter(flow, self, self._limits, self.stats.detection, self._tls_keys,
+                            contain_errors=self._contain_errors)
 
     def _decode_anomalies(self, decoder: PacketDecoder) -> None:
         self._emit_decode_anomalies(decoder.drain_anomalies())

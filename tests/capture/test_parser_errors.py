@@ -55,3 +55,12 @@ def test_without_containment_the_exception_propagates(monkeypatch):
     with pytest.raises(ZeroDivisionError):
         for seed in target.seeds():
             target.run(seed)
+
+
+def test_the_capture_fuzz_target_sees_the_exception_too(monkeypatch):
+    """The capture target drives the whole offline path through `Analyzer`, whose routers contain
+    by default: the harness turns that off, or a parser crash found through a capture would be
+    written as an anomaly and never reported by the fuzzer."""
+    monkeypatch.setattr(triton_grpc, "infer_request", _broken)
+    with pytest.raises(ZeroDivisionError):
+        TARGETS["capture_reader"].run((LAB / "mixed.pcap").read_bytes())
