@@ -20,6 +20,7 @@ anomaly records it returns are written and offered to the engine right after it.
 
 from __future__ import annotations
 
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ _DECODE_LAYERS = {"fragment": "ip", "ipv4": "ip", "ipv6": "ip", "ethernet": "lin
                   "sll": "link", "sll2": "link", "null": "link", "loop": "link", "unsupported": "link"}
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".gz", ".dmp", ".pcap.gz", ".pcapng.gz")
+
+#: Frames the decoder or flow table may fail on before the run stops with the exception.
+MAX_FRAME_ERRORS = 100
 
 #: Record types that are not transactions (not counted as such, never checked against a policy).
 NOT_TRANSACTIONS = frozenset({"anomaly", "flow", "alert", "policy", "stats"})
@@ -236,12 +240,31 @@ class Analyzer:
         for packets, frame in enumerate(self._frames(reader, progress), 1):
             frame_bytes += frame.wire_len
             last_ts = frame.ts
-            packet = decoder.decode(frame)
-            if packet is not None:
-                table.packet(packet)
+            try:
+                packet = decoder.decode(frame)
+                if packet is not None:
+                    table.packet(packet)
+            except Exception as exc:
+                self._frame_failed(exc, frame)
             if not packets & 0xFF:
                 self._decode_anomalies(decoder)
         return packets, frame_bytes, last_ts
+
+    def _frame_failed(self, exc: Exception, frame: Any) -> None:
+        """An exception out of the decoder or the flow table on one frame (a bug: they must not
+        raise on any input): with containment the frame is skipped, counted (`frame_errors`) and
+        reported with the exception's type and site, and the run goes on, up to
+        `MAX_FRAME_ERRORS` frames; past them the exception ends the run (something fails on
+        every frame: a bug to see, not to count). Without containment (the fuzz harness) it goes
+        on at once."""
+        detection = self.stats.detection
+        if not self._contain_errors or detection["frame_errors"] >= MAX_FRAME_ERRORS:
+            raise  # the exception the caller is handling
+        detection["frame_errors"] += 1
+        site = traceback.extract_tb(exc.__traceback__)[-1]
+        where = f"{type(exc).__name__} at {site.filename.rsplit('/', 1)[-1]}:{site.lineno}"
+        self.emit(anomaly_record(None, frame.ts, kind="decode", layer="inspector", event="parser_error",
+                                 message=f"frame not analysed: {where}", packet=frame.number), frame.ts)
 
     def _finish(self, decoder: PacketDecoder, table: FlowTable) -> None:
         """End of a capture: unfinished fragments, then every open flow."""

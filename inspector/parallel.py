@@ -299,22 +299,31 @@ class ShardAnalyzer(Analyzer):
             self._frame = number
             if progress is not None and not count & 0x1FF:
                 progress(reader.bytes_read)
-            if number == skip.owned or (number == selected and selected_owned):
-                packet = decoder.decode(frame)
-            else:  # a frame `select` could not place, or a block type that does not pass it
-                packet = shared.decode(frame)
-                if packet is not None and flow_shard(packet.src, packet.dst, packet.sport, packet.dport,
-                                                     workers) != index:
-                    self._stage = 0
-                    table.tick(packet.ts)
-                    packet = None
-            if packet is not None:
-                if packet.ts >= table.next_expiry_check:  # what its time expires comes first (stage 0)
-                    self._stage = 0
-                    table.tick(packet.ts)
-                self._stage = 1
-                self._sub = (0, 0)
-                table.packet(packet)
+            mine = number == skip.owned or (number == selected and selected_owned)
+            try:
+                if mine:
+                    packet = decoder.decode(frame)
+                else:  # a frame `select` could not place, or a block type that does not pass it
+                    packet = shared.decode(frame)
+                    mine = packet is not None and flow_shard(packet.src, packet.dst, packet.sport, packet.dport,
+                                                             workers) == index
+                    if packet is not None and not mine:
+                        self._stage = 0
+                        table.tick(packet.ts)
+                        packet = None
+                if packet is not None:
+                    if packet.ts >= table.next_expiry_check:  # what its time expires comes first (stage 0)
+                        self._stage = 0
+                        table.tick(packet.ts)
+                    self._stage = 1
+                    self._sub = (0, 0)
+                    table.packet(packet)
+            except Exception as exc:
+                if mine or index == 0:  # a frame every worker decodes fails in each: worker 0 reports
+                    self._stage = 1
+                    self._frame_failed(exc, frame)
+                elif not self._contain_errors:
+                    raise
             if not number & 0xFF:
                 self._drain(decoder, shared)
             skip.due = table.next_expiry_check

@@ -62,6 +62,7 @@ STREAM_LOSSES = {
     "gap_before_detection": "TCP flows with a gap before their protocol was told",
     "tls_inner_unknown_protocol": "decrypted TLS flows in no protocol we parse",
     "parser_errors": "flows whose parser failed (inspection stopped)",
+    "frame_errors": "frames the decoder or flow table failed on (skipped)",
     "tls_records_not_decrypted": "TLS records not decrypted (no keys, unsupported)",
     "tls_records_failed": "TLS records failing authentication (wrong keys)",
 }
