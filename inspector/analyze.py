@@ -20,7 +20,6 @@ anomaly records it returns are written and offered to the engine right after it.
 
 from __future__ import annotations
 
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from inspector.capture.tls_keylog import CaptureKeys, KeyLog
 from inspector.egress.policy import EgressPolicy, egress_decision
 from inspector.limits import DEFAULT_LIMITS, Limits
 from inspector.policy.monitor import PolicyMonitor
-from inspector.records import anomaly_record, base_record, format_ts
+from inspector.records import anomaly_record, base_record, exception_site, format_ts
 
 _DECODE_LAYERS = {"fragment": "ip", "ipv4": "ip", "ipv6": "ip", "ethernet": "link", "vlan": "link",
                   "sll": "link", "sll2": "link", "null": "link", "loop": "link", "unsupported": "link"}
@@ -261,10 +260,9 @@ class Analyzer:
         if not self._contain_errors or detection["frame_errors"] >= MAX_FRAME_ERRORS:
             raise  # the exception the caller is handling
         detection["frame_errors"] += 1
-        site = traceback.extract_tb(exc.__traceback__)[-1]
-        where = f"{type(exc).__name__} at {site.filename.rsplit('/', 1)[-1]}:{site.lineno}"
         self.emit(anomaly_record(None, frame.ts, kind="decode", layer="inspector", event="parser_error",
-                                 message=f"frame not analysed: {where}", packet=frame.number), frame.ts)
+                                 message=f"frame not analysed: {exception_site(exc)}", packet=frame.number),
+                  frame.ts)
 
     def _finish(self, decoder: PacketDecoder, table: FlowTable) -> None:
         """End of a capture: unfinished fragments, then every open flow."""

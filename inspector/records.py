@@ -15,6 +15,7 @@ record of it `src_zone` and `dest_zone`; without a policy these fields are absen
 from __future__ import annotations
 
 import time
+import traceback
 from typing import Any, Protocol
 
 from inspector.fields import ALL_EVENTS, declare
@@ -85,6 +86,13 @@ def base_record(flow: FlowInfo | None, event_type: str, ts: float) -> dict[str, 
         if zones[1] is not None:
             record["dest_zone"] = zones[1]
     return record
+
+
+def exception_site(exc: BaseException) -> str:
+    """`TypeError at triton_grpc.py:171`: what an internal failure's anomaly names (the type and
+    where it was raised, never the bytes that caused it)."""
+    site = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__} at {site.filename.rsplit('/', 1)[-1]}:{site.lineno}"
 
 
 def anomaly_record(flow: FlowInfo | None, ts: float, *, kind: str, layer: str, event: str,

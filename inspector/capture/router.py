@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib
 import re
-import traceback
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Protocol
@@ -42,7 +41,7 @@ from inspector.exchange import ExchangeBuilder
 from inspector.http import TO_CLIENT, TO_SERVER, HttpExchange, SessionAnomaly
 from inspector.limits import Limits
 from inspector.rawtcp import SWAPPED, Transaction
-from inspector.records import anomaly_record, base_record
+from inspector.records import anomaly_record, base_record, exception_site
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _HTTP1_REQUEST = re.compile(rb"[A-Z][A-Z0-9_-]{1,19} [^\s]{1,8192} HTTP/1\.[019]\r?\n")
@@ -372,8 +371,7 @@ class StreamRouter:
         Without containment (called from the `except` block) the exception goes on as raised."""
         if not self._contain:
             raise  # the exception the caller is handling
-        site = traceback.extract_tb(exc.__traceback__)[-1]
-        where = f"{type(exc).__name__} at {site.filename.rsplit('/', 1)[-1]}:{site.lineno}"
+        where = exception_site(exc)
         self._stats["parser_errors"] = self._stats.get("parser_errors", 0) + 1
         self._session = self._builder = self._inner = self._tls = None
         self._pending = []
