@@ -125,7 +125,7 @@ class Engine:
                         block = True
                         deciding.append(rule)
                     continue
-            alerts.append(self._alert_record(record, rule, blocks))
+            alerts.append(self.alert_record(record, rule.sid, blocks))
             self.alerts_by_sid[rule.sid] += 1
             deciding.append(rule)
             block = block or blocks
@@ -150,11 +150,12 @@ class Engine:
             "rate_keys_evicted": self.rate_store.evicted,
         }
 
-    def _alert_record(self, record: dict[str, Any], rule: Rule, blocked: bool) -> dict[str, Any]:
-        # The record's scalars in their order (event_type keeps its place), the alert, its objects.
+    def alert_record(self, record: dict[str, Any], sid: int, blocked: bool = False) -> dict[str, Any]:
+        """Rule `sid`'s alert on `record`: the record's scalars in their order (event_type keeps
+        its place), the `alert` object, then the record's objects."""
         alert = {key: value for key, value in record.items() if value.__class__ is not dict}
         alert["event_type"] = "alert"
-        alert["alert"] = dict(self._alert_objects[rule.sid][blocked])
+        alert["alert"] = dict(self._alert_objects[sid][blocked])
         for key, value in record.items():
             if value.__class__ is dict and key not in ("event_type", "alert"):
                 alert[key] = value

@@ -13,8 +13,10 @@ worker 0 alone counts and reports what that decoder finds.
 
 Workers run the rules, except that a rate rule cannot decide alone: its window may hold events
 of flows in other workers. A worker therefore lets every rate-rule match through as a candidate
-alert carrying its window key, and the parent merges the workers' record streams back into the
-order one process writes them in, and runs the rate windows there. The order key of a record is
+carrying its window key (the rule and the EVE line of the record it is about: most candidates
+are dropped, so the alert is built and encoded by the parent, for those it keeps), and the
+parent merges the workers' record streams back into the order one process writes them in, and
+runs the rate windows there. The order key of a record is
 (file, phase, frame, stage, sub-order, sequence):
 
     phase 0   the frames: at frame F, stage 0 is the flows that F's time expires (linger-closed
@@ -48,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import heapq
+import json
 import multiprocessing
 import os
 import pickle
@@ -59,7 +62,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 try:
     import fcntl
@@ -181,6 +184,17 @@ def frame_shard(buf: bytes, start: int, stop: int, linktype: int, workers: int) 
     return _owner(addresses, sport ^ dport, workers)
 
 
+class CandidateAlert(NamedTuple):
+    """A rate rule's candidate alert as a worker sends it: the parent, which decides the window,
+    builds the alert (`Engine.alert_record`) from the EVE line of the record it is about, only
+    when it keeps it. The line is the string object already in the batch for that record, so
+    pickling it again costs a reference."""
+
+    sid: int
+    blocked: bool
+    record_line: str
+
+
 class DeferredRateStore:
     """A worker's rate store: every rate-rule match becomes a candidate alert; the window key,
     time, length and count go to the parent, which decides in the merged order."""
@@ -211,6 +225,7 @@ class ShardAnalyzer(Analyzer):
         self._send = send
         self._rate_sids = rate_sids
         self._rate_store = rate_store
+        self._record_line: str | None = None  # the EVE line of the last record that was not an alert
         self._batch: list[tuple[tuple, Any, tuple, Any]] = []
         self._seq = 0
         self._file = 0
@@ -225,14 +240,20 @@ class ShardAnalyzer(Analyzer):
         hit = None
         meta = record_meta(record)
         kind = meta[0]
+        payload: Any = record
         if kind == "alert" and meta[1] in self._rate_sids and self._rate_store is not None:
             hit = self._rate_store.pending.popleft()
             self._undecided_flows.add(meta[3])
-        payload: Any = record
-        if kind == "flow" and meta[1] in self._undecided_flows:
+            if self._record_line is not None:  # most candidates are dropped: not encoded here
+                payload = CandidateAlert(meta[1], record["alert"]["action"] == "blocked", self._record_line)
+            elif self._encode:
+                payload = encode_record(record)
+        elif kind == "flow" and meta[1] in self._undecided_flows:
             self._undecided_flows.discard(meta[1])  # its `alerted` is decided by the parent
         elif self._encode:
             payload = encode_record(record)
+        if kind != "alert":  # the record the next alerts are about (they follow it at once)
+            self._record_line = payload if payload.__class__ is str else None
         self._seq += 1
         self._batch.append(((self._file, self._phase, self._frame, self._stage, self._sub, self._seq),
                             payload, meta, hit))
@@ -604,6 +625,7 @@ class ParallelAnalyzer:
         self._options = {**options, "engine": engine, "policy": policy, "keylog": keylog,
                          "encode": write_encoded is not None}
         self._counter = Analyzer(write)  # counts what is written, as one process does
+        self._engine = engine  # builds the rate-rule alerts the windows keep
         self._write = write
         self._write_encoded = write_encoded
         self.rate_store = MemoryRateStore(engine.config.rate_max_keys) if engine is not None else None
@@ -707,6 +729,9 @@ class ParallelAnalyzer:
         if hit is not None and self.rate_store is not None and self.rate_store.hit(*hit) is not RateResult.ALERT:
             self.rate_pending += 1
             return
+        if payload.__class__ is CandidateAlert and self._engine is not None:
+            payload = encode_record(self._engine.alert_record(json.loads(payload.record_line), payload.sid,
+                                                              payload.blocked))
         counter = self._counter
         if payload.__class__ is not dict:  # an EVE line a worker made
             counter.count_meta(meta)

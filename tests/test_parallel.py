@@ -13,10 +13,20 @@ from pathlib import Path
 
 import pytest
 
+from inspector.engine import Engine
 from inspector.lab import network as net
 from inspector.lab.recorder import Lab
 from inspector.lab.traffic_triton import Tensor, rest_infer, rest_infer_response
-from inspector.parallel import UNKNOWN, flow_shard, frame_shard, plan_files
+from inspector.parallel import (
+    UNKNOWN,
+    CandidateAlert,
+    DeferredRateStore,
+    ShardAnalyzer,
+    flow_shard,
+    frame_shard,
+    plan_files,
+)
+from inspector.rules import load_rules
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = REPO / "pcaps" / "lab"
@@ -243,6 +253,27 @@ def test_rate_window_across_workers_gives_single_process_verdicts(tmp_path):
         assert run(workers) == text
     flow_alerted = [r["flow"]["alerted"] for r in single if r["event_type"] == "flow"]
     assert flow_alerted.count(True) == 1
+
+
+def test_a_worker_leaves_rate_candidates_unencoded_and_the_line_they_name_is_the_records(tmp_path):
+    """Most candidates are dropped by the parent's window: a worker sends the rule and the EVE line
+    of the record the alert is about (the same string object, so pickling it again costs a
+    reference), not an encoded alert."""
+    capture = tmp_path / "many.pcap"
+    _many_connections(capture, connections=12)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rate.yml").write_text(RATE_RULE)
+    ruleset = load_rules([rules])
+    store = DeferredRateStore()
+    items: list = []
+    worker = ShardAnalyzer(0, 1, items.extend, frozenset(rule.sid for rule in ruleset.rules), store,
+                           engine=Engine(ruleset, rate_store=store))
+    worker.analyze_files([capture])
+    payloads = [payload for _, payload, _, _ in items]
+    candidates = [(n, p) for n, p in enumerate(payloads) if isinstance(p, CandidateAlert)]
+    assert len(candidates) >= 12 and not any('"event_type":"alert"' in p for p in payloads if isinstance(p, str))
+    assert all(p.record_line is payloads[n - 1] and not p.blocked for n, p in candidates)  # the record before it
 
 
 def _endpoints(record: dict) -> tuple[bytes, bytes, int, int]:
