@@ -395,6 +395,10 @@ class StreamRouter:
         if self._tls is not None:
             for name, count in self._tls.counters.items():
                 self._stats[name] = self._stats.get(name, 0) + count
+        stepped = getattr(session, "gaps_stepped_over", 0)
+        if stepped:  # HTTP/2: capture gaps inside DATA the connection was parsed past
+            name = self._stat_prefix + "http2_gaps_stepped_over"
+            self._stats[name] = self._stats.get(name, 0) + stepped
         if self._builder is not None:
             self._emit_results(self._builder.finish(ts), ts)
 
