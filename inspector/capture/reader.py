@@ -621,18 +621,23 @@ class CaptureReader:
             self.wire_bytes, self.last_ts = wire_bytes, last_ts
 
     @staticmethod
-    def _statistics_drops(buf: bytes, off: int, blen: int, order: str) -> int | None:
-        """The drop counters of an Interface Statistics Block added up; None when it has none."""
-        drops = None
-        pos = off + 20
-        stop = off + blen - 4
+    def _options(buf: bytes, pos: int, stop: int, order: str) -> Iterator[tuple[int, bytes]]:
+        """A pcapng block's options from `pos` to `stop` (its trailer): (code, value), the value
+        cut at `stop` when its length claims more; they end at opt_endofopt or at `stop`."""
         while pos + 4 <= stop:
             code, length = struct.unpack_from(order + "HH", buf, pos)
             if code == 0:  # opt_endofopt
-                break
-            if code in (_OPT_ISB_IFDROP, _OPT_ISB_OSDROP) and length == 8 and pos + 12 <= stop:
-                drops = (drops or 0) + struct.unpack_from(order + "Q", buf, pos + 4)[0]
+                return
+            yield code, buf[pos + 4:min(pos + 4 + length, stop)]
             pos += 4 + ((length + 3) & ~3)
+
+    @classmethod
+    def _statistics_drops(cls, buf: bytes, off: int, blen: int, order: str) -> int | None:
+        """The drop counters of an Interface Statistics Block added up; None when it has none."""
+        drops = None
+        for code, value in cls._options(buf, off + 20, off + blen - 4, order):
+            if code in (_OPT_ISB_IFDROP, _OPT_ISB_OSDROP) and len(value) == 8:
+                drops = (drops or 0) + struct.unpack(order + "Q", value)[0]
         return drops
 
     def _interface(self, buf: bytes, off: int, blen: int, order: str) -> tuple[int, int, int, int]:
@@ -640,19 +645,12 @@ class CaptureReader:
         linktype, _, snaplen = struct.unpack_from(order + "HHI", buf, off + 8)
         units = 1_000_000
         tsoffset = 0
-        pos = off + 16
-        stop = off + blen - 4
-        while pos + 4 <= stop:
-            code, length = struct.unpack_from(order + "HH", buf, pos)
-            value = buf[pos + 4:min(pos + 4 + length, stop)]
-            if code == 0:  # opt_endofopt
-                break
+        for code, value in self._options(buf, off + 16, off + blen - 4, order):
             if code == _OPT_IF_TSRESOL and len(value) >= 1:
                 exponent = value[0] & 0x7F
                 if exponent <= 64:  # beyond that no clock exists; keep microseconds
                     units = (2 if value[0] & 0x80 else 10) ** exponent
             elif code == _OPT_IF_TSOFFSET and len(value) >= 8:
                 tsoffset = struct.unpack_from(order + "q", value)[0]
-            pos += 4 + ((length + 3) & ~3)
         self.linktypes.add(linktype)
         return linktype, units, tsoffset, snaplen

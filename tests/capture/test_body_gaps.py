@@ -36,12 +36,11 @@ LOST_CALL = 1  # the second call's request loses a segment inside its first DATA
 MSS = 1460
 
 
-def _wire_with_one_call(body_size: int) -> tuple[H2Wire, int]:
+def _wire_with_one_call(body_size: int) -> H2Wire:
     wire = H2Wire()
-    call = GrpcCall(path="/inference.GRPCInferenceService/ModelInfer", requests=[b"\x01" * body_size],
-                    responses=[b"ok"])
-    wire.grpc(1, call)
-    return wire, len(grpc_frame(call.requests[0]))
+    wire.grpc(1, GrpcCall(path="/inference.GRPCInferenceService/ModelInfer", requests=[b"\x01" * body_size],
+                          responses=[b"ok"]))
+    return wire
 
 
 def _client_bytes(wire: H2Wire) -> bytes:
@@ -72,7 +71,7 @@ def _run(session: Http2Session, client: list[bytes | int]) -> list:
 
 
 def test_a_gap_inside_a_data_payload_is_stepped_over():
-    wire, _ = _wire_with_one_call(40_000)  # three DATA frames
+    wire = _wire_with_one_call(40_000)  # three DATA frames
     client = _client_bytes(wire)
     frames = _data_frames(client)
     assert len(frames) == 3
@@ -91,7 +90,7 @@ def test_a_gap_inside_a_data_payload_is_stepped_over():
 
 
 def test_a_gap_over_a_frame_header_still_stops_the_direction():
-    wire, _ = _wire_with_one_call(40_000)
+    wire = _wire_with_one_call(40_000)
     client = _client_bytes(wire)
     hole_at = _data_frames(client)[2][0] - 4  # the last DATA frame's header falls in the hole
     session = Http2Session()
@@ -101,7 +100,7 @@ def test_a_gap_over_a_frame_header_still_stops_the_direction():
 
 
 def test_the_exchange_counts_the_hole_and_ends_the_message_incomplete():
-    wire, _ = _wire_with_one_call(3000)
+    wire = _wire_with_one_call(3000)
     client = _client_bytes(wire)
     hole_at = len(client) - 2000
     session = Http2Session()
