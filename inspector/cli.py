@@ -40,23 +40,24 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     eve_to_stdout = args.eve == "-"
     console = _console(eve_to_stdout)
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
     files = expand_paths(args.paths)
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
-        console.print(f"[red]error:[/red] no such file or directory: {', '.join(map(str, missing))}")
+        errors.print(f"[red]error:[/red] no such file or directory: {escape(', '.join(map(str, missing)))}")
         return EXIT_USAGE
     if not files:
-        console.print("[red]error:[/red] no capture files found in the given paths")
+        errors.print("[red]error:[/red] no capture files found in the given paths")
         return EXIT_USAGE
     engine = None
     if not args.no_rules:
-        engine = _load_engine(args, console)
+        engine = _load_engine(args, errors)
         if engine is False:
             return EXIT_USAGE
-    monitor = _load_policy_monitor(args.policy, console) if args.policy else None
+    monitor = _load_policy_monitor(args.policy, errors) if args.policy else None
     if monitor is False:
         return EXIT_USAGE
-    keylog = _load_keylog(args.keylog, console) if args.keylog else None
+    keylog = _load_keylog(args.keylog, errors) if args.keylog else None
     if keylog is False:
         return EXIT_USAGE
     baseline = None
@@ -67,7 +68,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         try:
             baseline = load_baseline(args.baseline)
         except BaselineError as exc:
-            console.print(f"[red]error:[/red] --baseline: {escape(str(exc))}")
+            errors.print(f"[red]error:[/red] --baseline: {escape(str(exc))}")
             return EXIT_USAGE
     allowlists = None
     if args.egress:
@@ -78,7 +79,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             allowlists = egress_policy_from_config(engine.config if engine else load_config(args.config))
         except RuleLoadError as exc:
             for error in exc.errors:
-                console.print(f"[red]{escape(str(error))}[/red]")
+                errors.print(f"[red]{escape(str(error))}[/red]")
             return EXIT_USAGE
     writer = EveWriter(args.eve)
     analyzer = Analyzer(writer.write, engine=engine or None, flow_records=not args.no_flow_records,
@@ -87,7 +88,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from inspector.parallel import ParallelAnalyzer
 
         if baseline is not None:
-            console.print("[red]error:[/red] --baseline learns across flows and runs in one process: drop --workers")
+            errors.print("[red]error:[/red] --baseline learns across flows and runs in one process: drop --workers")
             writer.close()
             return EXIT_USAGE
 
@@ -106,7 +107,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
         if not isinstance(exc, WorkerFailed):
             raise
-        console.print(f"[red]error:[/red] {escape(str(exc))}\n(the records before the failure were written)")
+        errors.print(f"[red]error:[/red] {escape(str(exc))}\n(the records before the failure were written)")
         return EXIT_DAMAGED
     finally:
         gc.unfreeze()
@@ -161,7 +162,7 @@ def _load_engine(args: argparse.Namespace, console: Console) -> Any:
         ruleset = load_rules(rules_paths, config)
     except RuleLoadError as exc:
         for error in exc.errors:
-            console.print(f"[red]{error}[/red]")
+            console.print(f"[red]{escape(str(error))}[/red]")
         return False
     return Engine(ruleset, config)
 
@@ -201,8 +202,8 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
     for column in ("file", "format", "packets", "status"):
         files.add_column(column, justify="right" if column == "packets" else "left")
     for f in stats.files:
-        status = f"[red]{f.error}[/red]" if f.error else "ok"
-        files.add_row(f.path, f.format or "-", str(f.packets), status)
+        status = f"[red]{escape(f.error)}[/red]" if f.error else "ok"
+        files.add_row(escape(f.path), f.format or "-", str(f.packets), status)
     console.print(files)
 
     overview = Table(title="Summary", title_justify="left", show_header=False)
@@ -211,9 +212,9 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
     overview.add_row("packets", f"{stats.packets:,}")
     overview.add_row("flows", f"{stats.flows:,}")
     for app, n in sorted(stats.flows_by_app.items(), key=lambda kv: -kv[1]):
-        overview.add_row(f"  flows {app}", f"{n:,}")
+        overview.add_row(f"  flows {escape(app)}", f"{n:,}")
     for proto, n in sorted(stats.transactions.items(), key=lambda kv: -kv[1]):
-        overview.add_row(f"transactions {proto}", f"{n:,}")
+        overview.add_row(f"transactions {escape(proto)}", f"{n:,}")
     overview.add_row("anomalies", f"{sum(stats.anomalies.values()):,}")
     overview.add_row("alerts", f"{sum(stats.alerts.values()):,}")
     if analyzer.policy is not None:
@@ -222,7 +223,7 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
     overview.add_row("time", f"{elapsed:.2f} s ({rate:,.0f} packets/s)")
     if getattr(analyzer, "workers", 1) > 1:
         overview.add_row("workers", f"{analyzer.workers}, split by {'file' if analyzer.split == 'files' else 'flow'}")
-    overview.add_row("EVE", "stdout" if eve == "-" else eve)
+    overview.add_row("EVE", "stdout" if eve == "-" else escape(eve))
     console.print(overview)
     _print_tls_summary(console, stats.detection, analyzer.keylog)
 
@@ -232,7 +233,7 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
         table.add_column("layer.event")
         table.add_column("count", justify="right")
         for name, n in stats.anomalies.most_common(15):
-            table.add_row(name, str(n))
+            table.add_row(escape(name), str(n))
         console.print(table)
     if stats.alerts:
         table = Table(title="Alerts by rule", title_justify="left")
@@ -240,7 +241,7 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
         table.add_column("signature")
         table.add_column("count", justify="right")
         for (sid, signature), n in stats.alerts.most_common():
-            table.add_row(str(sid), signature, str(n))
+            table.add_row(str(sid), escape(signature), str(n))
         console.print(table)
 
 

@@ -74,7 +74,8 @@ def test_broken_rules_refuse_to_run(tmp_path, capsys):
     bad = tmp_path / "bad.yml"
     bad.write_text("title: broken\nid: 1\nsid: x\n")
     assert main(["analyze", str(CORE), "--rules", str(bad), "--eve", str(tmp_path / "e.json"), "-q"]) == 2
-    assert f"{bad}:" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert f"{bad}:" in captured.err and captured.out == ""  # errors on stderr, as every analyze error
 
 
 def test_rules_validate_list_and_test(capsys):
@@ -128,3 +129,42 @@ def test_analyze_starts_without_the_other_commands_modules(tmp_path):
     assert all(f"'{name}'" in commands for name in ("analyze", "proxy", "certs", "lab", "eval", "rules", "baseline"))
     records = eve(tmp_path / "eve.json")  # the capture's 11 records and its one alert, as before
     assert len(records) == 13 and alerts(records) == [3100001]
+
+
+def test_python_dash_m_runs_the_same_command_line(tmp_path):
+    """`python -m inspector` is the `inspector` script: same commands, same exit status."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "eve.json"
+    done = subprocess.run([sys.executable, "-m", "inspector", "analyze", str(CORE / "grpc.pcap"), "--eve", str(out),
+                           "-q"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert alerts(eve(out)) == [3100001]
+    missing = subprocess.run([sys.executable, "-m", "inspector", "analyze", str(tmp_path / "absent.pcap")],
+                             capture_output=True, text=True, cwd=REPO)
+    assert missing.returncode != 0 and "absent.pcap" in missing.stderr
+
+
+def test_text_from_captures_and_rules_is_printed_verbatim(tmp_path, capsys):
+    """Rule titles, paths and error messages are data, not console markup: square brackets in
+    them reach the terminal as written."""
+    rule = (REPO / "signatures" / "triton" / "triton_management_outside_admin.yml").read_text()
+    title = next(line for line in rule.splitlines() if line.startswith("title: "))
+    renamed = tmp_path / "rules"
+    renamed.mkdir()
+    (renamed / "r.yml").write_text(rule.replace(title, "title: 'Model [bold]control[/bold] call [x]'"))
+    assert main(["analyze", str(CORE / "grpc.pcap"), "--rules", str(renamed), "--eve",
+                 str(tmp_path / "eve.json")]) == 0
+    assert "Model [bold]control[/bold] call [x]" in capsys.readouterr().out
+
+    broken = tmp_path / "broken.yml"
+    broken.write_text(rule.replace("triton.setting_names|exists: true", "triton.model|re: '[bold]([a-z'"))
+    assert main(["rules", "validate", str(broken)]) == 1
+    assert "'[bold]([a-z'" in capsys.readouterr().out
+
+
+def test_analyze_errors_go_to_stderr(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "absent[1].pcap")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "absent[1].pcap" in captured.err

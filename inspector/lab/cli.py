@@ -60,7 +60,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     names = list(SCENARIOS) if "all" in args.scenarios else list(dict.fromkeys(args.scenarios))
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
-        console.print(f"[red]error:[/red] unknown scenario(s) {', '.join(unknown)}; `inspector lab list` shows them")
+        console.print(f"[red]error:[/red] unknown scenario(s) {escape(', '.join(unknown))}; "
+                      "`inspector lab list` shows them")
         return EXIT_USAGE
     if args.benign < 0 or (args.duration is not None and args.duration <= 0):
         console.print("[red]error:[/red] --benign must be >= 0 and --duration > 0")
@@ -82,7 +83,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     console = Console(highlight=False, soft_wrap=True, stderr=args.json)
     scenario = SCENARIOS.get(args.scenario)
     if scenario is None:
-        console.print(f"[red]error:[/red] unknown scenario {args.scenario!r}; `inspector lab list` shows them")
+        console.print(f"[red]error:[/red] unknown scenario {escape(repr(args.scenario))}; "
+                      "`inspector lab list` shows them")
         return EXIT_USAGE
     try:
         target = parse_target(args.target)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from inspector.rules.config import load_config
@@ -80,11 +81,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except RuleLoadError as exc:
         for error in exc.errors:
-            console.print(f"[red]{error}[/red]")
+            console.print(f"[red]{escape(str(error))}[/red]")
         return EXIT_USAGE
     errors = validate_paths(_paths(args), args.config)
     for error in errors:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
     if errors:
         console.print(f"{len(errors)} problem(s); nothing was loaded")
         return EXIT_FAILED
@@ -98,7 +99,7 @@ def _load(args: argparse.Namespace, console: Console) -> RuleSet | None:
         return load_rules(_paths(args), load_config(args.config))
     except RuleLoadError as exc:
         for error in exc.errors:
-            console.print(f"[red]{error}[/red]")
+            console.print(f"[red]{escape(str(error))}[/red]")
         return None
 
 
@@ -116,7 +117,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column(column, justify="right" if column == "sid" else "left")
     for row in rows:
         row["file"] = _relative(str(row["file"]))
-        table.add_row(*(str(row[c]) for c in ("sid", "title", "level", "event", "action", "rate", "file")))
+        table.add_row(*(escape(str(row[c])) for c in ("sid", "title", "level", "event", "action", "rate", "file")))
     console.print(table)
     return EXIT_OK
 
@@ -129,22 +130,22 @@ def cmd_test(args: argparse.Namespace) -> int:
             ruleset = load_rules(args.rules, load_config(args.config))
         except RuleLoadError as exc:
             for error in exc.errors:
-                console.print(f"[red]{error}[/red]")
+                console.print(f"[red]{escape(str(error))}[/red]")
             return EXIT_FAILED
     root = Path(args.fixtures)
     if not root.exists():
-        console.print(f"[red]error:[/red] {root} does not exist")
+        console.print(f"[red]error:[/red] {escape(str(root))} does not exist")
         return EXIT_USAGE
     results = run_rule_tests(root, analyze_captures, ruleset)
     if not results:
-        console.print(f"[red]error:[/red] no test.yaml found under {root}")
+        console.print(f"[red]error:[/red] no test.yaml found under {escape(str(root))}")
         return EXIT_FAILED
     failed = [r for r in results if not r.ok]
     for result in results:
         mark = "[green]ok[/green]  " if result.ok else "[red]FAIL[/red]"
-        console.print(f"{mark} {result.path} ({result.checks} check(s))")
+        console.print(f"{mark} {escape(str(result.path))} ({result.checks} check(s))")
         for failure in result.failures:
-            console.print(f"       {failure}")
+            console.print(f"       {escape(str(failure))}")
     console.print(f"{len(results) - len(failed)} of {len(results)} fixture(s) passed")
     return EXIT_FAILED if failed else EXIT_OK
 

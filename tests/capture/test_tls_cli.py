@@ -35,4 +35,4 @@ def test_unreadable_keylog_is_a_usage_error(tmp_path, capsys):
     write_pcap(tmp_path / "c.pcap", [(CLIENT, b"GET / HTTP/1.1\r\n\r\n")])
     assert main(["analyze", str(tmp_path / "c.pcap"), "--keylog", str(tmp_path / "nope.log"),
                  "--eve", str(tmp_path / "eve.json"), "--no-rules"]) == EXIT_USAGE
-    assert "cannot read key log" in capsys.readouterr().out
+    assert "cannot read key log" in capsys.readouterr().err

@@ -90,7 +90,7 @@ def test_analyze_with_a_policy(tmp_path, capsys):
     broken = tmp_path / "broken.yaml"
     broken.write_text("default: deny\nzones: [{name: a, plane: data, cidrs: [10.0.0.0/8]}]\nrules: [{name: r}]\n")
     assert main(["analyze", str(POSITIVE), "--policy", str(broken), "--no-rules", "--eve", str(eve)]) == 2
-    assert f"{broken}:3: rule 'r': from is required" in capsys.readouterr().out
+    assert f"{broken}:3: rule 'r': from is required" in capsys.readouterr().err
 
 
 def test_fixture_captures_are_reproducible(tmp_path):
