@@ -43,9 +43,11 @@ class Limits:
     grpc_keep_message_bytes: int = 256 * 1024  # payload bytes kept per message
     max_protobuf_depth: int = 16
     max_protobuf_fields: int = 10_000
-    # raw-TCP ML protocols (TCPStore's own libuv backend limits: 8 KiB keys, 8 MiB values)
-    tcpstore_max_key_bytes: int = 8 * 1024
-    tcpstore_max_value_bytes: int = 8 * 1024 * 1024
+    # raw-TCP ML protocols. TCPStore: a longer key or value gives the direction up; between the
+    # libuv server's own limits (8 KiB keys, 8 MiB values) and these, the legacy server's
+    # traffic is reported and skipped (never buffered)
+    tcpstore_max_key_bytes: int = 1024 * 1024
+    tcpstore_max_value_bytes: int = 1024 * 1024 * 1024
     tcpstore_max_keys: int = 128 * 1024  # keys in one MULTI_* / CHECK / WAIT query
     tcpstore_value_keep_bytes: int = 64 * 1024  # value bytes kept for shape detection
     nccl_max_message_bytes: int = 64 * 1024 * 1024

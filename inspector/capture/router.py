@@ -497,6 +497,10 @@ class StreamRouter:
         stat = f"{self._stat_prefix}app_{detection.app_proto}"
         self._stats[stat] = self._stats.get(stat, 0) + 1
         self._session = detection.make(self._limits)
+        if not (flow.syn or flow.synack):  # no handshake in the capture: the stream's start is unknown
+            midstream = getattr(self._session, "picked_up_midstream", None)
+            if midstream is not None:
+                midstream()
         if detection.app_proto in ("http", "http2"):
             self._builder = ExchangeBuilder(self._limits, OBSERVER_FACTORIES)
         for direction, data, t in pending:

@@ -181,19 +181,26 @@ def anomalies_capture(cap: Capture, rng: random.Random) -> Truth:
                 _q("ADD", "new", False, key="init/", add_amount=1, reply={"number": 1})]
     anomalies.append("tcpstore.validate_magic_mismatch")
 
-    # a key length past the 8 KiB cap: the direction is given up
+    # a key past the libuv server's 8 KiB limit (the legacy server takes it), cut by the close
     conv = _conv(cap, rng, "10.9.1.4", t + 0.02)
     _exchange(conv, validate + S.code(n, "SET") + struct.pack("<Q", 9000) + b"/" * 64)
     conv.close()
-    records.append(validate_record)
-    anomalies.append("tcpstore.key_too_long")
+    records += [validate_record, _q("SET", "new", True, truncated=True)]
+    anomalies += ["tcpstore.key_over_libuv_limit", "tcpstore.truncated_query"]
 
-    # a value length past the 8 MiB cap
+    # a value past the libuv server's 8 MiB limit, cut by the close: the query says its size
     conv = _conv(cap, rng, "10.9.1.5", t + 0.03)
     _exchange(conv, validate + S.code(n, "SET") + S.string("/big") + struct.pack("<Q", 16 << 20) + bytes(100))
     conv.close()
-    records.append(validate_record)
-    anomalies.append("tcpstore.value_too_large")
+    records += [validate_record, _q("SET", "new", True, **_key("/big"), value_size=16 << 20, truncated=True)]
+    anomalies += ["tcpstore.value_over_libuv_limit", "tcpstore.truncated_query"]
+
+    # a key length past the parsing cap (1 MiB): not believed, the direction is given up
+    conv = _conv(cap, rng, "10.9.1.11", t + 0.035)
+    _exchange(conv, validate + S.code(n, "SET") + struct.pack("<Q", 1 << 40) + b"/" * 64)
+    conv.close()
+    records += [validate_record, _q("SET", "new", True, truncated=True)]
+    anomalies.append("tcpstore.key_too_long")
 
     # an unknown query type
     conv = _conv(cap, rng, "10.9.1.6", t + 0.04)
@@ -206,14 +213,14 @@ def anomalies_capture(cap: Capture, rng: random.Random) -> Truth:
     conv = _conv(cap, rng, "10.9.1.7", t + 0.05)
     _exchange(conv, validate + S.code(n, "MULTI_GET") + struct.pack("<Q", 1 << 40))
     conv.close()
-    records.append(validate_record)
+    records += [validate_record, _q("MULTI_GET", "new", True, truncated=True)]
     anomalies.append("tcpstore.too_many_keys")
 
     # a query cut by the end of the connection
     conv = _conv(cap, rng, "10.9.1.8", t + 0.06)
     _exchange(conv, validate + S.code(n, "SET") + S.string("/k") + struct.pack("<Q", 100) + bytes(10))
     conv.close()
-    records.append(validate_record)
+    records += [validate_record, _q("SET", "new", True, **_key("/k"), value_size=100, truncated=True)]
     anomalies.append("tcpstore.truncated_query")
 
     # reply bytes when no query waits for one
@@ -231,7 +238,7 @@ def anomalies_capture(cap: Capture, rng: random.Random) -> Truth:
     records += [validate_record, _q("GET", "new", True, **_key("/k"), reply_missing=True),
                 _q("SET", "new", True, **_key("/k"), value_size=1, value_kind="text", value_text="v")]
     anomalies.append("tcpstore.value_too_large")
-    return {"records": records, "anomalies": anomalies, "flows": 9}
+    return {"records": records, "anomalies": anomalies, "flows": 10}
 
 
 CAPTURES: dict[str, Callable[[Capture, random.Random], Truth]] = {

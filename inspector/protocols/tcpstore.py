@@ -39,7 +39,7 @@ from inspector.http import TO_CLIENT, TO_SERVER, SessionAnomaly
 from inspector.limits import Limits
 from inspector.protocols.bytereader import BEGIN_1, WAIT, Begin, ParseError, Skip, StreamReader
 from inspector.protocols.nccl import decode_unique_id
-from inspector.protocols.picklescan_lite import dangerous_globals, looks_like_pickle, pickle_globals
+from inspector.protocols.picklescan_lite import MAX_GLOBALS, looks_like_pickle, scan_pickle
 from inspector.rawtcp import SWAPPED, Transaction
 
 APP_PROTO = "tcpstore"
@@ -48,8 +48,13 @@ LAYER = "tcpstore"
 VALIDATE_MAGIC = 0x3C85F7CE
 VALIDATE_PREFIX = b"\x00" + struct.pack("<I", VALIDATE_MAGIC)
 
-MAX_KEY_BYTES = 8 * 1024
-MAX_VALUE_BYTES = 8 * 1024 * 1024
+#: The libuv server's own limits (the default backend since torch 2.4); the legacy server has
+#: none: longer keys and values are reported, counted and skipped.
+LIBUV_MAX_KEY_BYTES = 8 * 1024
+LIBUV_MAX_VALUE_BYTES = 8 * 1024 * 1024
+#: Parsing caps (Limits' defaults): past them a length is not believed and the direction is lost.
+MAX_KEY_BYTES = 1024 * 1024
+MAX_VALUE_BYTES = 1024 * 1024 * 1024
 MAX_KEYS = 128 * 1024
 VALUE_KEEP_BYTES = 64 * 1024
 #: Record caps: characters of a key or text value, keys listed, queries waiting for a reply.
@@ -123,7 +128,7 @@ _U32 = struct.Struct("<I")
 _PRINTABLE_KEY = re.compile(rb"[\x20-\x7e]*")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _INTEGER = re.compile(rb"-?[0-9]{1,20}")
-_BASE64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]+")
 
 
 # -- values --------------------------------------------------------------------------------------
@@ -164,20 +169,25 @@ def describe_value(prefix: bytes, size: int) -> dict[str, Any]:
 
 
 def _pickle_fields(out: dict[str, Any], data: bytes) -> None:
-    found = pickle_globals(data)
-    out["pickle_globals"] = found
-    out["pickle_dangerous"] = dangerous_globals(found)
+    findings = scan_pickle(data)
+    out["pickle_globals"] = findings.globals
+    out["pickle_dangerous"] = findings.dangerous
+    out["pickle_scan_complete"] = findings.complete
 
 
 def _base64_pickle(prefix: bytes, complete: bool) -> bytes | None:
-    """The decoded bytes when `prefix` is base64 of a pickle (torch.rendezvous.* state)."""
+    """The decoded bytes when `prefix` is base64 of a pickle (torch.rendezvous.* state), read as
+    torch reads it: `base64.b64decode` without validation, which drops every byte outside the
+    alphabet (newlines of `encodebytes`, spaces, anything an author slips in)."""
     if len(prefix) < 8:
         return None
-    usable = prefix if complete else prefix[:len(prefix) // 4 * 4]
-    if not _BASE64.fullmatch(usable):
+    usable = _NOT_BASE64.sub(b"", prefix)
+    if len(usable) < 8:
         return None
+    if not complete:
+        usable = usable[:len(usable) // 4 * 4]
     try:
-        decoded = base64.b64decode(usable, validate=True)
+        decoded = base64.b64decode(usable)
     except (binascii.Error, ValueError):
         return None
     return decoded if looks_like_pickle(decoded, complete) else None
@@ -195,12 +205,19 @@ def _as_text(prefix: bytes, complete: bool) -> str | None:
 
 
 def _merge_values(described: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several values (MULTI_SET, MULTI_GET): total size, the most telling value's details."""
+    """Several values (MULTI_SET, MULTI_GET): total size, the most telling value's details, and
+    the pickle findings of all of them (a harmless pickle first must not hide a second one)."""
     if not described:
         return {"value_size": 0, "value_kind": "empty"}
     best = min(described, key=lambda d: KIND_PRIORITY.index(d["value_kind"]))
     merged = dict(best)
     merged["value_size"] = sum(d["value_size"] for d in described)
+    pickles = [d for d in described if "pickle_globals" in d]
+    if len(pickles) > 1:
+        for name in ("pickle_globals", "pickle_dangerous"):
+            union = list(dict.fromkeys(item for d in pickles for item in d[name]))
+            merged[name] = union[:MAX_GLOBALS]
+        merged["pickle_scan_complete"] = all(d["pickle_scan_complete"] for d in pickles)
     return merged
 
 
@@ -361,6 +378,13 @@ class Session:
         self._eof = [False, False]
         self._events: list = []
         self._ts = 0.0
+        self._start_seen = True
+        self._current: tuple[dict[str, Any], float] | None = None  # the query being read, and its time
+
+    def picked_up_midstream(self) -> None:
+        """The capture holds no handshake of this connection: whether it opened with VALIDATE is
+        unknown (no `missing_validate`, no `validated` field)."""
+        self._start_seen = False
 
     # -- interface ---------------------------------------------------------------------------
 
@@ -392,6 +416,8 @@ class Session:
         if reader is not None and not reader.finished:
             self._anomaly("stream_gap", f"{length} bytes missing from the capture; direction no longer parsed",
                           direction)
+            if direction == TO_SERVER and not reader.idle:
+                self._cut_query()
             self._lose(direction)
         return events
 
@@ -412,6 +438,8 @@ class Session:
             elif not reader.idle and not reader.waiting:
                 what = "query" if direction == TO_SERVER else "reply"
                 self._anomaly(f"truncated_{what}", f"the connection ended inside a {what}", direction)
+                if direction == TO_SERVER:
+                    self._cut_query()
             reader.stop()
         if direction == TO_CLIENT or all(self._eof):
             self._lose_replies()
@@ -426,7 +454,7 @@ class Session:
         if decision is None:
             return
         self._numbering, validated = decision
-        if self._numbering == "new" and not validated and not held.startswith(b"\x00"):
+        if self._numbering == "new" and not validated and not held.startswith(b"\x00") and self._start_seen:
             self._anomaly("missing_validate", "new-numbering queries without VALIDATE first (torch >= 2.2 "
                           "clients always validate)", TO_SERVER)
         self._held = bytearray()
@@ -460,7 +488,22 @@ class Session:
         if reader is not None and reader.error is not None:
             error, reader.error = reader.error, None
             self._anomaly(error.event, error.message, direction)
+            if direction == TO_SERVER:
+                self._cut_query()
             self._lose(direction)
+
+    def _cut_query(self) -> None:
+        """The query being read when the connection ended or the capture lost bytes: recorded
+        with what was read of it (name, key, declared value size), `truncated: true`."""
+        if self._current is None:
+            return
+        data, ts = self._current
+        self._current = None
+        data["truncated"] = True
+        query = _Query(QuerySpec(data["query"], (), None), data, ts, 0)
+        query.done = True
+        self._order.append(query)
+        self._flush()
 
     def _lose(self, direction: int) -> None:
         """Stop parsing a direction. Without queries, replies cannot be paired either."""
@@ -504,20 +547,25 @@ class Session:
 
     # -- reading pieces (generators) ---------------------------------------------------------
 
-    def _length(self, what: str, begin: bool = False):
+    def _length(self, what: str, direction: int, begin: bool = False):
         length = _U64.unpack((yield Begin(8) if begin else 8))[0]
-        cap = self._max_key if what == "key" else self._max_value
+        is_key = what == "key"
+        cap = self._max_key if is_key else self._max_value
         if length > cap:
-            event = "key_too_long" if what == "key" else "value_too_large"
+            event = "key_too_long" if is_key else "value_too_large"
             raise ParseError(event, f"{what} length {length} (cap {cap})")
+        libuv = LIBUV_MAX_KEY_BYTES if is_key else LIBUV_MAX_VALUE_BYTES
+        if length > libuv:
+            self._anomaly(f"{what}_over_libuv_limit", f"{what} of {length} bytes: the libuv server refuses more "
+                          f"than {libuv}, the legacy server takes it (skipped, not kept)", direction)
         return length
 
-    def _string(self, what: str, begin: bool = False):
+    def _string(self, what: str, direction: int, begin: bool = False):
         """(length, kept prefix) of a `u64 len` + bytes argument (`begin`: it starts a reply)."""
-        length = yield from self._length(what, begin)
+        length = yield from self._length(what, direction, begin)
         if not length:
             return 0, b""
-        prefix = yield Skip(length, self._max_key if what == "key" else self._keep)
+        prefix = yield Skip(length, LIBUV_MAX_KEY_BYTES if what == "key" else self._keep)
         return length, prefix
 
     def _count(self):
@@ -536,8 +584,10 @@ class Session:
             spec = table.get(code)
             if spec is None:
                 raise ParseError("unknown_query", f"query type {code} is not in the {numbering} numbering")
-            data: dict[str, Any] = {"query": spec.name, "query_code": code, "numbering": numbering,
-                                    "validated": self._validated}
+            data: dict[str, Any] = {"query": spec.name, "query_code": code, "numbering": numbering}
+            if self._start_seen:
+                data["validated"] = self._validated
+            self._current = (data, ts)
             key_count = 0
             for arg in spec.args:
                 if arg == "u32":
@@ -545,6 +595,8 @@ class Session:
                     if spec.name == "VALIDATE":
                         data["validate_magic"] = f"{value:08x}"
                         if value == VALIDATE_MAGIC:
+                            if self._queries_seen == 0:  # the connection's first query, seen or not
+                                self._start_seen = True
                             self._validated = self._validated or self._queries_seen == 0
                             data["validated"] = self._validated
                         else:
@@ -555,24 +607,28 @@ class Session:
                     value = _I64.unpack((yield 8))[0]
                     data["world_size" if spec.name == "BARRIER" else "add_amount"] = value
                 elif arg == "key":
-                    _, raw = yield from self._string("key")
+                    _, raw = yield from self._string("key", TO_SERVER)
                     data.update(_key_fields(key_text(raw)))
                 elif arg == "expected":
-                    size, _ = yield from self._string("value")
+                    size = yield from self._length("value", TO_SERVER)
                     data["expected_size"] = size
+                    if size:
+                        yield Skip(size, 0)
                 elif arg == "value":
-                    size, prefix = yield from self._string("value")
+                    size = yield from self._length("value", TO_SERVER)
+                    data["value_size"] = size  # known before the bytes: a query cut short still says it
+                    prefix = (yield Skip(size, self._keep)) if size else b""
                     data.update(describe_value(prefix, size))
                 else:  # keys, pairs
                     key_count = yield from self._count()
                     keys: list[str] = []
                     values: list[dict[str, Any]] = []
                     for _ in range(key_count):
-                        _, raw = yield from self._string("key")
+                        _, raw = yield from self._string("key", TO_SERVER)
                         if len(keys) < RECORD_KEYS:
                             keys.append(key_text(raw))
                         if arg == "pairs":
-                            size, prefix = yield from self._string("value")
+                            size, prefix = yield from self._string("value", TO_SERVER)
                             values.append(describe_value(prefix, size))
                     if keys:
                         data.update(_key_fields(keys[0]))
@@ -581,6 +637,7 @@ class Session:
                     if arg == "pairs":
                         data.update(_merge_values(values))
             self._queries_seen += 1
+            self._current = None
             if spec.name == "WATCH_KEY":
                 self._watching = True
             self._enqueue(_Query(spec, data, ts, key_count))
@@ -599,7 +656,7 @@ class Session:
             shape = query.spec.reply
             reply: dict[str, Any] = {}
             if shape == "vec":
-                size, prefix = yield from self._string("value", begin=True)
+                size, prefix = yield from self._string("value", TO_CLIENT, begin=True)
                 reply = describe_value(prefix, size)
             elif shape == "i64":
                 reply = {"number": _I64.unpack((yield BEGIN_1) + (yield 7))[0]}
@@ -608,7 +665,7 @@ class Session:
             elif shape == "values":
                 described = []
                 for index in range(query.key_count):
-                    size, prefix = yield from self._string("value", begin=index == 0)
+                    size, prefix = yield from self._string("value", TO_CLIENT, begin=index == 0)
                     described.append(describe_value(prefix, size))
                 reply = _merge_values(described)
                 reply["value_count"] = query.key_count
@@ -616,7 +673,7 @@ class Session:
                 count = _I64.unpack((yield BEGIN_1) + (yield 7))[0]
                 reply = {"number": count}
                 if count > 0:
-                    size, prefix = yield from self._string("value")
+                    size, prefix = yield from self._string("value", TO_CLIENT)
                     reply.update(describe_value(prefix, size))
             elif shape == "keylist":
                 count = _I64.unpack((yield BEGIN_1) + (yield 7))[0]
@@ -624,7 +681,7 @@ class Session:
                     raise ParseError("too_many_keys", f"LIST_KEYS reply with {count} keys (cap {self._max_keys})")
                 keys = []
                 for _ in range(count):
-                    _, raw = yield from self._string("key")
+                    _, raw = yield from self._string("key", TO_CLIENT)
                     if len(keys) < RECORD_KEYS:
                         keys.append(key_text(raw))
                 reply = {"key_count": count, "keys": keys}
@@ -657,12 +714,13 @@ class Session:
         if code not in WATCH_EVENTS or code == 3:
             raise ParseError("unexpected_reply", f"watch socket message type {code}")
         ts = self._ts
-        _, raw = yield from self._string("key")
-        yield from self._string("value")
-        size, prefix = yield from self._string("value")
-        data: dict[str, Any] = {"numbering": self._numbering, "validated": self._validated,
-                                "watch_event": WATCH_EVENTS[code], **_key_fields(key_text(raw)),
-                                **describe_value(prefix, size)}
+        _, raw = yield from self._string("key", TO_CLIENT)
+        yield from self._string("value", TO_CLIENT)
+        size, prefix = yield from self._string("value", TO_CLIENT)
+        data: dict[str, Any] = {"numbering": self._numbering, "watch_event": WATCH_EVENTS[code],
+                                **_key_fields(key_text(raw)), **describe_value(prefix, size)}
+        if self._start_seen:
+            data["validated"] = self._validated
         notification = _Query(QuerySpec("WATCH_EVENT", (), None), data, ts, 0)
         notification.done = True
         self._order.append(notification)
@@ -685,7 +743,11 @@ def _declare() -> None:
             (f"{prefix}.pickle_globals", "list[string]", f"Pickle or base64 pickle {what}s: the module.name "
              "globals it imports, listed from its opcodes (never unpickled), at most 32."),
             (f"{prefix}.pickle_dangerous", "list[string]", "Those pickle globals that run code or reach the "
-             "system when unpickled (os, subprocess, builtins.eval ...)."),
+             "system when unpickled (os, subprocess, builtins.eval ...), over every global the walk met (at "
+             "most 32 listed)."),
+            (f"{prefix}.pickle_scan_complete", "boolean", f"The pickle's opcodes were walked to its STOP. false: "
+             f"the {what} is longer than the {VALUE_KEEP_BYTES // 1024} KiB kept, or its opcodes stop making "
+             "sense: globals past that point are unknown (several values: false if any)."),
         ]
 
     fields.declare(LAYER, [
@@ -694,7 +756,8 @@ def _declare() -> None:
          "QUEUE_LEN, LIST_KEYS, BARRIER."),
         ("tcpstore.query_code", "integer", "The query type byte as sent."),
         ("tcpstore.numbering", "string", "new (torch >= 2.2, VALIDATE = 0) or old (0 = SET)."),
-        ("tcpstore.validated", "boolean", "The connection's first query was VALIDATE with magic 0x3C85F7CE."),
+        ("tcpstore.validated", "boolean", "The connection's first query was VALIDATE with magic 0x3C85F7CE "
+         "(absent when the capture holds no handshake of the connection: its first query is unknown)."),
         ("tcpstore.validate_magic", "string", "VALIDATE: the u32 magic sent, hex (3c85f7ce when right)."),
         ("tcpstore.pid", "integer", "PING: the client's process id."),
         ("tcpstore.key", "string", f"The key as sent, \"/\" prefix included (multi-key queries: the first), "
@@ -709,6 +772,9 @@ def _declare() -> None:
         *value_fields("tcpstore", "value written"),
         ("tcpstore.canceled", "boolean", "WAIT: the wait timed out and was cancelled (CANCEL_WAIT) before any "
          "reply."),
+        ("tcpstore.truncated", "boolean", "This query was not read to its end (the connection ended, the capture "
+         "lost bytes, or a length past the parsing caps): the fields read before (query, key, declared "
+         "value_size) are filled, the rest is unknown."),
         ("tcpstore.reply_missing", "boolean", "A reply was expected but the connection ended (or its reply "
          "direction was lost) first."),
         ("tcpstore.reply.number", "integer", "ADD, GETNUMKEYS, DELETE_KEY, QUEUE_LEN: the i64 reply; "

