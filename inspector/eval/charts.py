@@ -126,6 +126,7 @@ def time_to_detection(evaluations: list[Evaluation]) -> bytes:
     names = list(evaluations[-1].scenarios)
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(names) + 1.4))
     height = 0.8 / len(evaluations)
+    detected = False
     for n, evaluation in enumerate(evaluations):
         values = [(evaluation.scenarios[s].first_alert if s in evaluation.scenarios else None) for s in names]
         positions = [i + n * height - 0.4 + height / 2 for i in range(len(names))]
@@ -135,10 +136,16 @@ def time_to_detection(evaluations: list[Evaluation]) -> bytes:
         for pos, value in zip(positions, values, strict=True):
             if value is None:
                 ax.text(0.0012, pos, "not detected", va="center", fontsize=7, color=FP_COLOR)
-    ax.set_xscale("log")
+            else:
+                detected = True
+    if detected:
+        ax.set_xscale("log")
+    else:  # nothing to put on a log axis (matplotlib would warn): a plain axis of empty rows
+        ax.set_xlim(0, 1)
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("seconds from the scenario's first packet to its first alert (log scale)", fontsize=8)
+    scale = " (log scale)" if detected else ": no scenario detected"
+    ax.set_xlabel(f"seconds from the scenario's first packet to its first alert{scale}", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     if len(evaluations) > 1:
         ax.legend(fontsize=8)

@@ -6,8 +6,9 @@
 Without a `--compare-*` option one rule set is evaluated; with any of them a second one is
 ("after": `--compare-rules`, else the same rules; `--compare-config`, else `--config`;
 `--compare-policy`, else `--policy`) and the report shows the change. Exit status: 0 report
-written; 2 usage errors (missing captures or truth files, rules, configs or policies that do
-not load).
+written; 2 usage errors (missing captures or truth files, a truth file whose packet count is not
+the capture's, rules, configs or policies that do not load). A truth file naming another capture
+file with the same packet count (a renamed copy) is used, with a warning.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ EXIT_OK, EXIT_USAGE = 0, 2
 def cmd_eval(args: argparse.Namespace) -> int:
     from inspector.anomaly.baseline import BaselineError
     from inspector.eval.report import write_report
-    from inspector.eval.run import RuleSetSpec, evaluate, pair_truths
+    from inspector.eval.run import RuleSetSpec, evaluate, pair_truths, renamed_captures
     from inspector.lab.truth import TruthFormatError
     from inspector.policy import PolicyLoadError
     from inspector.rules import RuleLoadError
@@ -44,6 +45,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except TruthFormatError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         return EXIT_USAGE
+    for warning in renamed_captures(pairs):
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     rules = tuple(rule_paths(args.rules or []))
     specs = [RuleSetSpec(name=args.name or ("before" if _comparing(args) else "rules"), rules=rules,
                          config=args.config, policy=args.policy, baseline=args.baseline)]

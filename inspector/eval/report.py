@@ -93,7 +93,9 @@ def _summary(doc: Document, evaluations: list[Evaluation]) -> None:
     row("benign transactions alerted (FP rate)",
         lambda o: f"{o.benign_alerted} / {o.benign_transactions} ({_ratio(o.fp_rate)})")
     row("attack transactions alerted", lambda o: f"{o.attack_alerted} / {o.attack_transactions}")
-    row("labelled transactions seen in EVE", lambda o: f"{o.truth_transactions_seen} / {o.truth_transactions}")
+    row("labelled transactions seen in EVE (their event type)",
+        lambda o: f"{o.truth_transactions_seen} / {o.truth_transactions}"
+        + (f" ({o.truth_transactions_other_type} as another type)" if o.truth_transactions_other_type else ""))
     header = ("", *(e.name for e in evaluations))
     doc.add(Heading("Summary"), Table(header, tuple(rows), numeric=frozenset(range(1, len(header)))))
     if len(evaluations) == 2:

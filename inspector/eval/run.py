@@ -3,6 +3,12 @@
 Each capture is analyzed on its own (a fresh flow table, rule engine and rate windows, as
 `inspector analyze` does per file), through the same offline pipeline (inspector.analyze), and
 its alerts are scored against the capture's truth (inspector.eval.score).
+
+A truth file records the capture it describes (`capture`, its file name, and `packets`). A
+capture whose packet count differs from its truth's is refused (TruthFormatError: scoring one
+capture against another's truth gives numbers that mean nothing, 0 seen and every alert a false
+positive); one with the same count under another name (a renamed copy) is scored with a warning
+(`renamed_captures`).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from inspector.capture.reader import CaptureFormatError, open_capture
 from inspector.eval.score import CaptureRun, Evaluation, score
 from inspector.lab.truth import Truth, TruthFormatError, load_truth
 from inspector.rules import load_config, load_rules
@@ -53,8 +60,37 @@ def pair_truths(captures: list[Path], truths: list[Path]) -> list[tuple[Path, Tr
     for capture, path in zip(captures, paths, strict=True):
         if not path.is_file():
             raise TruthFormatError(f"no truth file for {capture}: {path} does not exist (--truth FILE)")
-        pairs.append((capture, load_truth(path)))
+        truth = load_truth(path)
+        packets = count_packets(capture)
+        if truth.packets and packets is not None and packets != truth.packets:
+            raise TruthFormatError(
+                f"{path} is the truth of {truth.capture} ({truth.packets} packets), but {capture} has {packets} "
+                "packets: it describes another capture (or the capture was changed since); give each capture "
+                "its own truth file, in the same order")
+        pairs.append((capture, truth))
     return pairs
+
+
+def renamed_captures(pairs: list[tuple[Path, Truth]]) -> list[str]:
+    """A warning for each capture scored against a truth that names another file (same packet count)."""
+    return [f"{capture} is scored against the truth of {truth.capture} (same packet count: taken as a renamed copy)"
+            for capture, truth in pairs if truth.capture and truth.capture != capture.name]
+
+
+def count_packets(capture: Path) -> int | None:
+    """Frames in the capture file (None when it cannot be read: the analysis reports why)."""
+    try:
+        reader = open_capture(capture)
+    except (CaptureFormatError, OSError):
+        return None
+    try:
+        for _ in reader:
+            pass
+    except (CaptureFormatError, OSError):
+        return None
+    finally:
+        reader.close()
+    return reader.packets
 
 
 def evaluate(pairs: list[tuple[Path, Truth]], spec: RuleSetSpec) -> Evaluation:

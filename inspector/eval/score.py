@@ -177,7 +177,11 @@ class Overall:
     attack_transactions: int = 0
     attack_alerted: int = 0
     truth_transactions: int = 0
+    #: Labelled transactions with an EVE record of the truth's `event_type` (matched by flow and tx_id).
     truth_transactions_seen: int = 0
+    #: Labelled transactions whose only EVE record has another `event_type` (a parser that did not
+    #: claim its traffic, or a truth label that is not the record the analyzer writes).
+    truth_transactions_other_type: int = 0
     steps: int = 0
     steps_detected: int = 0
     expected_pairs: int = 0
@@ -352,12 +356,14 @@ def _score_capture(run: CaptureRun, with_policy: bool, rule_scores: dict[int, Ru
             rule_scores[sid].ttd.append(ts - starts[label])
 
     seen: set[tuple[str, int]] = set()
+    other_type: set[tuple[str, int]] = set()
     for record in run.records:
         if record.get("event_type") in NOT_TRANSACTIONS or "tx_id" not in record:
             continue
         match = index.match(record)
         if match.tx is not None:
-            seen.add((match.flow.community_id, match.tx.tx))  # type: ignore[union-attr]
+            labelled = (match.flow.community_id, match.tx.tx)  # type: ignore[union-attr]
+            (seen if record.get("event_type") == match.tx.event_type else other_type).add(labelled)
         key = (record.get("community_id"), record["tx_id"])
         sids = alerted.get(key, set())
         if match.label == BENIGN:
@@ -374,3 +380,4 @@ def _score_capture(run: CaptureRun, with_policy: bool, rule_scores: dict[int, Ru
             if match.label in scenarios:
                 scenarios[match.label].transactions_alerted += bool(sids)
     overall.truth_transactions_seen += len(seen)
+    overall.truth_transactions_other_type += len(other_type - seen)

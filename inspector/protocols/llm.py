@@ -22,7 +22,12 @@ still see it through the layer dispatch.
 The prompt is the text the model is asked to continue: chat messages joined one per line as
 `role: text` (text parts of multi-part contents only), a completion prompt, the Responses
 API's `instructions` and `input`, embedding inputs. `llm.prompt` keeps the first
-:data:`PROMPT_CHARS` characters and `llm.prompt_length` counts them all. Responses are
+:data:`PROMPT_CHARS` characters and `llm.prompt_length` counts them all. `llm.user_prompt` is
+the part the user controls, kept and capped on its own so a long system prompt cannot push it
+out of sight: the turns other than system, developer and assistant ones (user messages, tool
+and function results) and role-less prompt text, whole up to 4096 characters, else its first
+:data:`USER_HEAD_CHARS` and last :data:`USER_TAIL_CHARS` characters (the latest turn is last).
+Injection rules match it. Responses are
 summarized by inspector.protocols.llm_answers (finish reasons, token usage, length of the
 generated text) from JSON, from server-sent events (`text/event-stream`: OpenAI, TGI and Triton
 streaming) or from newline-delimited JSON (Ollama streaming). API keys never reach this object:
@@ -46,6 +51,15 @@ LAYER = "llm"
 
 #: Characters of prompt text kept in `llm.prompt`.
 PROMPT_CHARS = 4096
+#: `llm.user_prompt` keeps at most this many characters of the user-controlled text: the head and
+#: the tail when it is longer (the latest turn is last; an injection may open or close a message).
+USER_HEAD_CHARS = 1024
+USER_TAIL_CHARS = 3072
+#: Joins the head and the tail of a cut `llm.user_prompt`: neither a word nor a space, so no
+#: phrase a rule looks for runs across the cut.
+CUT_MARK = " … "
+#: Roles whose text the operator or the model wrote, not the user: left out of `llm.user_prompt`.
+NOT_USER_ROLES = frozenset({"system", "developer", "assistant"})
 #: Characters kept of a per-request chat template.
 TEMPLATE_CHARS = 1024
 
@@ -146,10 +160,11 @@ def _prompt_input(value: Any) -> tuple[list[str], int, int]:
 class _Prompt:
     """Builds the prompt text and the message facts of one request."""
 
-    __slots__ = ("input_count", "lines", "message_count", "roles", "token_ids")
+    __slots__ = ("input_count", "lines", "message_count", "roles", "token_ids", "user_lines")
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.user_lines: list[str] = []
         self.roles: list[str] = []
         self.message_count: int | None = None
         self.input_count: int | None = None
@@ -160,9 +175,13 @@ class _Prompt:
             role = role[:NAME_CHARS]
             if role not in self.roles and len(self.roles) < LIST_ITEMS:
                 self.roles.append(role)
-            self.lines.append(f"{role}: {content}")
+            line = f"{role}: {content}"
+            if role.lower() not in NOT_USER_ROLES:
+                self.user_lines.append(line)
         else:
-            self.lines.append(content)
+            line = content  # completion prompts, inputs: the client wrote all of it
+            self.user_lines.append(line)
+        self.lines.append(line)
 
     def messages(self, messages: Any) -> None:
         if not isinstance(messages, list):
@@ -188,15 +207,25 @@ class _Prompt:
 
     def object(self) -> dict[str, Any]:
         full = "\n".join(self.lines)
+        user = "\n".join(self.user_lines)
         return {
             "prompt": full[:PROMPT_CHARS],
             "prompt_length": len(full),
+            "user_prompt": head_and_tail(user) if self.user_lines else None,
+            "user_prompt_length": len(user) if self.user_lines else None,
             "message_count": self.message_count,
             "input_count": self.input_count,
             "prompt_token_ids": self.token_ids or None,
             "roles": self.roles or None,
             "has_system_prompt": any(r in ("system", "developer") for r in self.roles),
         }
+
+
+def head_and_tail(text: str) -> str:
+    """`text` when it fits `llm.user_prompt`, else its first and last characters around CUT_MARK."""
+    if len(text) <= USER_HEAD_CHARS + USER_TAIL_CHARS:
+        return text
+    return text[:USER_HEAD_CHARS] + CUT_MARK + text[-USER_TAIL_CHARS:]
 
 
 def _prompt(dialect: str, api: str, body: dict[str, Any]) -> _Prompt:
@@ -384,6 +413,12 @@ declare(LAYER, [
     ("llm.prompt", "string", f"Prompt text: messages as `role: text` lines, or the prompt/input text; "
      f"first {PROMPT_CHARS} characters."),
     ("llm.prompt_length", "integer", "Length in characters of the whole prompt text (llm.prompt is capped)."),
+    ("llm.user_prompt", "string", f"The user-controlled part of the prompt, what injection rules match: every "
+     f"turn but system/developer/assistant ones (user, tool results...) as `role: text` lines, and role-less "
+     f"prompt/input text; whole up to {USER_HEAD_CHARS + USER_TAIL_CHARS} characters, else the first "
+     f"{USER_HEAD_CHARS} and the last {USER_TAIL_CHARS} joined by ' … '."),
+    ("llm.user_prompt_length", "integer", "Length in characters of the whole user-controlled text "
+     "(llm.user_prompt is capped)."),
     ("llm.message_count", "integer", "Number of chat messages (chat, responses with a message list)."),
     ("llm.input_count", "integer", "Number of prompts / embedding inputs in a batched request."),
     ("llm.prompt_token_ids", "integer", "Token ids sent directly as the prompt (completions/embeddings)."),

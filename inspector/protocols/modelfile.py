@@ -22,9 +22,9 @@ format                recognised by
 ``torchserve_mar``    zip with `MAR-INF/MANIFEST.json`
 ``zip``               any other zip (pickles inside are still scanned)
 ``torch_legacy``      the pickled torch magic number (PyTorch < 1.6 files): five pickles scanned
-``joblib``            a pickle importing `joblib.*`, or zlib/gzip-wrapped pickle named `.joblib`
+``joblib``            a pickle importing `joblib.*`, or a compressed pickle named `.joblib`
 ``pickle``            PROTO opcode "\\x80" + 2..5, a protocol-0 GLOBAL opcode first, or a
-                      zlib/gzip stream holding one (`compression`)
+                      zlib, gzip, bz2, xz or lzma stream holding one (`compression`)
 ``safetensors``       u64 header length then "{" (the JSON header parsed and checked)
 ``tflite``            "TFL3" at offset 4
 ``onnx``              a ModelProto shape: ir_version first, graph present (no magic exists)
@@ -33,11 +33,23 @@ format                recognised by
 When the bytes are not seen (HEAD, a Range past the start, a cut capture) or match nothing, the
 name's extension gives the format (`format_source: extension`, `confidence: low`); `.bin` counts
 only in model-like names (`pytorch_model.bin`, `adapter_model.bin`, `training_args.bin`). When both
-speak and disagree (a pickle stored as `.safetensors`), `extension_mismatch` is true.
+speak and disagree (a pickle stored as `.safetensors`), `extension_mismatch` is true. A
+compression suffix (`.gz .z .bz2 .xz .lzma`, as joblib and pandas name their files) is looked
+through: `model.pkl.bz2` is named a pickle.
+
+Compressed bodies (joblib `compress=`, `pandas.to_pickle`) are decompressed from the kept prefix
+with the standard library, the output capped at the scan cap (1 MiB) so a bomb costs no more than
+that (and bounded work: the input is the kept prefix); xz/lzma also under a decoder memory limit.
+A pickle inside is scanned. A body that starts like gzip, bz2 or xz but cannot be read (corrupt,
+or the kept prefix ends before the first decompressed byte) says so in `decompression_error` when
+the name says model; zlib and lzma-alone headers are too weak a magic to claim anything on their
+own.
 """
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -92,6 +104,15 @@ _TORCH_STORAGE = re.compile(r"(?:^|/)\.?data/\d+$")
 _PROTOCOL0_GLOBAL = re.compile(rb"\(?[ci][A-Za-z_][\w.]{0,127}\n[A-Za-z_][\w.]{0,127}\n")
 #: The first pickle of a legacy torch file: protocol 2, LONG1 0x1950a86a20f9469cfc6c, STOP.
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."
+#: Name suffixes of compressed files (joblib, pandas), looked through for the model's own suffix.
+COMPRESSION_SUFFIXES = frozenset({".gz", ".z", ".bz2", ".xz", ".lzma"})
+#: Memory the xz/lzma decoder may use (its dictionary): `xz -9` needs 65 MiB, more is refused.
+LZMA_MEMLIMIT = 128 * 1024 * 1024
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+#: bz2: "BZh", the block size digit, then a block header or the end-of-stream magic.
+_BZ2_BLOCK_MAGICS = (b"1AY&SY", b"\x17rE8P\x90")
+#: Compressions whose magic is strong enough to report a stream that cannot be read.
+_STRONG_MAGIC = frozenset({"gzip", "bz2", "xz"})
 
 
 @dataclass(slots=True)
@@ -103,6 +124,8 @@ class ModelFile:
     confidence: str
     extension_format: str | None = None
     compression: str | None = None
+    #: Why a compressed body could not be read (corrupt, or the kept prefix ends too early).
+    decompression_error: str | None = None
     #: Format-specific facts, keyed by format (`{"safetensors": {...}}`).
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
     archive: dict[str, Any] | None = None
@@ -124,6 +147,8 @@ class ModelFile:
             obj["extension_mismatch"] = self.extension_mismatch
         if self.compression:
             obj["compression"] = self.compression
+        if self.decompression_error:
+            obj["decompression_error"] = self.decompression_error
         if self.archive is not None:
             obj["archive"] = self.archive
         for name, info in self.details.items():
@@ -149,11 +174,19 @@ def _name_format(name: str | None, suffix: str) -> str | None:
 
 
 def _suffix(name: str | None) -> str:
+    """The name's extension, lower case; through one compression suffix (`.pkl.bz2` -> `.pkl`)."""
     if not name:
         return ""
-    base = name.rsplit("/", 1)[-1]
+    base = name.rsplit("/", 1)[-1].lower()
     dot = base.rfind(".")
-    return base[dot:].lower() if dot > 0 else ""
+    if dot <= 0:
+        return ""
+    if base[dot:] in COMPRESSION_SUFFIXES:
+        base = base[:dot]
+        dot = base.rfind(".")
+        if dot <= 0:
+            return ""
+    return base[dot:]
 
 
 def inspect_model(body: bytes, *, name: str | None, body_complete: bool, body_seen: bool = True,
@@ -167,10 +200,15 @@ def inspect_model(body: bytes, *, name: str | None, body_complete: bool, body_se
     suffix = _suffix(name)
     ext_format = _name_format(name, suffix)
     found = _from_magic(body, body_complete, total_size, scan_cap, ext_format) if body_seen and body else None
-    if found is None:
+    if found is None or isinstance(found, _Unread):
         if ext_format is None:
             return None
-        return ModelFile(format=ext_format, source=EXTENSION, confidence=LOW)
+        model = ModelFile(format=ext_format, source=EXTENSION, confidence=LOW)
+        if found is not None:  # compressed, and no pickle could be read out of it
+            model.compression, model.decompression_error = found.compression, found.error
+            if found.corrupt:
+                model.anomalies.append(("model_compression_corrupt", found.error or found.compression))
+        return model
     if suffix not in _AMBIGUOUS_EXTENSIONS:
         found.extension_format = ext_format
     if found.format in ("onnx", "tflite") and ext_format == found.format:
@@ -181,8 +219,17 @@ def inspect_model(body: bytes, *, name: str | None, body_complete: bool, body_se
 # --- magic --------------------------------------------------------------------------------------
 
 
+@dataclass(slots=True, frozen=True)
+class _Unread:
+    """A compressed body that holds no pickle we could read: its compression and why."""
+
+    compression: str
+    error: str | None
+    corrupt: bool = False
+
+
 def _from_magic(data: bytes, complete: bool, total_size: int | None, cap: int,
-                ext_format: str | None) -> ModelFile | None:
+                ext_format: str | None) -> ModelFile | _Unread | None:
     head = data[:8]
     if head[:4] == mf.GGUF_MAGIC:
         return _with_check("gguf", mf.read_gguf(data, body_complete=complete))
@@ -199,7 +246,7 @@ def _from_magic(data: bytes, complete: bool, total_size: int | None, cap: int,
         return _pickle(data, complete, cap, ext_format)
     if _PROTOCOL0_GLOBAL.match(data, 0, 300):
         return _pickle(data, complete, cap, ext_format, confidence=MEDIUM)
-    wrapped = _wrapped_pickle(data, complete, cap, ext_format)
+    wrapped = _compressed_pickle(data, complete, cap, ext_format)
     if wrapped is not None:
         return wrapped
     if mf.looks_like_safetensors(data) and (_u64_le(data) <= mf.SAFETENSORS_MAX_HEADER or ext_format == "safetensors"):
@@ -249,25 +296,74 @@ def _pickle(data: bytes, complete: bool, cap: int, ext_format: str | None, *,
     return ModelFile(format=fmt, source=MAGIC, confidence=confidence, pickle=scan)
 
 
-def _wrapped_pickle(data: bytes, complete: bool, cap: int, ext_format: str | None) -> ModelFile | None:
-    """A zlib or gzip stream holding a pickle (joblib's `compress=` files)."""
+def compression_of(data: bytes) -> str | None:
+    """zlib, gzip, bz2, xz or lzma (the legacy `.lzma` format) from the first bytes, or None."""
     if len(data) >= 2 and data[0] == 0x78 and (data[0] << 8 | data[1]) % 31 == 0:
-        compression, wbits = "zlib", zlib.MAX_WBITS
-    elif data[:3] == b"\x1f\x8b\x08":
-        compression, wbits = "gzip", 16 + zlib.MAX_WBITS
+        return "zlib"
+    if data[:3] == b"\x1f\x8b\x08":
+        return "gzip"
+    if data[:3] == b"BZh" and data[3:4].isdigit() and data[3:4] != b"0" and data[4:10] in _BZ2_BLOCK_MAGICS:
+        return "bz2"
+    if data[:6] == _XZ_MAGIC:
+        return "xz"
+    # lzma-alone: properties byte (lc=3 lp=0 pb=2 in every writer's default), dictionary size,
+    # then the uncompressed size or -1 for "unknown".
+    if len(data) >= 13 and data[0] == 0x5D:
+        size = int.from_bytes(data[5:13], "little")
+        if size == 2**64 - 1 or size < 2**40:
+            return "lzma"
+    return None
+
+
+def decompress_prefix(data: bytes, kind: str, cap: int) -> tuple[bytes, bool]:
+    """At most `cap + 1` bytes of the stream `data` starts; (output, the stream ended in `data`).
+
+    The output is capped whatever the ratio (a bomb costs `cap` bytes) and the work is bounded by
+    `len(data)`. Raises zlib.error, OSError (bz2) or lzma.LZMAError on a corrupt stream.
+    """
+    decoder: Any
+    if kind == "zlib":
+        decoder = zlib.decompressobj(zlib.MAX_WBITS)
+    elif kind == "gzip":
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif kind == "bz2":
+        decoder = bz2.BZ2Decompressor()
     else:
+        fmt = lzma.FORMAT_XZ if kind == "xz" else lzma.FORMAT_ALONE
+        decoder = lzma.LZMADecompressor(format=fmt, memlimit=LZMA_MEMLIMIT)
+    inner = decoder.decompress(data, cap + 1)
+    ended = bool(decoder.eof) and not decoder.unused_data  # a second stream/member follows: not all seen
+    return inner, ended
+
+
+def _compressed_pickle(data: bytes, complete: bool, cap: int, ext_format: str | None) -> ModelFile | _Unread | None:
+    """A compressed stream holding a pickle (joblib's `compress=`, pandas `to_pickle`).
+
+    None when `data` does not start like a compressed stream, or starts like zlib/lzma-alone (weak
+    magics) but does not decompress; `_Unread` when it is compressed but holds no readable pickle.
+    """
+    kind = compression_of(data)
+    if kind is None:
         return None
-    inflater = zlib.decompressobj(wbits)
+    strong = kind in _STRONG_MAGIC
     try:
-        inner = inflater.decompress(data, cap + 1)
-    except zlib.error:
-        return None
+        inner, ended = decompress_prefix(data, kind, cap)
+    except (zlib.error, OSError, lzma.LZMAError, EOFError, ValueError, MemoryError) as exc:
+        return _Unread(kind, f"corrupt {kind} stream: {exc}"[:MAX_NAME_CHARS], corrupt=True) if strong else None
     is_pickle = is_pickle_magic(inner) or bool(_PROTOCOL0_GLOBAL.match(inner, 0, 300))
+    if not strong and not is_pickle:
+        return None  # a weak magic claims nothing unless a pickle comes out (safetensors can start 78 01)
+    if not inner:
+        if ended:
+            return _Unread(kind, f"the {kind} stream is empty")
+        if complete:
+            return _Unread(kind, f"the {kind} stream ends before its first decompressed byte", corrupt=True)
+        return _Unread(kind, f"the kept {len(data)} bytes end before the {kind} stream's first decompressed byte")
     if not is_pickle:
-        return None
-    truncated = len(inner) > cap or not inflater.eof or not complete
+        return _Unread(kind, None)
+    truncated = len(inner) > cap or not ended or not complete
     model = _pickle(inner[:cap], not truncated, cap, ext_format)
-    model.compression = compression
+    model.compression = kind
     return model
 
 
@@ -379,7 +475,10 @@ def model_fields(prefix: str) -> list[tuple[str, str, str]]:
         (f"{p}.confidence", "string", "high (magic and structure), medium (weaker evidence), low (name only)."),
         (f"{p}.extension_format", "string", "Format the name's extension suggests, when the bytes were seen."),
         (f"{p}.extension_mismatch", "boolean", "The bytes and the extension disagree (a pickle named .safetensors)."),
-        (f"{p}.compression", "string", "zlib or gzip wrapping around a pickle (joblib compress=)."),
+        (f"{p}.compression", "string", "zlib, gzip, bz2, xz or lzma around the file (joblib compress=, "
+                                       "pandas to_pickle)."),
+        (f"{p}.decompression_error", "string", "Why a compressed body could not be read (corrupt stream, or the "
+                                               "kept prefix ends before its first decompressed byte)."),
         (f"{p}.keras_lambda", "boolean", "A Keras config in the file names a Lambda layer (Python code)."),
         (f"{p}.archive", "object", "Zip-based formats: what the local headers in the seen bytes list."),
         (f"{p}.archive.entries", "list[string]", "First 32 entry names."),

@@ -51,7 +51,9 @@ def test_shipped_pack_detects_every_expected_step_of_the_mixed_lab_without_false
     assert shipped["fired_pairs"] == shipped["expected_pairs"] > 50
     assert shipped["fp"] == 0 and shipped["unmatched"] == 0
     assert shipped["scenarios_detected"] == shipped["scenarios"] >= 12
+    # Every labelled transaction has its EVE record, of the event type the truth names.
     assert shipped["truth_transactions_seen"] == shipped["truth_transactions"]
+    assert shipped["truth_transactions_other_type"] == 0
     assert shipped["benign_transactions"] > 50
 
 
@@ -104,6 +106,44 @@ def test_missing_or_mismatched_truth_is_a_usage_error(tmp_path):
     broken.write_text('{"format": "something-else/9"}')
     wrong = _eval(str(capture), "--truth", str(broken), "-o", str(tmp_path / "r"))
     assert wrong.returncode == 2 and "broken.truth.json" in wrong.stdout + wrong.stderr
+
+
+def test_a_truth_file_of_another_capture_is_refused(tmp_path):
+    """mixed.truth.json names mixed.pcap and its packet count: scoring shadowray.pcap with it would
+    report every alert as a false positive and every step as missed, quietly."""
+    done = _eval(str(LAB / "shadowray.pcap"), "--truth", str(LAB / "mixed.truth.json"), "-o", str(tmp_path / "r"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "is the truth of mixed.pcap (2851 packets), but" in done.stdout and "has 18 packets" in done.stdout
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_renamed_capture_is_scored_with_a_warning_and_no_other_stderr(tmp_path):
+    """Same packet count, another file name: a renamed copy, scored with a warning. Nothing detected
+    (rules of another protocol): the time-to-detection chart is drawn without a matplotlib warning."""
+    capture = tmp_path / "copy.pcap"
+    shutil.copy(LAB / "shadowray.pcap", capture)
+    done = _eval(str(capture), "--truth", str(LAB / "shadowray.truth.json"), "--rules",
+                 str(REPO / "signatures" / "nccl"), "-o", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "warning: " in done.stdout and "scored against the truth of shadowray.pcap" in done.stdout
+    assert done.stderr == ""
+    report = json.loads((tmp_path / "r" / "report.json").read_text())["evaluations"][0]["overall"]
+    assert report["steps_detected"] == 0 and (tmp_path / "r" / "charts").is_dir()
+
+
+def test_a_transaction_seen_as_another_event_type_is_not_counted_seen(tmp_path):
+    """The eval matches records to the truth by flow and tx_id, then compares the event type."""
+    truth = json.loads((LAB / "shadowray.truth.json").read_text())
+    transaction = truth["flows"][0]["transactions"][0]
+    transaction["event_type"] = "ollama" if transaction["event_type"] != "ollama" else "llm"
+    (tmp_path / "shadowray.truth.json").write_text(json.dumps(truth))
+    shutil.copy(LAB / "shadowray.pcap", tmp_path / "shadowray.pcap")
+    done = _eval(str(tmp_path / "shadowray.pcap"), *_lab_args(), "-o", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    overall = json.loads((tmp_path / "r" / "report.json").read_text())["evaluations"][0]["overall"]
+    assert overall["truth_transactions_other_type"] == 1
+    assert overall["truth_transactions_seen"] == overall["truth_transactions"] - 1
+    assert "(1 as another type)" in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_anomaly_rules_scored_with_the_shipped_lab_baseline(tmp_path):

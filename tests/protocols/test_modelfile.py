@@ -9,13 +9,17 @@ Nothing is ever unpickled.
 from __future__ import annotations
 
 import builtins
+import bz2
 import gzip
 import io
 import json
+import lzma
 import os
 import pickle
+import random
 import struct
 import subprocess
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -25,7 +29,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inspector.protocols.modelfile import EXTENSION_FORMATS, format_from_name, inspect_model, model_fields
+from inspector.protocols.modelfile import (
+    EXTENSION_FORMATS,
+    decompress_prefix,
+    format_from_name,
+    inspect_model,
+    model_fields,
+)
 from inspector.protocols.protobuf import encode_field, encode_message
 
 
@@ -177,6 +187,75 @@ def test_joblib_by_its_globals_and_by_compression():
     model = inspect(gzip.compress(pickle.dumps({"a": 1}, protocol=4)), "weights.bin")
     assert (model.format, model.compression, model.pickle.status) == ("pickle", "gzip", "complete")
     assert inspect_model(gzip.compress(b"just some text"), name=None, body_complete=True) is None
+
+
+# The writers pandas.to_pickle (compression from the extension) and joblib.dump(compress="bz2" / "xz" /
+# "lzma") use: the standard library's file objects, the pickle streamed into them.
+COMPRESSED_WRITERS = [
+    ("model.pkl.bz2", bz2.BZ2File, {}, "bz2", "pickle"),
+    ("model.pkl.xz", lzma.LZMAFile, {"format": lzma.FORMAT_XZ}, "xz", "pickle"),
+    ("model.joblib", lzma.LZMAFile, {"format": lzma.FORMAT_XZ}, "xz", "joblib"),
+    ("model.pkl.lzma", lzma.LZMAFile, {"format": lzma.FORMAT_ALONE}, "lzma", "pickle"),
+    ("model.pkl.gz", gzip.GzipFile, {}, "gzip", "pickle"),
+]
+
+
+@pytest.mark.parametrize(("name", "writer", "options", "compression", "fmt"), COMPRESSED_WRITERS,
+                         ids=[w[0] for w in COMPRESSED_WRITERS])
+def test_bz2_xz_and_lzma_pickles_are_decompressed_and_scanned(tmp_path, name, writer, options, compression, fmt):
+    marker = tmp_path / "marker"
+    with writer(tmp_path / name, "wb", **options) as out:
+        # 1.2 MB of incompressible weights after the call: two bz2 blocks (900 kB each).
+        pickle.dump([ShellOnLoad(), TouchOnLoad(str(marker)), random.Random(7).randbytes(1_200_000)], out,
+                    protocol=4)
+    data = (tmp_path / name).read_bytes()
+    model = inspect(data, name, scan_cap=2 * 1024 * 1024)
+    assert (model.format, model.compression, model.pickle.status) == (fmt, compression, "complete")
+    assert model.pickle.dangerous == ("posix.system",) and model.record()["extension_format"] == fmt
+    prefix = inspect(data[:1_000_000], name, complete=False)  # the kept prefix (first block): partial
+    assert (prefix.compression, prefix.pickle.status, prefix.pickle.dangerous) == (compression, "partial",
+                                                                                   ("posix.system",))
+    assert not marker.exists()  # disassembled, never loaded
+
+
+def test_compression_suffixes_are_looked_through_by_name():
+    assert format_from_name("models/model.pkl.bz2") == "pickle" and format_from_name("m.joblib.xz") == "joblib"
+    assert format_from_name("pytorch_model.bin.gz") == "torch" and format_from_name("m.npy.z") == "numpy"
+    assert format_from_name("data.tar.gz") is None and format_from_name("model.gz") is None
+    head = inspect(b"", "model.pkl.lzma", body_seen=False)  # a HEAD: the name alone
+    assert head.record() == {"format": "pickle", "format_source": "extension", "confidence": "low"}
+
+
+def test_a_compressed_body_that_cannot_be_read_says_so():
+    data = bz2.compress(pickle.dumps(ShellOnLoad(), protocol=4))
+    cut = inspect(data[:20], "model.pkl.bz2", complete=False).record()
+    assert cut == {"format": "pickle", "format_source": "extension", "confidence": "low", "compression": "bz2",
+                   "decompression_error": "the kept 20 bytes end before the bz2 stream's first decompressed byte"}
+    short = inspect(data[:20], "model.pkl.bz2")  # the whole object, and no output: a corrupt stream
+    assert short.anomalies == [("model_compression_corrupt",
+                                "the bz2 stream ends before its first decompressed byte")]
+    corrupt = bytearray(lzma.compress(pickle.dumps(ShellOnLoad(), protocol=4)))
+    corrupt[20:40] = bytes(20)
+    record = inspect(bytes(corrupt), "model.pkl.xz").record()
+    assert (record["compression"], record["format_source"]) == ("xz", "extension")
+    assert record["decompression_error"].startswith("corrupt xz stream")
+    # Compressed bytes that hold no pickle: no error, the name decides (a tarball is no model).
+    assert inspect(gzip.compress(b"plain text"), "model.pkl.gz").record() == {
+        "format": "pickle", "format_source": "extension", "confidence": "low", "compression": "gzip"}
+    assert inspect_model(bz2.compress(b"plain text"), name="data.tar.bz2", body_complete=True) is None
+    assert inspect_model(data[:20], name="notes.bz2", body_complete=True) is None
+
+
+def test_bz2_and_xz_bombs_cost_the_scan_cap():
+    bomb = bz2.compress(bytes(64 * 1024 * 1024))  # 64 MiB of zeros in about 50 bytes
+    started = time.perf_counter()
+    inner, ended = decompress_prefix(bomb, "bz2", 1024 * 1024)
+    assert (len(inner), ended) == (1024 * 1024 + 1, False)
+    assert time.perf_counter() - started < 1.0
+    pickled = b"\x80\x04\x95" + bytes(8) + b"N" * (8 * 1024 * 1024)  # a pickle that is 8 MiB of NONE opcodes
+    for compress, name in ((bz2.compress, "m.pkl.bz2"), (lzma.compress, "m.pkl.xz")):
+        model = inspect(compress(pickled), name, scan_cap=64 * 1024)
+        assert (model.pickle.status, model.pickle.scanned_bytes) == ("partial", 64 * 1024)
 
 
 def test_legacy_torch_file_scans_its_five_pickles_not_the_storage():
@@ -452,6 +531,7 @@ def test_declared_model_fields_match_what_records_hold():
         inspect(gguf(pairs=[("general.name", 8, _gguf_string("tiny"))]), "m.gguf"),
         inspect(safetensors({**GOOD_HEADER, "__metadata__": {"k": "v"}}, bytes(24)), "m.safetensors"),
         inspect(onnx_model(), "m.onnx"), inspect(zlib.compress(pickle.dumps(1)), "m.pkl"),
+        inspect(bz2.compress(pickle.dumps(1))[:20], "m.pkl.bz2", complete=False),
         inspect(zip_bytes({"data.pkl": pickle.dumps(1)}), "m.pt"),
         inspect(b"\x89HDF\r\n\x1a\n" + b'"class_name":"Lambda"', "m.h5"),
         inspect(pickle.dumps(Plain()), "m.safetensors"),
@@ -466,8 +546,9 @@ def test_declared_model_fields_match_what_records_hold():
 
 MAGIC_PREFIXES = [b"", b"GGUF", b"GGUF\x03\x00\x00\x00", b"\x93NUMPY\x01\x00", b"PK\x03\x04", b"PK\x05\x06",
                   b"\x80\x02", b"\x80\x05", b"\x89HDF\r\n\x1a\n", b"x\x9c", b"\x1f\x8b\x08", b"\x08\x07\x12",
-                  b"cos\nsystem\n", struct.pack("<Q", 20) + b"{"]
-NAMES = [None, "m.pt", "m.safetensors", "m.npy", "m.gguf", "m.onnx", "m.bin", "m.joblib", "m.keras"]
+                  b"cos\nsystem\n", struct.pack("<Q", 20) + b"{", b"BZh91AY&SY", b"\xfd7zXZ\x00",
+                  b"\x5d\x00\x00\x80\x00" + b"\xff" * 8]
+NAMES = [None, "m.pt", "m.safetensors", "m.npy", "m.gguf", "m.onnx", "m.bin", "m.joblib", "m.keras", "m.pkl.bz2"]
 
 
 @settings(max_examples=400, deadline=None)

@@ -101,7 +101,7 @@ def _ollama_generate(lab: Lab, start: float) -> None:
     session = lab.http(net.WEB_FRONTEND, net.OLLAMA, net.OLLAMA_PORT, start=start, think=0.5)
     session.exchange(ollama.generate("llama3.2:1b", "Write a one-line product description for a travel mug."),
                      ollama.generate_answer("llama3.2:1b", "Keeps coffee hot from the first meeting to the last."),
-                     event="ollama", what="Ollama generate")
+                     event="llm", what="Ollama generate")
     session.close()
 
 
