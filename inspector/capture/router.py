@@ -6,6 +6,12 @@ protocol's detector from `RAW_DETECTORS`. The bytes seen while deciding are repl
 chosen session. When the content shows that the side taken for the client is the server (a
 capture that starts mid-connection), the flow's sides are swapped before anything is parsed.
 
+One direction lost before the protocol is told (a capture gap, or TLS records that could not
+be decrypted) does not end detection: it goes on with the other direction's bytes, and the gap
+is replayed into the session where it happened; only a flow with nothing readable left is given
+up (`gap_before_detection`). A flow that carried no application data at all has no app_proto
+(counted as `no_application_data`, not as a detection failure).
+
 An HTTP/1 connection upgraded to h2c continues in an HTTP/2 session; the upgrading request's
 exchange continues as HTTP/2 stream 1.
 
@@ -15,7 +21,8 @@ the capture's key log has the session's secrets, the plaintext it decrypts goes 
 router over the same flow, which detects HTTP/1, HTTP/2 or a raw-TCP protocol in it like any
 cleartext stream; the records it makes carry a `decrypted` object (protocol, version, cipher
 suite, SNI, JA4, where the keys came from) and share the flow's transaction numbering. The
-flow's `app_proto` stays `tls`.
+flow's `app_proto` stays `tls`. Last of all detectors, `detect_tls_records` recognises a TLS
+stream picked up after its handshake from its record layer alone (records chained exactly).
 
 Tunnels: after an HTTP CONNECT answered 2xx, and after a SOCKS 4/4a/5 handshake (`detect_socks`,
 `app_proto: socks`), the tunnelled bytes go to a nested router that detects what they carry
@@ -193,6 +200,46 @@ def detect_tls(client: bytes, server: bytes) -> bool | str | None:
     return backward
 
 
+#: Record-layer recognition of a TLS stream whose handshake the capture missed: at least this many
+#: consecutive record headers, chained exactly, in the two directions together, two in one of them.
+_TLS_CHAIN_RECORDS = 3
+
+
+def _tls_record_chain(data: bytes) -> tuple[int, int] | None:
+    """(record headers seen, their version) walking `data` from its first byte as TLS records
+    (content type 20-23, version 3.1-3.4, 1 to 2^14 + 2048 bytes), each header where the record
+    before it ends; None when a header is not one or the versions differ."""
+    pos, count, version = 0, 0, -1
+    while len(data) - pos >= 5:
+        if not 20 <= data[pos] <= 23 or data[pos + 1] != 3 or not 1 <= data[pos + 2] <= 4:
+            return None
+        length = (data[pos + 3] << 8) | data[pos + 4]
+        if not 1 <= length <= _TLS_MAX_RECORD or version not in (-1, data[pos + 2]):
+            return None
+        version = data[pos + 2]
+        count += 1
+        pos += 5 + length
+    if 0 < len(data) - pos < 5 and data[pos:pos + 1] and not 20 <= data[pos] <= 23:
+        return None
+    return count, version
+
+
+def detect_tls_records(client: bytes, server: bytes) -> bool | None:
+    """True when both directions so far are nothing but well-formed TLS records of one version,
+    chained exactly, at least `_TLS_CHAIN_RECORDS` headers of them (two in one direction): a TLS
+    connection picked up after its handshake. None while too few records say; False otherwise.
+    Tried after every other detector, so it never takes a stream another recognises."""
+    chains = [_tls_record_chain(client), _tls_record_chain(server)]
+    if None in chains:
+        return False
+    (ours, version), (theirs, other) = chains  # type: ignore[misc]
+    if ours and theirs and version != other:
+        return False
+    if ours + theirs >= _TLS_CHAIN_RECORDS and max(ours, theirs) >= 2:
+        return True
+    return None
+
+
 class _SocksSession:
     """A SOCKS connection: both handshakes, then the tunnel's bytes to a nested router."""
 
@@ -295,8 +342,10 @@ class StreamRouter:
         self._tls: TlsSession | None = None
         self._inner: StreamRouter | None = None  # TLS plaintext's router, or a tunnel's
         self._connect_target = ""  # the last CONNECT request's authority
-        self._pending: list[tuple[int, bytes, float]] = []
+        # Input held while detecting, replayed into the session: bytes, or (int) bytes missing.
+        self._pending: list[tuple[int, bytes | int, float]] = []
         self._pending_bytes = [b"", b""]
+        self._lost = [0, 0]  # bytes of each direction missing before its protocol was told
         self._session: StreamSession | None = None
         self._builder: ExchangeBuilder | None = None
         self._gave_up = False
@@ -315,6 +364,9 @@ class StreamRouter:
                 return
             if self._gave_up:
                 return
+            if self._lost[direction]:  # after a gap: not a stream start, detection goes on with the other side
+                self._hold_gap(direction, len(data), ts)
+                return
             self._pending.append((direction, data, ts))
             if len(self._pending_bytes[direction]) < DETECTION_BYTES:
                 self._pending_bytes[direction] += data[:DETECTION_BYTES]
@@ -328,15 +380,22 @@ class StreamRouter:
             if self._session is not None:
                 self._handle(self._session.receive_gap(direction, length, ts), ts)
                 return
-            if not self._gave_up:
-                if self._pending:
-                    self._detect(ts, final=True)
-                if self._session is not None:
-                    self._handle(self._session.receive_gap(direction, length, ts), ts)
-                else:
+            if not self._gave_up and length > 0:
+                # One direction lost before detection (a capture gap, or TLS records that could not
+                # be decrypted): detection goes on with the other; the session is told of the gap.
+                self._hold_gap(direction, length, ts)
+                if all(self._lost):
                     self._give_up("gap_before_detection")
         except Exception as exc:
             self._parser_failed(exc, ts)
+
+    def _hold_gap(self, direction: int, length: int, ts: float) -> None:
+        self._lost[direction] += length
+        pending = self._pending
+        if pending and pending[-1][0] == direction and isinstance(pending[-1][1], int):
+            pending[-1] = (direction, pending[-1][1] + length, pending[-1][2])
+        else:
+            pending.append((direction, length, ts))
 
     def on_eof(self, direction: int, ts: float) -> None:
         self._eof[direction] = True
@@ -382,6 +441,11 @@ class StreamRouter:
     def _finish(self, ts: float) -> None:
         if self._session is None and not self._gave_up and self._pending:
             self._detect(ts, final=True)
+        if self._session is None and not self._gave_up and not self._nested:
+            # No application byte at all (a refused or empty connection): nothing to detect, which
+            # is not a detection failure; like Suricata's, the flow record has no app_proto.
+            self._flow.app_proto = ""
+            self._stats["no_application_data"] = self._stats.get("no_application_data", 0) + 1
         session = self._session
         if session is not None:
             for direction in (TO_SERVER, TO_CLIENT):
@@ -446,9 +510,14 @@ class StreamRouter:
                     found = answer
                     break
                 undecided = undecided or answer is None
+        if found is None and self._nested != "tls":
+            records = detect_tls_records(client, server)
+            if records:
+                found = Detection("tls", lambda limits: self._tls_session(limits, handshake_seen=False))
+            undecided = undecided or records is None
         if found is None:
             if final or len(client) >= DETECTION_BYTES or len(server) >= DETECTION_BYTES or not undecided:
-                self._give_up("unknown_protocol")
+                self._give_up("gap_before_detection" if any(self._lost) else "unknown_protocol")
             return
         self._start(found, ts)
 
@@ -458,7 +527,7 @@ class StreamRouter:
         makes the direction recognizable, it was the probe."""
         for direction in (TO_SERVER, TO_CLIENT):
             first = next((item for item in self._pending if item[0] == direction), None)
-            if first is None or len(first[1]) != 1:
+            if first is None or isinstance(first[1], int) or len(first[1]) != 1:
                 continue
             trial = list(self._pending_bytes)
             trial[direction] = trial[direction][1:]
@@ -474,8 +543,8 @@ class StreamRouter:
                 return found
         return None
 
-    def _tls_session(self, limits: Limits) -> TlsSession:
-        session = self._tls = TlsSession(limits, self._tls_keys)
+    def _tls_session(self, limits: Limits, handshake_seen: bool = True) -> TlsSession:
+        session = self._tls = TlsSession(limits, self._tls_keys, handshake_seen=handshake_seen)
         self._inner = StreamRouter(self._flow, _NestedSink(self, "decrypted", session.decryption_info), limits,
                                    self._stats, nested="tls")
         return session
@@ -492,6 +561,7 @@ class StreamRouter:
             flow.swap()
             self._eof.reverse()
             pending = [(1 - d, data, t) for d, data, t in pending]
+            self._lost.reverse()
         if not self._nested:
             flow.app_proto = detection.app_proto
         stat = f"{self._stat_prefix}app_{detection.app_proto}"
@@ -504,7 +574,10 @@ class StreamRouter:
         if detection.app_proto in ("http", "http2"):
             self._builder = ExchangeBuilder(self._limits, OBSERVER_FACTORIES)
         for direction, data, t in pending:
-            self._handle(self._session.receive_data(direction, data, t), t)
+            if isinstance(data, int):
+                self._handle(self._session.receive_gap(direction, data, t), t)
+            else:
+                self._handle(self._session.receive_data(direction, data, t), t)
             self._after_session_input(t)
 
     def _give_up(self, reason: str) -> None:

@@ -12,8 +12,10 @@ and TCP segments, and reports:
 * :class:`DecryptedGap` - application bytes that could not be decrypted (no keys, wrong keys, a
   capture gap), so the parser behind knows a piece of its stream is missing;
 * anomalies (`layer: tls`): malformed records and hellos, `keys_missing` (key material was
-  given, none for this handshake), `decryption_failed` (records that did not authenticate: wrong
-  keys), `unsupported_cipher_suite`, `stream_gap`.
+  given, none for this handshake, or none for one side's application data), `decryption_failed`
+  (records that did not authenticate: wrong keys), `unsupported_cipher_suite`, `stream_gap`,
+  `renegotiation` (records under the renegotiated keys are counted, not tried), and
+  `handshake_missing` (a session made for a stream recognised from its records alone).
 
 Decryption (keys from :class:`~inspector.capture.tls_keylog.CaptureKeys`): TLS 1.3 with its
 epochs per direction (0-RTT early data when CLIENT_EARLY_TRAFFIC_SECRET is logged, handshake,
@@ -155,9 +157,9 @@ class HandshakeReader:
 class _Side:
     """One direction: record framing, its handshake messages, its keys."""
 
-    __slots__ = ("application", "buf", "closed", "decrypted", "early_data", "encrypted", "epoch_keys", "failed",
-                 "handshake", "inflater", "inner_handshake", "keys", "not_decrypted", "opened", "pending",
-                 "pending_bytes", "records", "seq", "stopped")
+    __slots__ = ("after_renegotiation", "application", "buf", "closed", "decrypted", "early_data", "encrypted",
+                 "epoch_keys", "failed", "handshake", "inflater", "inner_handshake", "keys", "not_decrypted", "opened",
+                 "pending", "pending_bytes", "records", "renegotiated", "seq", "stopped")
 
     def __init__(self, limits: Limits) -> None:
         self.buf = bytearray()
@@ -178,6 +180,8 @@ class _Side:
         self.application = 0  # decrypted records of application data
         self.failed = 0  # did not authenticate
         self.not_decrypted = 0  # no keys, unsupported suite, held too long
+        self.renegotiated = False  # TLS <= 1.2: this side switched to a renegotiated session's keys
+        self.after_renegotiation = 0  # records under those keys (not derived): not decrypted
         self.early_data = 0
         self.inflater: Any = None  # TLS compression (DEFLATE): this direction's zlib stream
 
@@ -185,7 +189,9 @@ class _Side:
 class TlsSession:
     """One TLS connection (the stream router's session for `app_proto: tls`)."""
 
-    def __init__(self, limits: Limits, keys: CaptureKeys | None = None) -> None:
+    def __init__(self, limits: Limits, keys: CaptureKeys | None = None, *, handshake_seen: bool = True) -> None:
+        """`handshake_seen=False`: a stream recognised from its record layer alone (the capture
+        missed its handshake): its records are framed and counted, none can be decrypted."""
         self._limits = limits
         self._keys = keys
         self._sides = (_Side(limits), _Side(limits))
@@ -202,7 +208,14 @@ class TlsSession:
         self._reported: set[str] = set()
         self._finished = False
         self._info: dict[str, Any] | None = None  # decryption_info, made once per handshake
+        self._renegotiating = False  # TLS <= 1.2: a handshake message came after the handshake
         self.counters: Counter = Counter()
+        self._handshake_seen = handshake_seen
+        if not handshake_seen:
+            self._keys_state = "no_handshake"
+            self.counters["tls_flows_without_handshake"] += 1
+            for side in self._sides:
+                side.encrypted = True  # every record, whatever its type, is protected under unknown keys
 
     # -- session interface -------------------------------------------------------------------
 
@@ -210,6 +223,9 @@ class TlsSession:
         side = self._sides[direction]
         if side.stopped or not data:
             return self._drain()
+        if not self._handshake_seen and self._keys is not None and self._keys.available:
+            self._anomaly_once("handshake_missing", "the capture does not have this connection's TLS handshake "
+                               "(its records were recognised without it): nothing can be decrypted", ts)
         side.buf += data
         self._frame(direction, side, ts)
         return self._drain()
@@ -319,6 +335,8 @@ class TlsSession:
         tls13 = self.version == TLS13 or (self.version is None and self._offers_tls13())
         if content_type == CHANGE_CIPHER_SPEC:
             if not tls13:  # TLS 1.3 sends it only for middleboxes: it changes nothing
+                if side.encrypted and self._renegotiating:  # to the renegotiated session's keys
+                    side.renegotiated, side.keys = True, None
                 side.encrypted = True
                 side.seq = 0
             return
@@ -432,6 +450,13 @@ class TlsSession:
                     self._anomaly("keys_missing", f"no TLS 1.3 traffic secrets for client random "
                                   f"{client.random.hex()}: the session is not decrypted", ts)
                 return
+            lacking = [(name, f"{prefix}_TRAFFIC_SECRET_0") for side, prefix, name
+                       in zip(self._sides, ("CLIENT", "SERVER"), _SIDE_NAMES)
+                       if not side.epoch_keys or side.epoch_keys[-1] is None]
+            if lacking:  # one direction's application data cannot be read; the other's can
+                labels, sides = " or ".join(label for _, label in lacking), " and ".join(n for n, _ in lacking)
+                self._anomaly("keys_missing", f"the key log has no usable {labels} for client random "
+                              f"{client.random.hex()}: the {sides}'s application data is not decrypted", ts)
         else:
             if keys.master_secret is None:
                 self.counters["tls_handshakes_without_keys"] += 1
@@ -470,6 +495,11 @@ class TlsSession:
         self._open(direction, side, header, fragment, ts)
 
     def _open(self, direction: int, side: _Side, header: bytes, fragment: bytes, ts: float) -> None:
+        if side.renegotiated:  # under keys of a renegotiated session, which are not derived
+            side.after_renegotiation += 1
+            if side.opened:
+                self._gap(direction, fragment, ts)
+            return
         if self._keys_state != "ready" or (side.keys is None and not any(side.epoch_keys)):
             side.not_decrypted += 1
             if side.opened:
@@ -505,6 +535,7 @@ class TlsSession:
                     side.keys, side.seq = side.keys.updated(), 0
                     self.counters["tls_key_updates"] += 1
         elif content_type == HANDSHAKE and side.decrypted > 1:
+            self._renegotiating = True
             self._anomaly_once("renegotiation", f"the {_SIDE_NAMES[direction]} sent a handshake message after "
                                "the handshake (renegotiation): records after it are not decrypted", ts)
 
@@ -528,7 +559,10 @@ class TlsSession:
             self._gap(direction, fragment, ts)  # the client's stream starts with bytes we do not have
             return None
         side.seq += 1
-        side.failed += 1
+        if side.keys is None:  # this epoch's secret is not in the key log: not a wrong key
+            side.not_decrypted += 1
+        else:
+            side.failed += 1
         if not side.epoch_keys:  # application epoch: application bytes are missing
             self._gap(direction, fragment, ts)
         return None
@@ -572,6 +606,7 @@ class TlsSession:
             for name, value in (("tls_records", side.records), ("tls_records_decrypted", side.decrypted),
                                 ("tls_records_application", side.application), ("tls_records_failed", side.failed),
                                 ("tls_records_not_decrypted", side.not_decrypted),
+                                ("tls_records_after_renegotiation", side.after_renegotiation),
                                 ("tls_records_early_data", side.early_data)):
                 if value:
                     counters[name] += value
@@ -580,8 +615,12 @@ class TlsSession:
                                     f"{side.failed + side.decrypted} encrypted records")
         if self._keys_state == "ready" and any(side.decrypted for side in self._sides):
             counters["tls_handshakes_decrypted"] += 1
+            if any(side.failed or side.not_decrypted for side in self._sides):
+                counters["tls_handshakes_decrypted_in_part"] += 1
         if failed_sides:
-            self._anomaly("decryption_failed", "records did not authenticate under the logged keys "
+            client = self._client_hello
+            of = f" for client random {client.random.hex()}" if client is not None else ""
+            self._anomaly("decryption_failed", f"records did not authenticate under the logged keys{of} "
                           f"(wrong or stale key log?): {'; '.join(failed_sides)}", ts)
 
     # -- anomalies -----------------------------------------------------------------------------

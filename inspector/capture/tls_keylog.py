@@ -10,15 +10,18 @@ MITMPROXY_SSLKEYLOGFILE write, and what a pcapng Decryption Secrets Block of typ
     CLIENT_EARLY_TRAFFIC_SECRET                           TLS 1.3 0-RTT data
 
 Secrets are indexed by the ClientHello's random, which the TLS session reads from the wire.
-Other labels (EXPORTER_SECRET, RSA premaster lines, ECH) are counted and not kept. Malformed
-lines are counted, never fatal. A key log is capped (`Limits.tls_max_keylog_bytes`: the
-`--keylog` files together, and each capture's blocks): what lies beyond the cap is not read,
-and the count says so.
+Other labels (EXPORTER_SECRET, RSA premaster lines, ECH, and the secrets after a KeyUpdate,
+which the session derives itself: OpenSSL 3's CLIENT_TRAFFIC_SECRET_N / SERVER_TRAFFIC_SECRET_N,
+and _1, _2 ...) are counted and not kept. Malformed lines are counted, never fatal;
+:func:`describe_unusable` says what a file that gave no secret at all looks like. A key log is
+capped (`Limits.tls_max_keylog_bytes`: the `--keylog` files together, and each capture's
+blocks): what lies beyond the cap is not read, and the count says so.
 """
 
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +41,9 @@ TRAFFIC_SECRET_LABELS = frozenset({
 UNUSED_LABELS = frozenset({
     "EXPORTER_SECRET", "EARLY_EXPORTER_SECRET", "RSA", "EARLY_EXPORTER_MASTER_SECRET", "ECH_SECRET", "ECH_CONFIG",
 })
+#: TLS 1.3 traffic secrets after a KeyUpdate (OpenSSL 3 logs them with a literal `N`; other
+#: writers number them): valid, not needed (the session derives each next secret itself).
+_UPDATED_SECRET_LABEL = re.compile(r"(?:CLIENT|SERVER)_TRAFFIC_SECRET_(?:N|[1-9][0-9]{0,9})")
 
 
 @dataclass(slots=True)
@@ -101,7 +107,7 @@ class KeyLog:
             stats.malformed += 1
             return
         label = parts[0].decode("ascii", "replace")
-        if label in UNUSED_LABELS:
+        if label in UNUSED_LABELS or _UPDATED_SECRET_LABEL.fullmatch(label):
             stats.unused += 1
             return
         try:
@@ -153,9 +159,10 @@ class CaptureKeys:
 
     @property
     def available(self) -> bool:
-        """Whether any key material was given: wrong or missing keys are then worth reporting."""
+        """Whether any key material was given (a --keylog, even one without a usable line, or a
+        capture's secrets): wrong or missing keys are then worth reporting."""
         self._refresh()
-        return bool(self.embedded) or bool(self._keylog)
+        return self._keylog is not None or bool(self.embedded)
 
     def lookup(self, client_random: bytes) -> SessionKeys | None:
         self._refresh()
@@ -163,3 +170,19 @@ class CaptureKeys:
         if keys is None:
             keys = self.embedded.lookup(client_random)
         return keys
+
+
+def describe_unusable(head: bytes) -> str:
+    """What a key log file that gave no secret looks like, from its first bytes (for a warning)."""
+    if not head.strip():
+        return "the file is empty"
+    sample = head[:512]
+    half = max(len(sample) // 2, 1)
+    if sample.startswith((b"\xff\xfe", b"\xfe\xff")) or max(sample[0::2].count(0), sample[1::2].count(0)) > 0.9 * half:
+        return "it looks like UTF-16 text (as Windows PowerShell writes it): convert it to ASCII or UTF-8"
+    if sum(1 for byte in sample if byte < 9 or 13 < byte < 32 or byte > 126) > len(sample) // 10:
+        return "it looks like binary data, not a text key log"
+    if b"-----BEGIN" in head:
+        return ("it looks like a PEM file (a private key or certificate): decryption needs an NSS key log "
+                "(SSLKEYLOGFILE), not the server's key")
+    return "no line has the NSS key log form `LABEL <client random hex> <secret hex>` with a label used here"

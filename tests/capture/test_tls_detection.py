@@ -59,3 +59,56 @@ def test_sslv2_format_client_hello():
 def test_other_protocols_are_not_tls(opening):
     assert detect_tls(opening, b"") is False
     assert detect_tls(b"", opening) is False
+
+
+def test_tls_records_without_their_handshake_need_a_chain():
+    """A stream picked up after its handshake is TLS when its records chain exactly: at least three
+    headers (two in one direction), one version, content types 20-23."""
+    from inspector.capture.router import detect_tls_records
+
+    record = b"\x17\x03\x03\x00\x20" + b"\x5a" * 32
+    assert detect_tls_records(record, b"") is None  # one record says too little
+    assert detect_tls_records(record * 2, b"") is None
+    assert detect_tls_records(record * 3, b"") is True
+    assert detect_tls_records(record * 2, record) is True
+    assert detect_tls_records(record, record) is None  # two directions, one record each: not yet
+    alert = b"\x15\x03\x03\x00\x1a" + b"\x00" * 26
+    assert detect_tls_records(record + record + alert, b"") is True
+    assert detect_tls_records(record * 2 + b"\x17\x03\x01\x00\x20" + b"\x00" * 32, b"") is False  # versions differ
+    assert detect_tls_records(record * 2, b"\x17\x03\x01\x00\x20" + b"\x00" * 32) is False
+    assert detect_tls_records(record + b"\x18\x03\x03\x00\x01\x00" + record, b"") is False  # heartbeat: not 20-23
+    assert detect_tls_records(record + b"GET / HTTP/1.1\r\n", b"") is False  # the chain breaks
+    assert detect_tls_records(b"\x17\x03\x03\x00\x00" + record * 2, b"") is False  # an empty record
+    for opening in (b"GET / HTTP/1.1\r\n\r\n", H2_PREFACE, b"SSH-2.0-OpenSSH_9.6\r\n", VALIDATE_PREFIX + bytes(8)):
+        assert detect_tls_records(opening, b"") is False
+
+
+def test_flows_without_any_payload_have_no_app_proto(tmp_path):
+    """A refused connect and a connection closed without data carried no application data: no
+    protocol to detect, which is not a detection failure (Suricata leaves app_proto out too)."""
+    import random
+
+    from inspector.analyze import Analyzer
+    from inspector.lab.craft import Capture, TcpConversation
+
+    capture = Capture()
+    rng = random.Random(5)
+    empty = TcpConversation(capture, ("10.0.0.1", 40000), ("10.0.0.2", 8000), 1_700_000_000.0, rng)
+    empty.handshake()
+    empty.close()
+    refused = TcpConversation(capture, ("10.0.0.1", 40001), ("10.0.0.2", 8001), 1_700_000_001.0, rng)
+    refused.reset()
+    talking = TcpConversation(capture, ("10.0.0.1", 40002), ("10.0.0.2", 8002), 1_700_000_002.0, rng)
+    talking.handshake()
+    talking.send(CLIENT, b"\x00\x01binary nobody parses" * 4)
+    talking.close()
+    capture.write(tmp_path / "c.pcap")
+    records: list[dict] = []
+    analyzer = Analyzer(records.append)
+    analyzer.analyze_file(tmp_path / "c.pcap")
+    flows = {r["src_port"]: r for r in records if r["event_type"] == "flow"}
+    assert "app_proto" not in flows[40000] and "app_proto" not in flows[40001]
+    assert flows[40002]["app_proto"] == "failed"
+    counts = analyzer.stats.detection
+    assert counts["no_application_data"] == 2 and counts["unknown_protocol"] == 1
+    assert analyzer.stats.flows_by_app == {"tcp": 2, "failed": 1}

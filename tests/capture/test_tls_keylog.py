@@ -68,3 +68,16 @@ def test_size_cap_keeps_whole_lines_and_counts_the_rest(tmp_path):
 def test_unreadable_file_raises_oserror(tmp_path):
     with pytest.raises(OSError):
         KeyLog(DEFAULT_LIMITS).load(tmp_path / "missing.txt")
+
+
+def test_secrets_after_a_keyupdate_are_valid_labels_not_used():
+    """OpenSSL 3 logs CLIENT_TRAFFIC_SECRET_N / SERVER_TRAFFIC_SECRET_N (a literal N) at each
+    KeyUpdate; numbered ones (_1, _2) are the same secrets. The session derives them itself."""
+    log = KeyLog(DEFAULT_LIMITS)
+    log.add((f"CLIENT_TRAFFIC_SECRET_N {RANDOM_A} {'11' * 32}\n"
+             f"SERVER_TRAFFIC_SECRET_N {RANDOM_A} {'22' * 32}\n"
+             f"CLIENT_TRAFFIC_SECRET_1 {RANDOM_A} {'33' * 32}\n"
+             f"SERVER_TRAFFIC_SECRET_12 {RANDOM_A} {'44' * 32}\n"
+             f"SERVER_TRAFFIC_SECRET_X {RANDOM_A} {'55' * 32}\n").encode(), "keylog")
+    assert (log.stats.unused, log.stats.malformed, log.stats.lines) == (4, 1, 0)
+    assert log.lookup(bytes.fromhex(RANDOM_A)) is None
