@@ -57,6 +57,8 @@ class Verdict(Protocol):
 class RecordEngine(Protocol):
     def process(self, record: dict[str, Any], ts: float) -> Verdict: ...
 
+    def counters(self) -> dict[str, Any]: ...
+
 
 @dataclass
 class FileResult:
@@ -82,6 +84,7 @@ class RunStats:
     tcp: Counter = field(default_factory=Counter)
     detection: Counter = field(default_factory=Counter)
     last_ts: float = 0.0  # capture time of the run's last packet
+    engine: dict[str, Any] | None = None  # the rule engine's counters (Engine.counters); None without rules
 
     @property
     def damaged(self) -> bool:
@@ -137,7 +140,7 @@ class Analyzer:
         self._limits = limits
         self._flow_records = flow_records
         self.policy = policy
-        self.stats = RunStats()
+        self.stats = RunStats(engine=None if engine is None else engine.counters())
         self._alerted_flows: set[int] = set()
 
     # -- record sink (the routers call this) ------------------------------------------------
@@ -228,6 +231,8 @@ class Analyzer:
         stats.tcp.update(table.tcp_counters.as_dict())
         stats.tcp["flows_evicted"] += table.flows_evicted
         stats.tcp["flows_timed_out"] += table.flows_timed_out
+        if self._engine is not None:
+            stats.engine = self._engine.counters()  # the engine's totals so far (it spans the files)
         return result
 
     def _run(self, reader: Any, decoder: PacketDecoder, table: FlowTable,

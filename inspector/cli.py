@@ -83,7 +83,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     writer = EveWriter(args.eve)
     analyzer = Analyzer(writer.write, engine=engine or None, flow_records=not args.no_flow_records,
-                        policy=monitor or None, keylog=keylog or None, baseline=baseline, egress=allowlists)
+                        policy=monitor or None, keylog=keylog, baseline=baseline, egress=allowlists)
     if args.workers > 1:
         from inspector.parallel import ParallelAnalyzer
 
@@ -94,7 +94,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
         analyzer = ParallelAnalyzer(writer.write, args.workers, write_encoded=writer.write_encoded,
                                     shard=args.shard, engine=engine or None, flow_records=not args.no_flow_records,
-                                    policy=monitor or None, keylog=keylog or None, egress=allowlists)
+                                    policy=monitor or None, keylog=keylog, egress=allowlists)
     started = time.perf_counter()
     # What is loaded by now (modules, rules, key logs) lives as long as the run: frozen out of the
     # cyclic collector, its full collections do not walk it (210 MB capture: 0.58 -> 0.42 s of GC).
@@ -136,17 +136,26 @@ def _load_policy_monitor(path: str, console: Console) -> Any:
 
 
 def _load_keylog(paths: list[str], console: Console) -> Any:
-    """The TLS key log of `--keylog` files, or False when one cannot be read."""
-    from inspector.capture.tls_keylog import KeyLog
+    """The TLS key log of `--keylog` files, or False when one cannot be read. A file that gives no
+    secret is still key material given (its handshakes are reported `keys_missing`), with a
+    warning saying what the file looks like."""
+    from inspector.capture.tls_keylog import KeyLog, describe_unusable
     from inspector.limits import DEFAULT_LIMITS
 
     keylog = KeyLog(DEFAULT_LIMITS)
     for path in paths:
+        before = keylog.stats.lines
         try:
             keylog.load(path)
+            if keylog.stats.lines == before:
+                with open(path, "rb") as fh:
+                    head = fh.read(4096)
         except OSError as exc:
             console.print(f"[red]error:[/red] cannot read key log {escape(path)}: {escape(exc.strerror or str(exc))}")
             return False
+        if keylog.stats.lines == before:
+            console.print(f"[yellow]warning:[/yellow] key log {escape(path)} gave no TLS secret: "
+                          f"{escape(describe_unusable(head))}")
     return keylog
 
 
@@ -154,7 +163,7 @@ def _load_engine(args: argparse.Namespace, console: Console) -> Any:
     """The rule engine for `--rules` (default: the shipped signatures), or False on errors."""
     from inspector.engine import Engine
     from inspector.rules import RuleLoadError, load_config, load_rules
-    from inspector.rules.cli import rule_paths
+    from inspector.rules.cli import print_warnings, rule_paths
 
     rules_paths = rule_paths(args.rules or [])
     try:
@@ -164,6 +173,7 @@ def _load_engine(args: argparse.Namespace, console: Console) -> Any:
         for error in exc.errors:
             console.print(f"[red]{escape(str(error))}[/red]")
         return False
+    print_warnings(console, ruleset)
     return Engine(ruleset, config)
 
 
@@ -216,7 +226,7 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
     for proto, n in sorted(stats.transactions.items(), key=lambda kv: -kv[1]):
         overview.add_row(f"transactions {escape(proto)}", f"{n:,}")
     overview.add_row("anomalies", f"{sum(stats.anomalies.values()):,}")
-    overview.add_row("alerts", f"{sum(stats.alerts.values()):,}")
+    _add_detect_rows(overview, stats)
     if analyzer.policy is not None:
         overview.add_row("policy violations", f"{analyzer.policy.flows_denied:,} of "
                          f"{analyzer.policy.flows_checked:,} flows checked")
@@ -243,6 +253,23 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
         for (sid, signature), n in stats.alerts.most_common():
             table.add_row(str(sid), escape(signature), str(n))
         console.print(table)
+
+
+def _add_detect_rows(overview: Table, stats: Any) -> None:
+    """Rules loaded, alerts, and the matches that made none (the EVE stats record's `detect`)."""
+    from inspector.runstats import detect_object
+
+    detect = detect_object(stats)
+    overview.add_row("rules", "none (--no-rules)" if detect is None else f"{detect['rules_loaded']:,}")
+    overview.add_row("alerts", f"{sum(stats.alerts.values()):,}")
+    if detect is None:
+        return
+    for counter, label in (("alerts_suppressed", "  suppressed (site config)"),  # matches that made no alert
+                           ("rate_pending", "  rate: below count"),
+                           ("rate_quiet", "  rate: after the alert"),
+                           ("rate_keys_evicted", "  rate keys evicted")):
+        if detect.get(counter):
+            overview.add_row(label, f"{detect[counter]:,}")
 
 
 def _print_not_analysed(console: Console, stats: Any) -> None:

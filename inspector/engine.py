@@ -81,6 +81,7 @@ class Engine:
         self.matches = 0
         self.suppressed = 0
         self.rate_pending = 0
+        self.rate_quiet = 0
         self.blocks = 0
         self.alerts_by_sid: Counter[int] = Counter()
 
@@ -121,6 +122,7 @@ class Engine:
                     self.rate_pending += 1
                     continue
                 if result is RateResult.ABOVE:
+                    self.rate_quiet += 1
                     if blocks:
                         block = True
                         deciding.append(rule)
@@ -136,8 +138,11 @@ class Engine:
         return Verdict(action=BLOCK if block else ALERT, alerts=tuple(alerts), rules=tuple(deciding)), matched_sids
 
     def counters(self) -> dict[str, Any]:
-        """A snapshot of the engine's counters."""
+        """A snapshot of the engine's counters. Each match is either `suppressed` (a site
+        suppression), `rate_pending` (a rate rule below its count), `rate_quiet` (a rate rule
+        inside the window after its alert) or an alert: `matches` is their sum."""
         return {
+            "rules": len(self.ruleset.rules),
             "records": self.records,
             "evaluations": self.evaluations,
             "matches": self.matches,
@@ -145,6 +150,7 @@ class Engine:
             "alerts_by_sid": dict(sorted(self.alerts_by_sid.items())),
             "suppressed": self.suppressed,
             "rate_pending": self.rate_pending,
+            "rate_quiet": self.rate_quiet,
             "blocks": self.blocks,
             "rate_keys": len(self.rate_store),
             "rate_keys_evicted": self.rate_store.evicted,

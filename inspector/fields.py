@@ -4,6 +4,10 @@
 record (`grpc.method` is `{"grpc": {"method": ...}}`). Paths go through lists without an index:
 `triton.inputs.shape` names the `shape` of every element of `triton.inputs`.
 
+An `object` field declared without sub-fields is a **map**: its keys come from the traffic
+(`triton.parameters`, a request's parameters). The EVE schema leaves its keys open, and a rule
+names one entry as `<map>.<key>` (inspector.rules.matchers.resolve_field).
+
 Each parser module declares its fields at import time with :func:`declare`; :func:`catalogue`
 imports every parser module and returns the complete table, which `inspector fields` prints and
 the rule loader validates against.

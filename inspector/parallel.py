@@ -28,7 +28,9 @@ runs the rate windows there. The order key of a record is
     phase 3   the capture's damage, if any
 
 So the merged stream, and every rate verdict, equal a single process's; the EVE file holds the
-same records in the same order.
+same records in the same order. The rule engine's counters (the `stats` record's `detect`) are
+merged the same way: matches and suppressions from the workers (each record is evaluated in one
+worker), rate-window counters from the parent, which decides them.
 
 Several capture files (a rotated capture set) are split by file instead when that balances
 (:func:`plan_files`): each file is its own run in one process too (flows do not continue across
@@ -629,7 +631,8 @@ class ParallelAnalyzer:
         self._write = write
         self._write_encoded = write_encoded
         self.rate_store = MemoryRateStore(engine.config.rate_max_keys) if engine is not None else None
-        self.rate_pending = 0
+        self.rate_pending = 0  # rate-rule candidates below their count, as Engine.rate_pending
+        self.rate_quiet = 0  # and inside the window after an alert, as Engine.rate_quiet
 
     @property
     def stats(self) -> RunStats:
@@ -726,9 +729,14 @@ class ParallelAnalyzer:
         self._add_summaries(summaries)
 
     def _write_merged(self, payload: Any, meta: tuple, hit: Any) -> None:
-        if hit is not None and self.rate_store is not None and self.rate_store.hit(*hit) is not RateResult.ALERT:
-            self.rate_pending += 1
-            return
+        if hit is not None and self.rate_store is not None:
+            result = self.rate_store.hit(*hit)
+            if result is not RateResult.ALERT:
+                if result is RateResult.BELOW:
+                    self.rate_pending += 1
+                else:
+                    self.rate_quiet += 1
+                return
         if payload.__class__ is CandidateAlert and self._engine is not None:
             payload = encode_record(self._engine.alert_record(json.loads(payload.record_line), payload.sid,
                                                               payload.blocked))
@@ -768,3 +776,27 @@ class ParallelAnalyzer:
             stats.detection.update(worker.detection)
             if self.policy is not None and summary["policy"] is not None:
                 self.policy.add_counts(summary["policy"])
+        if self._engine is not None:
+            stats.engine = self._engine_counters([summary["stats"].engine or {} for summary in summaries])
+
+    def _engine_counters(self, workers: list[dict[str, Any]]) -> dict[str, Any]:
+        """Engine.counters() of the run as one process counts them. Each record is evaluated in
+        exactly one worker (its flow's, or worker 0 for what every worker decodes), so matches
+        and suppressions add up; rate windows are decided here, so their counters are the
+        parent's, and an alert is what was written. `evaluations` is left out: each worker's
+        index remembers the values it saw, so how many rules it evaluates is its own."""
+        assert self.rate_store is not None and self._engine is not None
+        alerts_by_sid: Counter[int] = Counter()
+        for (sid, _signature), count in self.stats.alerts.items():
+            alerts_by_sid[sid] += count
+        return {
+            "rules": len(self._engine.ruleset.rules),
+            **{name: sum(int(worker.get(name, 0)) for worker in workers)
+               for name in ("records", "matches", "suppressed", "blocks")},
+            "alerts": sum(alerts_by_sid.values()),
+            "alerts_by_sid": dict(sorted(alerts_by_sid.items())),
+            "rate_pending": self.rate_pending,
+            "rate_quiet": self.rate_quiet,
+            "rate_keys": len(self.rate_store),
+            "rate_keys_evicted": self.rate_store.evicted,
+        }

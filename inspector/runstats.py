@@ -14,7 +14,10 @@ keeps how much of a capture was actually inspected next to the alerts:
         "tcp": {}, "app_layer": {}, "records": {"transactions": {}, "anomalies": 0, "alerts": 0}}}
 
 `decoder`, `tcp` and `app_layer` hold the counters that are not zero (their names are the
-decoder's, the reassembler's and the stream router's; docs/eve.md lists them). The timestamp is
+decoder's, the reassembler's and the stream router's; docs/eve.md lists them). With rules, a
+`detect` object holds the rule engine's: `rules_loaded` always, then the counters that are not
+zero, under Suricata's names where it has one (`alert`, `alerts_suppressed`), e.g.
+`"detect": {"rules_loaded": 62, "alert": 40, "matches": 49, "alerts_suppressed": 9}`. The timestamp is
 the capture time of the run's last packet, as every offline record's, so the record is the same
 in every run of the same captures, with or without `--workers`.
 """
@@ -59,12 +62,31 @@ STREAM_LOSSES = {
     "midstream_pickups": "TCP directions picked up without their start",
     "flows_evicted": "flows evicted at the flow table's cap",
     "unknown_protocol": "TCP flows in no protocol we parse",
-    "gap_before_detection": "TCP flows with a gap before their protocol was told",
+    "gap_before_detection": "TCP flows lost to gaps before their protocol was told",
     "tls_inner_unknown_protocol": "decrypted TLS flows in no protocol we parse",
+    "tls_inner_gap_before_detection": "decrypted TLS flows with no readable plaintext to tell their protocol",
+    "tunnel_unknown_protocol": "tunnelled streams in no protocol we parse",
+    "tunnel_gap_before_detection": "tunnelled streams lost to gaps before their protocol was told",
     "parser_errors": "flows whose parser failed (inspection stopped)",
     "frame_errors": "frames the decoder or flow table failed on (skipped)",
     "tls_records_not_decrypted": "TLS records not decrypted (no keys, unsupported)",
     "tls_records_failed": "TLS records failing authentication (wrong keys)",
+    "tls_records_after_renegotiation": "TLS records after a renegotiation (its keys are not derived)",
+    "tls_records_early_data": "TLS 0-RTT records not decrypted (no early traffic secret)",
+    "tls_handshakes_decrypted_in_part": "TLS sessions decrypted in part (a side's keys missing or wrong)",
+    "tls_flows_without_handshake": "TLS flows without their handshake in the capture (not decryptable)",
+}
+
+
+#: The rule engine's counters (inspector.engine.Engine.counters) in the `detect` object, by the
+#: name there: Suricata's `detect.alerts_suppressed` for matches a site suppression silenced.
+DETECT_COUNTERS = {
+    "matches": "matches",  # rule matches, before suppressions and rate windows
+    "suppressed": "alerts_suppressed",
+    "rate_pending": "rate_pending",  # rate-rule matches below the rule's count
+    "rate_quiet": "rate_quiet",  # rate-rule matches inside the window after the key's alert
+    "rate_keys": "rate_keys",  # rate-window keys held at the end
+    "rate_keys_evicted": "rate_keys_evicted",  # keys evicted at engine.rate_max_keys
 }
 
 
@@ -79,16 +101,34 @@ def stats_object(stats: RunStats) -> dict[str, Any]:
     for counter, name in _FLOW_COUNTERS.items():
         flow[name] = int(stats.tcp.get(counter, 0))
     flow["by_app"] = _nonzero(stats.flows_by_app)
-    return {
+    result: dict[str, Any] = {
         "capture": {"files": len(stats.files), "files_damaged": sum(1 for f in stats.files if f.error),
                     "packets": stats.packets, "bytes": stats.frame_bytes, "dropped": stats.dropped},
         "decoder": _nonzero(stats.decode),
         "flow": flow,
         "tcp": tcp,
         "app_layer": _nonzero(stats.detection),
-        "records": {"transactions": _nonzero(stats.transactions), "anomalies": sum(stats.anomalies.values()),
-                    "alerts": sum(stats.alerts.values())},
     }
+    detect = detect_object(stats)
+    if detect is not None:
+        result["detect"] = detect
+    result["records"] = {"transactions": _nonzero(stats.transactions), "anomalies": sum(stats.anomalies.values()),
+                         "alerts": sum(stats.alerts.values())}
+    return result
+
+
+def detect_object(stats: RunStats) -> dict[str, int] | None:
+    """The `detect` object: the rule engine's counters; None when the run had no rules."""
+    if stats.engine is None:
+        return None
+    detect = {"rules_loaded": int(stats.engine.get("rules", 0))}
+    alerts = sum(stats.alerts.values())
+    if alerts:
+        detect["alert"] = alerts
+    for counter, name in DETECT_COUNTERS.items():
+        if stats.engine.get(counter):
+            detect[name] = int(stats.engine[counter])
+    return detect
 
 
 def stats_record(stats: RunStats) -> dict[str, Any]:

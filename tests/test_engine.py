@@ -231,6 +231,8 @@ def test_rate_rule_keys_and_window(rules_dir):
     assert counters["rate_keys"] == 3
     assert counters["alerts_by_sid"] == {3100050: 3}
     assert counters["rate_pending"] == 6
+    assert counters["rate_quiet"] == 1  # the event at 3.0, inside the window of the alert at 2.0
+    assert counters["matches"] == counters["alerts"] + counters["rate_pending"] + counters["rate_quiet"]
 
 
 def test_rate_block_rule_blocks_every_event_over_threshold_in_blocking_mode(rules_dir):
@@ -262,9 +264,9 @@ def test_counters(rules_dir):
     engine.process({"event_type": "http", "http": {"url": "/x"}}, 2.0)
     # Evaluations: the reflection and traversal rules on the first record, traversal on the second
     # (few rules filed by trigram: a value seen for the first time offers them all).
-    assert engine.counters() == {"records": 2, "evaluations": 3, "matches": 1, "alerts": 1,
-                                 "alerts_by_sid": {2200001: 1}, "suppressed": 0, "rate_pending": 0,
-                                 "blocks": 0, "rate_keys": 0, "rate_keys_evicted": 0}
+    assert engine.counters() == {"rules": len(engine.ruleset), "records": 2, "evaluations": 3, "matches": 1,
+                                 "alerts": 1, "alerts_by_sid": {2200001: 1}, "suppressed": 0, "rate_pending": 0,
+                                 "rate_quiet": 0, "blocks": 0, "rate_keys": 0, "rate_keys_evicted": 0}
 
 
 @pytest.mark.parametrize("record", [

@@ -55,6 +55,8 @@ def test_a_run_s_counters_in_text_format(tmp_path):
         ("inspector_offline_captures_total", (("status", "ok"),)): 1.0,
         ("inspector_offline_captures_total", (("status", "damaged"),)): 0.0,
         ("inspector_offline_app_layer_total", (("counter", "app_tcpstore"),)): 2.0,
+        ("inspector_offline_detect_total", (("counter", "alert"),)): 1.0,  # the stats record's detect object
+        ("inspector_offline_detect_total", (("counter", "matches"),)): 1.0,
         ("inspector_offline_run_seconds", ()): 0.25,
         ("inspector_offline_last_run_timestamp_seconds", ()): 1767225600.0,
     }

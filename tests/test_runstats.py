@@ -10,13 +10,14 @@ from collections import Counter
 from pathlib import Path
 
 import jsonschema
+import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import wrpcap
 
 from inspector.analyze import NOT_TRANSACTIONS, Analyzer
 from inspector.runstats import not_analysed, stats_record
-from inspector.sinks.eveschema import shipped_schema
+from inspector.sinks.eveschema import build_schema, shipped_schema
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENT, SERVER = "10.1.0.5", "10.1.0.9"
@@ -113,3 +114,94 @@ def test_an_empty_run_still_writes_its_record(tmp_path):
     record = json.loads(line)
     assert record["stats"]["capture"] == {"files": 1, "files_damaged": 0, "packets": 0, "bytes": 0, "dropped": 0}
     assert record["timestamp"] == "1970-01-01T00:00:00.000000+0000"  # no capture time to give it
+
+
+# -- the rule engine's counters (`detect`) -----------------------------------------------------
+
+LAB = REPO / "pcaps" / "lab"
+EVERY_TRITON = """title: {title}
+id: 5e0c7a8b-1d2e-4f3a-9b4c-{sid:012d}
+sid: {sid}
+status: test
+level: low
+event: triton
+detection:
+  sel:
+    event_type: triton
+  condition: sel
+"""
+SUPPRESSED_NETS = "10.10.0.0/16"
+
+
+def _detect_rules(tmp_path: Path) -> tuple[Path, Path]:
+    """Two rules over every Triton record: a plain one, silenced for SUPPRESSED_NETS by the site
+    config, and a rate rule (5 per client per hour)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "every.yml").write_text(EVERY_TRITON.format(title="every triton record", sid=9910001))
+    (rules / "rate.yml").write_text(EVERY_TRITON.format(title="five triton records", sid=9910002)
+                                    + "rate:\n  by: [src_ip]\n  count: 5\n  window: 1h\n")
+    site = tmp_path / "site.yaml"
+    site.write_text(f"suppress:\n  - sid: 9910001\n    src_ip: {SUPPRESSED_NETS}\n    reason: lab clients\n")
+    return rules, site
+
+
+def _expected_detect(captures: list[Path]) -> dict[str, int]:
+    """What the two rules must count, from the Triton records a run without rules writes (each
+    capture its own run of flows, as analyze reads them; a rate window spans the captures)."""
+    import ipaddress
+
+    per_client: Counter[str] = Counter()
+    for capture in captures:
+        written: list[dict] = []
+        Analyzer(written.append).analyze_file(capture)
+        per_client.update(r["src_ip"] for r in written if r["event_type"] == "triton")
+    network = ipaddress.ip_network(SUPPRESSED_NETS)
+    records = sum(per_client.values())
+    suppressed = sum(n for ip, n in per_client.items() if ipaddress.ip_address(ip) in network)
+    rate_alerts = sum(1 for n in per_client.values() if n >= 5)
+    return {"rules_loaded": 2, "alert": records - suppressed + rate_alerts, "matches": 2 * records,
+            "alerts_suppressed": suppressed, "rate_pending": sum(min(n, 4) for n in per_client.values()),
+            "rate_quiet": sum(max(n - 5, 0) for n in per_client.values()), "rate_keys": len(per_client)}
+
+
+@pytest.mark.parametrize("shard", ["flows", "files"])
+def test_the_engine_counters_are_right_and_the_same_with_workers(tmp_path, shard):
+    """Suppressed and rate-held matches are counted in the stats record, the summary and the
+    textfile; with --workers (matches counted in the workers, rate windows in the parent) the
+    numbers are one process's."""
+    rules, site = _detect_rules(tmp_path)
+    captures = [LAB / "mixed.pcap"]
+    if shard == "files":  # two files to split: the same traffic again, a rate window across both
+        captures.append(tmp_path / "again.pcap")
+        captures[1].write_bytes(captures[0].read_bytes())
+    expected = _expected_detect(captures)
+    assert expected["alerts_suppressed"] == 30 * len(captures) and expected["rate_quiet"] > 0
+    detects, summaries = [], []
+    for workers in (1, 2):
+        out, prom = tmp_path / f"eve{workers}.json", tmp_path / f"run{workers}.prom"
+        done = _analyze(*map(str, captures), "--rules", str(rules), "--config", str(site), "--eve", str(out),
+                        "--metrics-textfile", str(prom), "--workers", str(workers), "--shard", shard)
+        assert done.returncode == 0, done.stderr
+        record = json.loads(out.read_text().splitlines()[-1])
+        jsonschema.validate(record, build_schema())
+        detects.append(record["stats"]["detect"])
+        assert record["stats"]["records"]["alerts"] == expected["alert"]
+        summaries.append([line.split("│")[1:3] for line in done.stdout.splitlines()
+                          if "rules" in line or "suppressed" in line or "rate:" in line])
+        assert (f'inspector_offline_detect_total{{counter="alerts_suppressed"}} '
+                f'{float(expected["alerts_suppressed"])}') in prom.read_text()
+    assert detects == [expected, expected]
+    assert [[cell.strip() for cell in row] for row in summaries[0]] == [
+        ["rules", "2"], ["suppressed (site config)", f"{expected['alerts_suppressed']:,}"],
+        ["rate: below count", f"{expected['rate_pending']:,}"],
+        ["rate: after the alert", f"{expected['rate_quiet']:,}"]]
+    assert summaries[1] == summaries[0]
+
+
+def test_without_rules_there_is_no_detect_object(tmp_path):
+    out = tmp_path / "eve.json"
+    done = _analyze(str(REPO / "pcaps" / "core" / "grpc.pcap"), "--no-rules", "--eve", str(out))
+    assert done.returncode == 0
+    assert "detect" not in json.loads(out.read_text().splitlines()[-1])["stats"]
+    assert "none (--no-rules)" in done.stdout

@@ -90,17 +90,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
         console.print(f"{len(errors)} problem(s); nothing was loaded")
         return EXIT_FAILED
     ruleset = load_rules(_paths(args), config)
+    print_warnings(console, ruleset)
     console.print(f"{len(ruleset)} rule(s) valid")
     return EXIT_OK
 
 
+def print_warnings(console: Console, ruleset: RuleSet) -> None:
+    """The set's warnings (RuleSet.warnings), one a line: `file:line: warning: ...`."""
+    for warning in ruleset.warnings:
+        where = f"{warning.file}:{warning.line}" if warning.line else warning.file
+        console.print(f"[yellow]{escape(where)}: warning: {escape(warning.message)}[/yellow]")
+
+
 def _load(args: argparse.Namespace, console: Console) -> RuleSet | None:
     try:
-        return load_rules(_paths(args), load_config(args.config))
+        ruleset = load_rules(_paths(args), load_config(args.config))
     except RuleLoadError as exc:
         for error in exc.errors:
             console.print(f"[red]{escape(str(error))}[/red]")
         return None
+    print_warnings(Console(stderr=True, highlight=False, soft_wrap=True), ruleset)
+    return ruleset
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -132,6 +142,7 @@ def cmd_test(args: argparse.Namespace) -> int:
             for error in exc.errors:
                 console.print(f"[red]{escape(str(error))}[/red]")
             return EXIT_FAILED
+        print_warnings(console, ruleset)
     root = Path(args.fixtures)
     if not root.exists():
         console.print(f"[red]error:[/red] {escape(str(root))} does not exist")

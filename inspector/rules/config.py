@@ -44,6 +44,9 @@ class Config:
     """Variables rules may use, suppressions, and engine bounds."""
 
     variables: Mapping[str, Any] = field(default_factory=dict)
+    #: Where each variable is defined: NAME -> (file, line of the name, line of each list item),
+    #: so a rule's error about a variable's value names the config line that holds it.
+    variable_sources: Mapping[str, tuple[str, int, tuple[int, ...]]] = field(default_factory=dict)
     suppressions: Suppressions = field(default_factory=Suppressions)
     #: Rate-window keys kept (LRU) across all rate rules; the oldest is evicted and counted.
     rate_max_keys: int = DEFAULT_RATE_MAX_KEYS
@@ -80,6 +83,7 @@ def load_config(path: str | Path | None = None, *, catalogue: Mapping[str, Field
     if catalogue is None:
         catalogue = fields.catalogue()
     variables: dict[str, Any] = {}
+    sources: dict[str, tuple[str, int, tuple[int, ...]]] = {}
     suppress_raw: tuple[str, Any, int] | None = None
     rate_max_keys = DEFAULT_RATE_MAX_KEYS
     egress: Any = None
@@ -93,7 +97,7 @@ def load_config(path: str | Path | None = None, *, catalogue: Mapping[str, Field
             if key not in _TOP_KEYS:
                 errors.append(RuleError(file, line_of(doc, key, 0),
                                         f"unknown config key {key!r} (known: {', '.join(_TOP_KEYS)})"))
-        variables.update(_variables(doc.get("vars"), file, line_of(doc, "vars", 0), errors))
+        variables.update(_variables(doc.get("vars"), file, line_of(doc, "vars", 0), errors, sources))
         if "suppress" in doc:
             suppress_raw = (file, doc["suppress"], line_of(doc, "suppress", 0))
         if "engine" in doc:
@@ -109,16 +113,18 @@ def load_config(path: str | Path | None = None, *, catalogue: Mapping[str, Field
     suppressions = Suppressions()
     if suppress_raw is not None:
         file, raw, line = suppress_raw
-        ctx = CompileContext(file=file, catalogue=catalogue, variables=variables, closure=None)
+        ctx = CompileContext(file=file, catalogue=catalogue, variables=variables, closure=None,
+                             variable_sources=sources)
         suppressions = compile_suppressions(raw, line, ctx)
         errors += ctx.errors
     if errors:
         raise RuleLoadError(errors)
-    return Config(variables=variables, suppressions=suppressions, rate_max_keys=rate_max_keys,
-                  sources=tuple(file for file, _ in documents), egress=egress)
+    return Config(variables=variables, variable_sources=sources, suppressions=suppressions,
+                  rate_max_keys=rate_max_keys, sources=tuple(file for file, _ in documents), egress=egress)
 
 
-def _variables(raw: Any, file: str, line: int, errors: list[RuleError]) -> dict[str, Any]:
+def _variables(raw: Any, file: str, line: int, errors: list[RuleError],
+               sources: dict[str, tuple[str, int, tuple[int, ...]]]) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -135,8 +141,10 @@ def _variables(raw: Any, file: str, line: int, errors: list[RuleError]) -> dict[
                 errors.append(RuleError(file, where, f"${name}: list items must be strings or numbers"))
                 continue
             result[name] = list(value)
+            sources[name] = (file, where, tuple(line_of(value, i, where) for i in range(len(value))))
         elif _is_scalar(value):
             result[name] = value
+            sources[name] = (file, where, ())
         else:
             shown = "null (use [] for an empty list)" if value is None else type(value).__name__
             errors.append(RuleError(file, where, f"${name}: a variable is a scalar or a list, not {shown}"))

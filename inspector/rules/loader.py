@@ -1,9 +1,13 @@
 """Load a rule set from files and directories: all of it, or nothing and every error.
 
-`load_rules(paths, config)` reads each file (directories recursively, `*.yml` / `*.yaml`),
-validates and compiles every rule, then checks the set as a whole (duplicate ids and sids).
-A set with any problem raises RuleLoadError listing them all, with file and line: a broken
-set never half-loads, so a typo can't silently drop a rule from a running sensor.
+`load_rules(paths, config)` reads each file (directories recursively, `*.yml` / `*.yaml` in
+any case), validates and compiles every rule, then checks the set as a whole (duplicate ids and
+sids). A set with any problem raises RuleLoadError listing them all, with file and line: a
+broken set never half-loads, so a typo can't silently drop a rule from a running sensor.
+
+What does not stop a set from loading but is probably a mistake comes back as the set's
+`warnings`: a directory given that holds no rule file, and a suppression for a sid no rule of
+the set has (a site config is shared across rule sets, so that is not an error).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def rule_files(paths: PathArg) -> tuple[list[Path], list[RuleError]]:
         path = Path(entry)
         if path.is_dir():
             files.extend(sorted(p for p in path.rglob("*")
-                                if p.suffix in RULE_SUFFIXES and p.name not in NOT_RULE_FILES
+                                if p.suffix.lower() in RULE_SUFFIXES and p.name not in NOT_RULE_FILES
                                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
                                 and p.is_file()))
         elif path.is_file():
@@ -69,6 +73,9 @@ def load_rules(paths: PathArg, config: Config | None = None, *,
         catalogue = fields.catalogue()
     if config is None:
         config = load_config(catalogue=catalogue)
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    paths = list(paths)
     files, errors = rule_files(paths)
     known_events = known_event_types(catalogue)
     rules: list[Rule] = []
@@ -78,14 +85,30 @@ def load_rules(paths: PathArg, config: Config | None = None, *,
             errors.extend(problems)
             continue
         rule, problems = build_rule(doc, str(file), catalogue=catalogue, variables=config.variables,
-                                    known_events=known_events)
+                                    known_events=known_events, variable_sources=config.variable_sources)
         errors.extend(problems)
         if rule is not None:
             rules.append(rule)
     errors.extend(_duplicates(rules))
     if errors:
         raise RuleLoadError(errors)
-    return RuleSet(tuple(sorted(rules, key=lambda r: r.sid)), config)
+    warnings = _empty_directories(paths) + _unknown_suppressed_sids(config, rules)
+    return RuleSet(tuple(sorted(rules, key=lambda r: r.sid)), config, tuple(warnings))
+
+
+def _empty_directories(paths: list[str | Path]) -> list[RuleError]:
+    """A warning for each directory given that holds no rule file (a wrong path runs no rule)."""
+    return [RuleError(str(path), 0, f"no rule files ({', '.join('*' + s for s in RULE_SUFFIXES)}) in this "
+                                    "directory: it adds no rule")
+            for path in paths if Path(path).is_dir() and not rule_files([path])[0]]
+
+
+def _unknown_suppressed_sids(config: Config, rules: list[Rule]) -> list[RuleError]:
+    """A warning for each suppressed sid no rule of the set has (a typo silences nothing)."""
+    sids = {rule.sid for rule in rules}
+    return [RuleError(entry.file, entry.line, f"suppress: no loaded rule has sid {sid} "
+                                              f"({len(rules)} rule(s) loaded); the entry silences nothing for it")
+            for entry in config.suppressions.entries for sid in entry.sids if sid not in sids]
 
 
 def _duplicates(rules: list[Rule]) -> list[RuleError]:

@@ -22,7 +22,9 @@ variable set to []) matches nothing; with `neq` every present value differs from
 
 Everything is checked here, with the line it came from: unknown fields (against the field
 catalogue and the rule's event types), modifiers, combinations, value types, regexes, CIDRs,
-variables. Compilation does not stop at the first error. The closures themselves are built by
+variables. Compilation does not stop at the first error. A bad value a site variable gave is
+reported at the config line defining it (VariableLine). An entry of a map field
+(`triton.parameters.max_tokens`, see resolve_field) is typed by the rule's values. The closures themselves are built by
 inspector.rules.predicates; the index hints of each test by inspector.rules.hints.
 """
 
@@ -69,6 +71,9 @@ REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}
 MODIFIERS = OPERATORS | TRANSFORMS | FLAGS | frozenset(REGEX_FLAGS)
 
 STRING_TYPES = frozenset({"string", "ip", "timestamp"})
+CIDR_APPLIES = "cidr applies to IP addresses (fields of type ip: src_ip, dest_ip)"
+#: The type of an entry of a map field (resolve_field): any scalar, typed per rule by its values.
+MAP_ENTRY = "map-entry"
 NUMBER_TYPES = frozenset({"integer", "number"})
 _STRING_OPS = frozenset({"contains", "startswith", "endswith", "re"})
 _NUMERIC_OPS = frozenset({"gt", "gte", "lt", "lte"})
@@ -91,10 +96,38 @@ class CompileContext:
     events_label: str = ""
     #: Fields whose plain values mean `|cidr` (suppression entries: `src_ip: 10.0.0.0/8`).
     implicit_cidr: frozenset[str] = frozenset()
+    #: Where each variable is defined: NAME -> (config file, line of the name, line of each item).
+    variable_sources: Mapping[str, tuple[str, int, tuple[int, ...]]] = field(default_factory=dict)
     errors: list[RuleError] = field(default_factory=list)
 
     def error(self, line: int, message: str) -> None:
+        """A problem at `line` of this file; about a value a variable gave (a VariableLine), it is
+        reported where the variable is defined, naming the variable and the rule line using it."""
+        if isinstance(line, VariableLine):
+            if line.source_file:
+                self.errors.append(RuleError(line.source_file, line.source_line,
+                                             f"${line.variable}: {message} (used at {self.file}:{int(line)})"))
+            else:
+                self.errors.append(RuleError(self.file, int(line), f"{message} (from ${line.variable})"))
+            return
         self.errors.append(RuleError(self.file, line, message))
+
+
+class VariableLine(int):
+    """The rule line of a value that came from a site variable (`$ADMIN_NETS`), carrying where the
+    variable is defined: an error about the value then points at the config file and line that
+    hold it (a bad CIDR in the site config is the config's problem, not the rule's)."""
+
+    variable: str
+    source_file: str
+    source_line: int
+
+    def __new__(cls, line: int, variable: str, source_file: str = "", source_line: int = 0) -> VariableLine:
+        self = super().__new__(cls, line)
+        self.variable = variable
+        self.source_file = source_file
+        self.source_line = source_line
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +203,13 @@ def compile_item(key: str, raw: Any, line: int, ctx: CompileContext) -> _Item | 
     if name in ctx.implicit_cidr and not (mods & OPERATORS):
         mods = mods | {"cidr"}
     operator = next(iter(mods & OPERATORS), "eq")
-    element_type = spec.type[5:-1] if spec.is_list else spec.type
-    if not _check_type(name, element_type, operator, line, ctx):
-        return None
     values = _expand_values(raw, line, ctx)
-    if values is None:
+    element_type = spec.type[5:-1] if spec.is_list else spec.type
+    if element_type == MAP_ENTRY:
+        element_type = _map_entry_type(name, operator, mods, values, line, ctx)
+        if element_type is None:
+            return None
+    if not _check_type(name, element_type, operator, line, ctx) or values is None:
         return None
     if operator == "exists":
         return _exists_item(name, values, line, ctx)
@@ -200,12 +235,38 @@ def compile_item(key: str, raw: Any, line: int, ctx: CompileContext) -> _Item | 
     return _Item(predicate, _COST[operator], hints)
 
 
+def map_fields(catalogue: Mapping[str, FieldSpec]) -> frozenset[str]:
+    """The catalogue's maps: object fields declared without sub-fields (`triton.parameters`, a
+    request's parameters, key -> value). A rule names an entry as `<map>.<key>`."""
+    objects = {name for name, spec in catalogue.items() if spec.type == "object"}
+    parents = {name.rpartition(".")[0] for name in catalogue}
+    return frozenset(objects - parents)
+
+
+def resolve_field(name: str, catalogue: Mapping[str, FieldSpec]) -> tuple[FieldSpec | None, str]:
+    """The spec of a rule's field name, and why not when it has none. A catalogue field, or an
+    entry of a map field (`triton.parameters.max_tokens`): a scalar of any type (MAP_ENTRY), on
+    the map's event types. A key holding a dot cannot be named."""
+    spec = catalogue.get(name)
+    if spec is not None:
+        return spec, ""
+    parent, _, key = name.rpartition(".")
+    maps = map_fields(catalogue) if parent else frozenset()
+    if parent in maps and key:
+        parent_spec = catalogue[parent]
+        return FieldSpec(name, MAP_ENTRY, f"Entry {key!r} of {parent}.", parent_spec.events), ""
+    inside = next((m for m in maps if name.startswith(m + ".")), None)
+    if inside is not None:
+        return None, f"{inside} is a map of key -> value: name one key ({inside}.<key>), not a path below it"
+    close = difflib.get_close_matches(name, list(catalogue), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return None, f"unknown field {name!r}{hint}; `inspector fields` lists them"
+
+
 def _field_spec(name: str, line: int, ctx: CompileContext) -> FieldSpec | None:
-    spec = ctx.catalogue.get(name)
+    spec, problem = resolve_field(name, ctx.catalogue)
     if spec is None:
-        close = difflib.get_close_matches(name, list(ctx.catalogue), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        ctx.error(line, f"unknown field {name!r}{hint}; `inspector fields` lists them")
+        ctx.error(line, problem)
         return None
     if ctx.closure is not None and not field_allowed(spec, ctx.closure):
         ctx.error(line, f"field {name!r} is not carried by {ctx.events_label} records "
@@ -266,6 +327,29 @@ def _combination_problem(operator: str, mods: frozenset[str]) -> str | None:
     return None
 
 
+def _map_entry_type(name: str, operator: str, mods: frozenset[str], values: list[tuple[Any, int]] | None,
+                    line: int, ctx: CompileContext) -> str | None:
+    """The type a map entry is compared as: by its operator (string tests, numeric bounds), else by
+    the rule's values (all strings, all numbers or all booleans). The record's value must then be
+    of that type to match, as for any field."""
+    if operator in _STRING_OPS or mods & (TRANSFORMS | {"cased"}):
+        return "string"
+    if operator in _NUMERIC_OPS:
+        return "number"
+    if operator == "cidr":
+        ctx.error(line, f"field {name!r} is a map entry: {CIDR_APPLIES}")
+        return None
+    if operator == "exists" or values is None:
+        return "string"  # exists checks presence only; None: the values' problem is reported already
+    kinds = {"boolean" if isinstance(v, bool) else "number" if _is_number(v) else "string"
+             for v, _ in values if v is not None}
+    if len(kinds) > 1:
+        ctx.error(line, f"{name}: a map entry's values must be all strings, all numbers or all booleans "
+                        f"(got {', '.join(sorted(kinds))}); use one selection per kind")
+        return None
+    return kinds.pop() if kinds else "string"
+
+
 def _check_type(name: str, element_type: str, operator: str, line: int, ctx: CompileContext) -> bool:
     problem = None
     if element_type == "object" and operator != "exists":
@@ -274,8 +358,8 @@ def _check_type(name: str, element_type: str, operator: str, line: int, ctx: Com
         problem = f"is {element_type}: {operator} applies to strings"
     elif operator in _NUMERIC_OPS and element_type not in NUMBER_TYPES:
         problem = f"is {element_type}: {operator} applies to numbers"
-    elif operator == "cidr" and element_type not in ("ip", "string"):
-        problem = f"is {element_type}: cidr applies to IP addresses"
+    elif operator == "cidr" and element_type != "ip":
+        problem = f"is {element_type}: {CIDR_APPLIES}"
     if problem:
         ctx.error(line, f"field {name!r} {problem}")
         return False
@@ -308,9 +392,13 @@ def _expand_values(raw: Any, line: int, ctx: CompileContext) -> list[tuple[Any, 
                 ctx.error(item_line, f"unknown variable {item}{hint}; define it under vars: in the config")
                 ok = False
                 continue
-            resolved = ctx.variables[var.group(1)]
+            name = var.group(1)
+            resolved = ctx.variables[name]
             items = list(resolved) if isinstance(resolved, list) else [resolved]
-            values.extend((v, item_line) for v in items)
+            source_file, source_line, item_lines = ctx.variable_sources.get(name, ("", 0, ()))
+            values.extend((v, VariableLine(item_line, name, source_file,
+                                           item_lines[i] if i < len(item_lines) else source_line))
+                          for i, v in enumerate(items))
         else:
             values.append((item, item_line))
     return values if ok else None

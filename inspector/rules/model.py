@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from inspector.rules.config import Config
+from inspector.rules.errors import RuleError
 from inspector.rules.hints import IndexHint
 from inspector.rules.rate import RateSpec
 
@@ -56,10 +57,14 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:
-    """Rules that loaded together (sorted by sid) and the config they were resolved with."""
+    """Rules that loaded together (sorted by sid) and the config they were resolved with.
+
+    `warnings` are problems that do not stop the set from loading (a `--rules` directory holding
+    no rule, a suppression for a sid no rule has), for the commands to print."""
 
     rules: tuple[Rule, ...]
     config: Config = field(default_factory=Config)
+    warnings: tuple[RuleError, ...] = ()
 
     def __iter__(self) -> Iterator[Rule]:
         return iter(self.rules)

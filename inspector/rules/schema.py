@@ -7,6 +7,7 @@ stops at the first problem: a rule author sees all of them at once.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import re
 import uuid
@@ -19,7 +20,7 @@ from inspector.rules.access import make_getter, split_field
 from inspector.rules.errors import ConditionError, RuleError
 from inspector.rules.hints import IndexHint
 from inspector.rules.layers import field_allowed, layer_closure
-from inspector.rules.matchers import VARIABLE, CompileContext, compile_selection
+from inspector.rules.matchers import VARIABLE, CompileContext, VariableLine, compile_selection, resolve_field
 from inspector.rules.model import ACTIONS, LEVELS, STATUSES, Rule
 from inspector.rules.rate import MAX_COUNT, RateSpec, parse_window
 from inspector.rules.yamlsource import line_of
@@ -36,9 +37,13 @@ _RATE_KEYS = ("by", "count", "window")
 
 
 def build_rule(doc: Any, file: str, *, catalogue: Mapping[str, FieldSpec], variables: Mapping[str, Any],
-               known_events: frozenset[str]) -> tuple[Rule | None, list[RuleError]]:
-    """Validate and compile one parsed rule document."""
-    ctx = CompileContext(file=file, catalogue=catalogue, variables=variables, closure=None)
+               known_events: frozenset[str],
+               variable_sources: Mapping[str, tuple[str, int, tuple[int, ...]]] | None = None,
+               ) -> tuple[Rule | None, list[RuleError]]:
+    """Validate and compile one parsed rule document (`variable_sources`: Config.variable_sources,
+    for errors about a variable's value)."""
+    ctx = CompileContext(file=file, catalogue=catalogue, variables=variables, closure=None,
+                         variable_sources=variable_sources or {})
     if not isinstance(doc, dict):
         ctx.error(getattr(doc, "line", 0), "a rule file holds one map (title:, id:, sid:, ...)")
         return None, ctx.errors
@@ -151,7 +156,13 @@ def _date(doc: dict, key: str, at: Any, ctx: CompileContext) -> str:
     if not isinstance(value, str) or not _DATE.match(value):
         ctx.error(at(key), f"{key} must be a date YYYY-MM-DD, got {value!r}")
         return ""
-    return value.replace("/", "-")
+    text = value.replace("/", "-")
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError as exc:
+        ctx.error(at(key), f"bad date {value!r} in {key}: {exc}")
+        return ""
+    return text
 
 
 def _strings(doc: dict, key: str, at: Any, ctx: CompileContext) -> tuple[str, ...]:
@@ -268,11 +279,9 @@ def _rate_by(raw: Any, line: int, ctx: CompileContext) -> tuple[str, ...] | None
     ok = True
     for index, name in enumerate(values):
         where = line_of(raw, index, line)
-        spec = ctx.catalogue.get(name)
+        spec, problem = resolve_field(name, ctx.catalogue)
         if spec is None:
-            close = difflib.get_close_matches(name, list(ctx.catalogue), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            ctx.error(where, f"rate by: unknown field {name!r}{hint}")
+            ctx.error(where, f"rate by: {problem}")
             ok = False
         elif ctx.closure is not None and not field_allowed(spec, ctx.closure):
             ctx.error(where, f"rate by: field {name!r} is not carried by {ctx.events_label} records")
@@ -286,33 +295,38 @@ def _rate_by(raw: Any, line: int, ctx: CompileContext) -> tuple[str, ...] | None
     return tuple(values) if ok else None
 
 
-def _resolve_variable(raw: Any, line: int, ctx: CompileContext) -> tuple[bool, Any]:
+def _resolve_variable(raw: Any, line: int, ctx: CompileContext) -> tuple[bool, Any, int]:
+    """(found, value, line to report a bad value at): a variable's value is reported where the
+    config defines it (a VariableLine), when the config says where that is."""
     if isinstance(raw, str) and (match := VARIABLE.fullmatch(raw)):
-        if match.group(1) not in ctx.variables:
+        name = match.group(1)
+        if name not in ctx.variables:
             ctx.error(line, f"unknown variable {raw}; define it under vars: in the config")
-            return False, None
-        return True, ctx.variables[match.group(1)]
-    return True, raw
+            return False, None, line
+        source = ctx.variable_sources.get(name)
+        where = VariableLine(line, name, source[0], source[1]) if source else line
+        return True, ctx.variables[name], where
+    return True, raw, line
 
 
 def _rate_count(raw: Any, line: int, ctx: CompileContext) -> int | None:
-    ok, value = _resolve_variable(raw, line, ctx)
+    ok, value, where = _resolve_variable(raw, line, ctx)
     if not ok:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_COUNT:
         via = f" ({raw} is {value!r})" if value is not raw else ""
-        ctx.error(line, f"rate count must be an integer from 1 to {MAX_COUNT}, got {raw!r}{via}")
+        ctx.error(where, f"rate count must be an integer from 1 to {MAX_COUNT}, got {raw!r}{via}")
         return None
     return value
 
 
 def _rate_window(raw: Any, line: int, ctx: CompileContext) -> float | None:
-    ok, value = _resolve_variable(raw, line, ctx)
+    ok, value, where = _resolve_variable(raw, line, ctx)
     if not ok:
         return None
     try:
         return parse_window(value)
     except ValueError as exc:
         via = f" ({raw} is {value!r})" if value is not raw else ""
-        ctx.error(line, f"rate {exc}{via}")
+        ctx.error(where, f"rate {exc}{via}")
         return None

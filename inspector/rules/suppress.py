@@ -11,7 +11,8 @@ Like Suricata's `suppress gen_id 1, sig_id N, track by_src, ip 10.0.0.0/8`, as c
 
 Every field of an entry must match (AND), with the same semantics as a detection selection.
 An entry with only `sid` silences the rule everywhere. A suppressed match does not count toward
-the rule's rate window.
+the rule's rate window. A sid no rule of the loaded set has is a warning, not an error (a site
+config serves several rule sets): inspector.rules.loader reports it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class SuppressEntry:
     predicate: Predicate | None
     reason: str
     line: int
+    #: The config file the entry is in.
+    file: str = ""
 
 
 class Suppressions:
@@ -107,7 +110,7 @@ def _compile_entry(item: Any, line: int, ctx: CompileContext) -> SuppressEntry |
             return None
     if sids is None:
         return None
-    return SuppressEntry(sids, predicate, reason, line)
+    return SuppressEntry(sids, predicate, reason, line, ctx.file)
 
 
 def _sids(value: Any, line: int, ctx: CompileContext) -> tuple[int, ...] | None:

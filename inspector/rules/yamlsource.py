@@ -4,7 +4,12 @@ PyYAML's composer keeps a mark (line, column) on every node; the usual construct
 away. We compose the node tree and build plain Python values from it ourselves, so that every
 mapping remembers the line of each key and every list the line of each item: validation errors
 then point at the exact line. Scalars are resolved by PyYAML's SafeConstructor (ints, floats,
-bools, null, dates), so values mean what they mean in any YAML tool.
+bools, null), so values mean what they mean in any YAML tool, with one exception: a plain scalar
+YAML would read as a date or timestamp (`2026-01-02`, `2026-02-30`) is kept as the text written.
+Rules compare it with strings of the log (a URL, a model name) and check the `date:` key's
+format themselves, so a value that is not a real date is not a load failure of the YAML, and a
+real one is not rewritten (`2026-01-02T10:00:00Z` stays as written, not `...+00:00`). A scalar
+that does not construct (a bad base64 `!!binary`, ...) is an error at its line.
 
 Strictness on top of YAML: duplicate keys in one mapping are errors (YAML loaders usually keep
 the last one silently), a file must hold exactly one document, and alias expansion is capped.
@@ -12,7 +17,6 @@ the last one silently), a file must hold exactly one document, and alias expansi
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from inspector.rules.errors import RuleError
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 #: Values built from one file, aliases counted each time they are expanded ("billion laughs").
 MAX_NODES = 100_000
@@ -128,16 +133,19 @@ class _Builder:
         return None
 
     def _scalar(self, node: ScalarNode) -> Any:
+        if node.tag == _TIMESTAMP_TAG:  # the text as written (see the module docstring)
+            return node.value
         try:
             value = self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             self._error(node, f"bad value: {getattr(exc, 'problem', None) or exc}")
             return None
+        except (ValueError, TypeError, OverflowError) as exc:  # constructors raise these too
+            self._error(node, f"bad value {node.value!r}: {exc}")
+            return None
         if isinstance(value, bytes):
             self._error(node, "binary values are not supported")
             return None
-        if isinstance(value, datetime.datetime | datetime.date):
-            return value.isoformat()
         return value
 
     def _mapping(self, node: MappingNode) -> YMap:

@@ -110,6 +110,13 @@ STATS_SCHEMA: dict[str, Any] = {
         "tcp": _counters("TCP reassembly counters that are not zero (gaps, gap_bytes, retransmissions ...)."),
         "app_layer": _counters("Stream router counters that are not zero (protocols detected, flows not "
                                "parsed, TLS, parser errors)."),
+        "detect": {"type": "object", "description": "The rule engine's counters (absent without rules): "
+                   "rules_loaded, then those that are not zero. Each match is an alert, suppressed by the "
+                   "site config (alerts_suppressed), or held by a rate window (rate_pending, rate_quiet).",
+                   "properties": {name: {"type": "integer", "minimum": 0} for name in (
+                       "rules_loaded", "alert", "matches", "alerts_suppressed", "rate_pending", "rate_quiet",
+                       "rate_keys", "rate_keys_evicted")},
+                   "required": ["rules_loaded"], "additionalProperties": False},
         "records": {"type": "object", "description": "Records written.",
                     "properties": {"transactions": _counters("Transaction records by protocol."),
                                    "anomalies": {"type": "integer", "minimum": 0},

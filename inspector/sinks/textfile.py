@@ -25,6 +25,7 @@ and what only a capture run has:
 | inspector_offline_decoder_total | counter | the EVE `stats` record's `decoder` counters |
 | inspector_offline_tcp_total | counter | its `tcp` counters, with `flows_evicted`, `flows_timed_out` |
 | inspector_offline_app_layer_total | counter | its `app_layer` counters (only those not zero) |
+| inspector_offline_detect_total | counter | its `detect` counters (the rule engine's; not `rules_loaded`) |
 | inspector_offline_run_seconds | | wall time of the run |
 | inspector_offline_last_run_timestamp_seconds | | when the run ended (Unix time) |
 
@@ -44,6 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfi
 from prometheus_client.metrics import MetricWrapperBase
 
 from inspector.live.metrics import Metrics
+from inspector.runstats import detect_object
 
 #: Attributes of inspector.live.metrics.Metrics an offline run fills (the rest are live-only).
 SHARED_METRICS = ("requests", "transactions", "alerts", "anomalies", "eve_records", "rules_loaded", "rule_info",
@@ -96,6 +98,13 @@ def offline_registry(stats: Any, *, elapsed: float, rules: Iterable[Any] = (), p
         family = Counter(name, help_text, ["counter"], registry=registry)
         for counter, count in sorted(counts.items()):
             if count:
+                family.labels(counter).inc(count)
+    detect = detect_object(stats)
+    if detect is not None:
+        family = Counter("inspector_offline_detect", "Rule engine counters (matches, alerts suppressed by the site "
+                         "config, rate windows).", ["counter"], registry=registry)
+        for counter, count in sorted(detect.items()):
+            if counter != "rules_loaded":
                 family.labels(counter).inc(count)
     Gauge("inspector_offline_run_seconds", "Wall time of the run.", registry=registry).set(elapsed)
     Gauge("inspector_offline_last_run_timestamp_seconds", "When the run ended (Unix time).",

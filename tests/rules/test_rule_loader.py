@@ -292,3 +292,77 @@ def test_rule_over_real_catalogue(tmp_path):
         """)
     ruleset = load_rules(path)
     assert [r.sid for r in ruleset] == [3100100]
+
+
+def test_a_bad_value_in_a_site_variable_is_the_config_lines_error(catalog, tmp_path):
+    """`ADMIN_NETS: [10.0.0.0/33]` is the site config's mistake: the error is at its line and names
+    the variable, and the rule line using it; each item of a block list has its own line."""
+    site = write(tmp_path, "site.yaml", """\
+        vars:
+          ADMIN_NETS:
+            - 10.0.0.0/8
+            - 10.0.0.0/33
+          SCANNER: [10.1.0.0/99]
+        """)
+    rule = write(tmp_path, "rules/r.yml", good(3100001, 1))
+    assert located(errors_of(rule.parent, load_config(site))) == [
+        ("site.yaml", 4, f"$ADMIN_NETS: src_ip|cidr: bad CIDR '10.0.0.0/33': '10.0.0.0/33' does not appear to be "
+                         f"an IPv4 or IPv6 network (used at {rule}:15)")]
+    assert located(errors_of(rule.parent, Config(variables={"ADMIN_NETS": ["nope"]}))) == [
+        ("r.yml", 15, "src_ip|cidr: bad CIDR 'nope': 'nope' does not appear to be an IPv4 or IPv6 network "
+                      "(from $ADMIN_NETS)")]  # a config built in code has no lines to point at
+
+
+def test_a_bad_rate_count_from_a_site_variable_is_the_config_lines_error(catalog, tmp_path):
+    site = write(tmp_path, "site.yaml", 'vars:\n  ADMIN_NETS: []\n  FLOOD: "ten"\n')
+    rule = write(tmp_path, "rules/r.yml", good(3100001, 1) + "rate:\n  count: $FLOOD\n  window: 1m\n")
+    assert located(errors_of(rule.parent, load_config(site))) == [
+        ("site.yaml", 3, f"$FLOOD: rate count must be an integer from 1 to 1000000, got '$FLOOD' ($FLOOD is 'ten') "
+                         f"(used at {rule}:19)")]
+
+
+def test_a_timestamp_shaped_variable_is_a_string(catalog, tmp_path):
+    site = write(tmp_path, "site.yaml", "vars:\n  RELEASE: 2026-02-30\n  WHEN: 2026-01-02\n")
+    assert {k: v for k, v in load_config(site).variables.items() if k in ("RELEASE", "WHEN")} == {
+        "RELEASE": "2026-02-30", "WHEN": "2026-01-02"}
+
+
+def test_a_suppression_for_a_sid_no_rule_has_is_a_warning(catalog, tmp_path):
+    """A site config serves several rule sets: the set loads, the entry is reported at its line."""
+    site = write(tmp_path, "site.yaml", """\
+        suppress:
+          - sid: 3100001
+            src_ip: 10.9.1.0/24
+          - sid: [3100001, 9999999]
+            reason: typo
+        """)
+    rule = write(tmp_path, "rules/r.yml", good(3100001, 1))
+    ruleset = load_rules(rule.parent, load_config(site))
+    assert [r.sid for r in ruleset] == [3100001]
+    assert located(list(ruleset.warnings)) == [
+        ("site.yaml", 4, "suppress: no loaded rule has sid 9999999 (1 rule(s) loaded); the entry silences nothing "
+                         "for it")]
+
+
+def test_a_rules_directory_without_rules_is_a_warning_and_upper_case_suffixes_load(catalog, tmp_path):
+    write(tmp_path, "rules/A.YML", good(3100001, 1))
+    write(tmp_path, "rules/sub/B.Yaml", good(3100002, 2))
+    write(tmp_path, "empty/notes.txt", "no rules here")
+    ruleset = load_rules([tmp_path / "rules", tmp_path / "empty"], Config(variables={"ADMIN_NETS": []}))
+    assert [r.sid for r in ruleset] == [3100001, 3100002]
+    assert [(w.file, w.line, w.message) for w in ruleset.warnings] == [
+        (str(tmp_path / "empty"), 0, "no rule files (*.yml, *.yaml) in this directory: it adds no rule")]
+
+
+def test_analyze_says_how_many_rules_ran_and_warns_about_an_empty_rules_directory(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "rules").mkdir()
+    capture = Path(__file__).resolve().parents[2] / "pcaps" / "core" / "http1.pcap"
+    done = subprocess.run([sys.executable, "-m", "inspector.cli", "analyze", str(capture), "--rules",
+                           str(tmp_path / "rules"), "--eve", str(tmp_path / "eve.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"{tmp_path / 'rules'}: warning: no rule files" in done.stderr
+    assert [line.split() for line in done.stdout.splitlines() if "│ rules " in line] == [["│", "rules", "│", "0", "│"]]

@@ -88,6 +88,8 @@ DETECTION_ERRORS = [
      "field 'http.status' is integer: contains applies to strings", "http.status|contains:"),
     ("cidr-on-number-field", {"sel": {"src_port|cidr": "10.0.0.0/8"}, "condition": "sel"}, {},
      "cidr applies to IP addresses", "src_port|cidr:"),
+    ("cidr-on-string-field", {"sel": {"http.hostname|cidr": "10.0.0.0/8"}, "condition": "sel"}, {},
+     "field 'http.hostname' is string: cidr applies to IP addresses", "http.hostname|cidr:"),
     ("gt-string-value", {"sel": {"http.status|gt": "500"}, "condition": "sel"}, {},
      "http.status|gt needs a number, got '500'", "http.status|gt:"),
     ("null-with-contains", {"sel": {"http.url|contains": None}, "condition": "sel"}, {},
@@ -144,6 +146,10 @@ TOP_LEVEL_ERRORS = [
     ("tags-not-list", {"tags": "atlas.aml.t0049"}, "tags must be a list of strings", "tags:"),
     ("references-not-list", {"references": "https://x"}, "references must be a list of strings", "references:"),
     ("bad-date", {"date": "yesterday"}, "date must be a date YYYY-MM-DD", "date:"),
+    ("impossible-date-quoted", {"date": "2026-13-45"}, "bad date '2026-13-45' in date: month must be in 1..12",
+     "date:"),
+    ("impossible-modified", {"modified": "2026/02/30"}, "bad date '2026/02/30' in modified: day is out of range",
+     "modified:"),
     ("unknown-event", {"event": "trtion"}, "unknown event type 'trtion' (did you mean 'triton'?)", "event:"),
     ("event-not-string", {"event": 5}, "event must be an event type or a list of them", "event:"),
     ("event-twice", {"event": ["http", "http"]}, "event lists a type twice", "event:"),
@@ -211,3 +217,63 @@ def test_compile_error_is_rule_load_error(compile_rule):
     with pytest.raises(RuleLoadError) as info:
         compile_rule({"sel": {"http.nope": 1}, "condition": "sel"})
     assert [e.file for e in info.value.errors] == ["<test>"]
+
+
+# A rule written by hand: YAML reads an unquoted 2026-13-45 as a timestamp (PyYAML's constructor
+# raised ValueError on it, out of the loader, as a traceback).
+DATED_RULE = """\
+title: dated
+id: b1ab60b1-b941-4a1f-9fb6-5d98ca0cc4e3
+sid: 9220031
+status: test
+level: low
+event: http
+detection:
+  s: {http.url: 2026-02-30}
+  condition: s
+date: DATE
+"""
+
+
+@pytest.mark.parametrize(("date", "problem"), [("2026-13-45", "month must be in 1..12"),
+                                                ("2026-02-30", "day is out of range for month"),
+                                                ("'2026-13-45'", "month must be in 1..12")])
+def test_an_impossible_date_is_a_located_error(catalog, tmp_path, date, problem):
+    path = tmp_path / "dated.yml"
+    path.write_text(DATED_RULE.replace("DATE", date))
+    with pytest.raises(RuleLoadError) as info:
+        load_rules(path)
+    assert [(e.file, e.line) for e in info.value.errors] == [(str(path), 10)]
+    assert problem in info.value.errors[0].message and "bad date" in info.value.errors[0].message
+
+
+def test_a_value_yaml_reads_as_a_date_is_the_text_written(catalog, tmp_path):
+    """`http.url: 2026-02-30` (not a date) and `2026-01-02T10:00:00Z` (one) compare as written."""
+    path = tmp_path / "dated.yml"
+    path.write_text(DATED_RULE.replace("DATE", "2026-01-02").replace(
+        "{http.url: 2026-02-30}", "{http.url: [2026-02-30, 2026-01-02T10:00:00Z]}"))
+    (rule,) = load_rules(path)
+    assert rule.date == "2026-01-02"
+    assert rule.match({"event_type": "http", "http": {"url": "2026-02-30"}})
+    assert rule.match({"event_type": "http", "http": {"url": "2026-01-02T10:00:00Z"}})
+    assert not rule.match({"event_type": "http", "http": {"url": "2026-01-02T10:00:00+00:00"}})
+
+
+def test_a_bad_date_fails_validate_without_a_traceback(tmp_path):
+    """The command line, on the real catalogue: `rules validate` lists it and fails (1);
+    `analyze --rules` refuses to start (2)."""
+    import subprocess
+    import sys
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "dated.yml").write_text(DATED_RULE.replace("DATE", "2026-13-45"))
+    validate = subprocess.run([sys.executable, "-m", "inspector.cli", "rules", "validate", str(rules)],
+                              capture_output=True, text=True, timeout=120)
+    assert validate.returncode == 1 and "Traceback" not in validate.stderr
+    assert f"{rules / 'dated.yml'}:10: bad date '2026-13-45' in date: month must be in 1..12" in validate.stdout
+    capture = Path(__file__).resolve().parents[2] / "pcaps" / "core" / "http1.pcap"
+    analyze = subprocess.run([sys.executable, "-m", "inspector.cli", "analyze", str(capture), "--rules", str(rules),
+                              "--eve", str(tmp_path / "eve.json")], capture_output=True, text=True, timeout=120)
+    assert analyze.returncode == 2 and "Traceback" not in analyze.stderr
+    assert "dated.yml:10: bad date '2026-13-45'" in analyze.stderr
