@@ -7,11 +7,14 @@ the update), and every hook opens with guard clauses.
 Per request (see inspection.py for the phases):
 
 * `requestheaders`: a gRPC stream method gets per-flow streaming callables (grpcstream.py); a
-  large body gets a held-back body stream (bodystream.py); anything else is buffered by
-  mitmproxy and inspected whole in `request`, before it goes upstream. A block there answers
-  with the protocol's block response (blocking.py) and the request never leaves.
+  body declaring a large length gets a held-back body stream (bodystream.py); a body of unknown
+  length is buffered until it outgrows the threshold, then gets one (`defer_stream`); anything
+  else is buffered by mitmproxy and inspected whole in `request`, before it goes upstream. A
+  block there answers with the protocol's block response (blocking.py) and the request never
+  leaves. A block on a body that already streams cuts it (`_aborter`).
 * `responseheaders` / `response`: the response is inspected (streamed, or whole before the
-  client gets it), the transaction record is written.
+  client gets it), the transaction record is written. An event stream (SSE, JSON lines) passes
+  chunk by chunk (PassThroughStream) and is evaluated when it ends, alert only.
 * `error`: upstream failures are counted; the transaction is written with what was seen.
 
 Upstream HTTP/2 prior knowledge (h2c): `server_connect` sets the server connection's ALPN to h2
@@ -36,10 +39,10 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.connection import ConnectionState
 
 from inspector.engine import BLOCK
-from inspector.http import TO_CLIENT, TO_SERVER, HttpMessage
+from inspector.http import TO_CLIENT, TO_SERVER, HttpMessage, SessionAnomaly
 from inspector.live import options as opts
 from inspector.live.blocking import BlockResponse, block_response, is_grpc_content_type
-from inspector.live.bodystream import HeldBodyStream
+from inspector.live.bodystream import HeldBodyStream, PassThroughStream
 from inspector.live.flowinfo import LiveFlowInfo, flow_info
 from inspector.live.grpcstream import GrpcRequestStream, GrpcResponseStream
 from inspector.live.hookdispatch import dispatch_name, set_fast_dispatch
@@ -71,13 +74,15 @@ logger = logging.getLogger("inspector.live")
 class _FlowState:
     """The addon's bookkeeping for one HTTPFlow."""
 
-    __slots__ = ("request_stream", "response_head", "response_stream", "tx")
+    __slots__ = ("aborted", "request_stream", "response_head", "response_stream", "tx")
 
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
         self.response_head: HttpMessage | None = None
         self.request_stream: GrpcRequestStream | HeldBodyStream | None = None
-        self.response_stream: GrpcResponseStream | HeldBodyStream | None = None
+        self.response_stream: GrpcResponseStream | HeldBodyStream | PassThroughStream | None = None
+        #: The sidecar cut the transfer (a block decided while a body streamed).
+        self.aborted = False
 
 
 class InspectorAddon:
@@ -133,6 +138,9 @@ class InspectorAddon:
             raise exceptions.OptionsError(f"inspector: cannot open {spec.eve}: {exc}") from exc
         self._spec = spec
         self._files = files
+        if getattr(ctx.options, "stream_large_bodies", None) != str(self._stream_threshold):
+            # mitmproxy buffers a body of unknown length up to this size, then streams it (see defer_stream)
+            ctx.options.update(stream_large_bodies=str(self._stream_threshold))
         self.runtime.inspector.baseline = self._baseline
         master = ctx.master
         self.runtime.hook_dispatch = lambda: dispatch_name(master)
@@ -414,14 +422,20 @@ class InspectorAddon:
             state.request_stream = stream
             flow.request.stream = stream
             inspector.metrics.streams.labels("grpc_stream").inc()
-        elif self._should_stream(head):
-            body = StreamedMessage(limits, TO_SERVER, head)
-            held = HeldBodyStream(body, lambda data, complete: self._inspect_request_part(tx, data, complete),
-                                  self._aborter(flow), lambda exc: inspector.failed(exc, "request body"),
-                                  time.time, hold_bytes=limits.body_keep_bytes)
-            state.request_stream = held
-            flow.request.stream = held
-            inspector.metrics.streams.labels("request_body").inc()
+        elif self._should_stream(head) or _unknown_length(head):
+            def held_stream() -> HeldBodyStream:
+                body = StreamedMessage(limits, TO_SERVER, head)
+                held = HeldBodyStream(body, lambda data, complete: self._inspect_request_part(tx, data, complete),
+                                      self._aborter(flow), lambda exc: inspector.failed(exc, "request body"),
+                                      time.time, hold_bytes=limits.body_keep_bytes)
+                state.request_stream = held
+                inspector.metrics.streams.labels("request_body").inc()
+                return held
+
+            if self._should_stream(head):
+                flow.request.stream = held_stream()
+            else:  # buffered up to the threshold: small enough, it is inspected (and blocked) whole
+                defer_stream(flow.request, held_stream)
 
     def request(self, flow: http.HTTPFlow) -> None:
         state = self._flows.get(flow.id)
@@ -470,15 +484,27 @@ class InspectorAddon:
             stream = GrpcResponseStream(state.request_stream, head, limits, time.time)
             state.response_stream = stream
             flow.response.stream = stream
-        elif self._should_stream(head):
-            body = StreamedMessage(limits, TO_CLIENT, head)
-            tx = state.tx
-            held = HeldBodyStream(body, lambda data, complete: self._inspect_response_part(tx, head, data, complete),
-                                  self._aborter(flow), lambda exc: inspector.failed(exc, "response body"),
-                                  time.time, hold_bytes=limits.body_keep_bytes)
-            state.response_stream = held
-            flow.response.stream = held
-            inspector.metrics.streams.labels("response_body").inc()
+        elif is_streamed_answer(head):
+            passing = PassThroughStream(StreamedMessage(limits, TO_CLIENT, head), time.time)
+            state.response_stream = passing
+            flow.response.stream = passing
+            inspector.metrics.streams.labels("event_stream").inc()
+        else:
+            def held_stream() -> HeldBodyStream:
+                body = StreamedMessage(limits, TO_CLIENT, head)
+                tx = state.tx
+                held = HeldBodyStream(body, lambda data, complete: self._inspect_response_part(tx, head, data,
+                                                                                               complete),
+                                      self._aborter(flow), lambda exc: inspector.failed(exc, "response body"),
+                                      time.time, hold_bytes=limits.body_keep_bytes)
+                state.response_stream = held
+                inspector.metrics.streams.labels("response_body").inc()
+                return held
+
+            if self._should_stream(head) or (head.version in ("HTTP/1.1", "HTTP/1.0") and _unknown_length(head)):
+                flow.response.stream = held_stream()
+            elif head.header("content-length") is None:  # HTTP/2 of unknown length: buffered up to the threshold
+                defer_stream(flow.response, held_stream)
 
     def response(self, flow: http.HTTPFlow) -> None:
         state = self._flows.pop(flow.id, None)
@@ -499,7 +525,10 @@ class InspectorAddon:
         request_side = self._request_side(flow, state)
         if state.response_stream is not None:
             response_side, anomalies = state.response_stream.body.end(trailers, ts_end)
-            inspector.complete(tx, merge(request_side, response_side), anomalies)
+            # A streamed answer went out as it came: what matches it now can only alert.
+            inspector.complete(tx, merge(request_side, response_side), anomalies,
+                               enforce=not isinstance(state.response_stream, PassThroughStream),
+                               partial=state.aborted)
             return
         response_side, anomalies = response_exchange(inspector.settings.limits, state.response_head
                                                      or response_head(flow.response), raw_body(flow.response),
@@ -512,13 +541,15 @@ class InspectorAddon:
         state = self._flows.pop(flow.id, None)
         if self.runtime is None:
             return
-        if flow.error is not None and flow.error.msg != flow.error.KILLED_MESSAGE and _upstream_failed(flow):
+        aborted = state is not None and state.aborted  # our own cut: counted as a block, not here
+        if (flow.error is not None and flow.error.msg != flow.error.KILLED_MESSAGE and not aborted
+                and _upstream_failed(flow)):
             self.runtime.metrics.upstream_errors.inc()
         if state is None or state.tx.completed:
             return
         try:
             request_side = self._request_side(flow, state)
-            self.live_inspector().complete(state.tx, request_side, [])
+            self.live_inspector().complete(state.tx, request_side, [], partial=state.aborted)
         except Exception as exc:
             self.live_inspector().failed(exc, "error hook")
 
@@ -601,7 +632,7 @@ class InspectorAddon:
             return Decision(action="allow", record={})
         exchange, anomalies = request_exchange(inspector.settings.limits, tx.request_head, data, [], time.time(),
                                                complete=complete)
-        return inspector.inspect(tx, exchange, anomalies, "request", block_only=True)
+        return inspector.inspect(tx, exchange, anomalies, "request", block_only=True, partial=not complete)
 
     def _inspect_response_part(self, tx: Transaction, head: Any, data: bytes, complete: bool) -> Decision:
         if not self.live_inspector().blocking_possible():
@@ -612,7 +643,7 @@ class InspectorAddon:
             request_side, _ = request_exchange(limits, tx.request_head, b"", [], tx.ts, complete=False)
         response_side, anomalies = response_exchange(limits, head, data, [], time.time(), complete=complete)
         return self.live_inspector().inspect(tx, merge(request_side, response_side), anomalies, "response",
-                                             block_only=True)
+                                             block_only=True, partial=not complete)
 
     def _pending_anomalies(self, tx: Transaction, anomalies: list) -> None:
         """Anomalies found when a streamed body ended: written with the transaction."""
@@ -620,12 +651,12 @@ class InspectorAddon:
             self.live_inspector().record_anomalies(tx, anomalies, [])
 
     def _should_stream(self, head: HttpMessage) -> bool:
+        """Whether a body declares a length over the stream threshold."""
         length = head.header("content-length")
         if length is not None:
             length = length.strip()
             return length.isascii() and length.isdigit() and int(length) > self._stream_threshold
-        return head.version in ("HTTP/1.1", "HTTP/1.0") and "chunked" in (head.header("transfer-encoding")
-                                                                           or "").lower()
+        return False
 
     # -- enforcement ----------------------------------------------------------------------------
 
@@ -657,11 +688,27 @@ class InspectorAddon:
         return response
 
     def _aborter(self, flow: http.HTTPFlow):
+        """What a streamed body's block does: the transfer is cut. The upstream connection is
+        closed; for a request body the client's connection too, at once (it has had no answer and
+        cannot get one: mitmproxy already sent the head upstream), so it never waits. The
+        transaction is marked blocked, with an `http` anomaly `transfer_aborted`."""
         def abort(reason: str) -> None:
-            self.live_inspector().metrics.blocks.labels("abort").inc()
+            inspector = self.live_inspector()
+            inspector.metrics.blocks.labels("abort").inc()
             logger.info("inspector: aborting %s %s: %s", flow.request.method, flow.request.path, reason)
+            state = self._flows.get(flow.id)
+            request_side = flow.response is None
+            if state is not None:
+                state.aborted = True
+                state.tx.blocked = True
+                where = "request" if request_side else "response"
+                inspector.record_anomalies(state.tx, [SessionAnomaly(
+                    layer="http", event="transfer_aborted", ts=time.time(),
+                    message=f"{where} body cut by the inspector after it started streaming: {reason}")], [],
+                    evaluate=False)
+                inspector.flush()
             with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().call_soon(_close_upstream, flow)
+                asyncio.get_running_loop().call_soon(_close_upstream, flow, request_side)
 
         return abort
 
@@ -696,6 +743,69 @@ def _refuse(conn: Any, cert: Any, errno: int, depth: int, ok: int) -> bool:
     return False
 
 
+#: Answers a client reads as they come (LLM token streams): forwarded chunk by chunk.
+STREAMED_ANSWERS = frozenset({"text/event-stream", "application/x-ndjson", "application/jsonl",
+                              "application/x-jsonlines"})
+
+
+def is_streamed_answer(head: HttpMessage) -> bool:
+    """A response whose content type is an event stream (SSE, JSON lines)."""
+    return (head.header("content-type") or "").split(";", 1)[0].strip().lower() in STREAMED_ANSWERS
+
+
+def _unknown_length(head: HttpMessage) -> bool:
+    """A body whose length is not declared (HTTP/1 chunked, HTTP/2 without content-length)."""
+    if head.header("content-length") is not None:
+        return False
+    if head.version in ("HTTP/1.1", "HTTP/1.0"):
+        return "chunked" in (head.header("transfer-encoding") or "").lower()
+    return head.kind == "request" and head.method not in ("GET", "HEAD", "OPTIONS", "DELETE")
+
+
+def _deferred_stream(value: Any, message: Any) -> Any:
+    if value is True:
+        factory = message.__dict__.pop("_inspector_stream_factory", None)
+        if factory is not None:
+            return factory()
+    return value
+
+
+class _DeferredStreamRequest(http.Request):
+    """A message mitmproxy buffers, whose body's length is unknown. When the buffered body
+    outgrows `stream_large_bodies` (set to the stream threshold), mitmproxy sets `stream = True`
+    and streams the rest; this class turns that True into the inspector's stream callable, which
+    then gets the buffered part first (mitmproxy-internal: HttpStream.check_body_size, pinned to
+    mitmproxy 12.3 and tested)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return self.__dict__.get("_inspector_stream", False)
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        self.__dict__["_inspector_stream"] = _deferred_stream(value, self)
+
+
+class _DeferredStreamResponse(http.Response):
+    """The same as _DeferredStreamRequest, for a response."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return self.__dict__.get("_inspector_stream", False)
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        self.__dict__["_inspector_stream"] = _deferred_stream(value, self)
+
+
+def defer_stream(message: http.Request | http.Response, factory: Any) -> None:
+    """Buffer `message` (mitmproxy's default) until it outgrows the threshold, then stream it
+    through the callable `factory()` makes."""
+    message.__dict__["_inspector_stream"] = message.stream
+    message.__class__ = _DeferredStreamRequest if isinstance(message, http.Request) else _DeferredStreamResponse
+    message.__dict__["_inspector_stream_factory"] = factory
+
+
 def _upstream_failed(flow: http.HTTPFlow) -> bool:
     """Whether a flow's error is the upstream's: the client is still connected and got no
     response (refused, reset, timed out), or a response cut short by the upstream closing its
@@ -708,14 +818,17 @@ def _upstream_failed(flow: http.HTTPFlow) -> bool:
     return flow.response.timestamp_end is None and flow.server_conn.state is ConnectionState.CLOSED
 
 
-def _close_upstream(flow: http.HTTPFlow) -> None:
-    """Close the flow's upstream connection (mitmproxy-internal: the proxyserver's connection
-    handler; pinned to mitmproxy 12.3 and tested). Falls back to killing the flow."""
+def _close_upstream(flow: http.HTTPFlow, client_too: bool = False) -> None:
+    """Close the flow's upstream connection, and with `client_too` the client's (mitmproxy-internal:
+    the proxyserver's connection handler; pinned to mitmproxy 12.3 and tested). Falls back to
+    killing the flow."""
     try:
         proxyserver = ctx.master.addons.get("proxyserver")
         handler = proxyserver.connections.get(flow.client_conn.id)
         if handler is not None and flow.server_conn in handler.transports:
             handler.close_connection(flow.server_conn)
+            if client_too and flow.client_conn in handler.transports:
+                handler.close_connection(flow.client_conn)
             return
     except Exception as exc:  # the internals moved: say so, then do what the public API allows
         logger.warning("inspector: cannot close the upstream connection (%s), killing the flow", exc)

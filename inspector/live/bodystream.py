@@ -87,3 +87,29 @@ class HeldBodyStream:
 
     def end(self, trailers: list, ts: float) -> tuple[HttpExchange, list[SessionAnomaly]]:
         return self.body.end(trailers, ts, complete=not self.blocked)
+
+
+class PassThroughStream:
+    """A stream callable for a streamed answer (server-sent events, JSON lines): every chunk is
+    forwarded the moment it arrives and fed to the parsers; nothing is held back.
+
+    Time to first token is what a streaming client wants, so nothing waits for an inspection:
+    the answer is evaluated whole when it ends (see the addon), and a block rule that matches
+    its content then can only alert, since the content already went out."""
+
+    blocked = False
+
+    def __init__(self, body: StreamedMessage, now: Callable[[], float]) -> None:
+        self.body = body
+        self.now = now
+        self.forwarded = 0
+
+    def __call__(self, data: bytes) -> bytes | list[bytes]:
+        if not data:
+            return []
+        self.body.feed(data, self.now())
+        self.forwarded += len(data)
+        return data
+
+    def end(self, trailers: list, ts: float) -> tuple[HttpExchange, list[SessionAnomaly]]:
+        return self.body.end(trailers, ts)

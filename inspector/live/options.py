@@ -66,7 +66,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "Text of block responses ({signature}: the rule's title, {sid}: its sid). It reaches the "
                "client: grpc-message, KServe's error, S3's Message."),
     OptionSpec("inspector_stream_threshold", str, "1m",
-               "Bodies larger than this (k, m, g suffixes), and HTTP/1 bodies of unknown length, stream "
+               "Bodies larger than this (k, m, g suffixes) stream (bodies of unknown length once they outgrow it) "
                "through with bounded memory; their first part is held back and inspected before anything "
                "is forwarded. Smaller bodies are inspected whole before they go on."),
     OptionSpec("inspector_stream_methods", Sequence[str], list(DEFAULT_STREAM_METHODS),

@@ -92,8 +92,9 @@ def read_json(message: HttpMessage | None, report: Report, prefix: str, *, requi
         return json.loads(message.body)
     except (ValueError, RecursionError) as exc:
         if message.body_truncated:
-            report(f"{prefix}_truncated", f"only {len(message.body)} of {message.body_length} body bytes kept: "
-                   f"not enough to parse the JSON")
+            report(f"{prefix}_truncated", (f"only the first {len(message.body)} decoded bytes kept (of "
+                   f"{message.body_length} {message.decoded} bytes on the wire)" if message.decoded else
+                   f"only {len(message.body)} of {message.body_length} body bytes kept") + ": not enough to parse JSON")
         elif not message.complete:
             report(f"{prefix}_truncated", f"body stopped after {len(message.body)} bytes (message cut short) "
                    f"and does not parse as JSON")

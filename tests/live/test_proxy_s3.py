@@ -7,13 +7,16 @@ sidecar keeps the client's Host (and why `--rewrite-host` breaks S3: tested).
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import time
 
 import boto3
 import pytest
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError, EndpointConnectionError, ResponseStreamingError
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ResponseStreamingError
 from live_servers import MotoServer
 from live_sidecar import Sidecar, write_rule
 
@@ -151,3 +154,58 @@ def test_64_mib_object_passes_with_bounded_memory(sidecar, s3):
                                                and r["s3"].get("operation") == "GetObject"])
     assert records[-1]["http"]["length"] == 64 * 1024 * 1024
     assert sidecar.metric("inspector_streams_total", kind="response_body") >= 1
+
+
+def test_small_pickle_put_gets_access_denied_and_never_reaches_moto(sidecar, s3, moto):
+    """boto3 sends PutObject chunked (aws-chunked, Expect: 100-continue): a small body is held
+    whole, inspected, and answered with S3's AccessDenied; moto never sees the request."""
+    endpoint, credentials = moto
+    with pytest.raises(ClientError) as raised:
+        s3.put_object(Bucket=BUCKET, Key="uploads/evil.pkl", Body=pickle.dumps(_Exploit(), protocol=4))
+    assert raised.value.response["Error"]["Code"] == "AccessDenied"
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    with pytest.raises(ClientError) as missing:
+        _s3(endpoint, credentials).head_object(Bucket=BUCKET, Key="uploads/evil.pkl")
+    assert missing.value.response["Error"]["Code"] in ("404", "NoSuchKey")
+    records = sidecar.wait_records(lambda rs: [r for r in rs if r["event_type"] == "s3"
+                                               and r["s3"].get("key") == "uploads/evil.pkl"])
+    assert records[-1]["http"]["status"] == 403
+
+
+def test_blocked_large_part_closes_the_client_at_once(sidecar, s3, moto):
+    """A blocked UploadPart over the threshold already streams when the pickle shows: the
+    client's connection is closed at once (no hang), the record says the transfer was cut, and
+    the sidecar's own cut is a block, not an upstream error."""
+    errors_before = sidecar.metric("inspector_upstream_errors_total")
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="uploads/big-evil.pkl")
+    payload = pickle.dumps([_Exploit(), b"\x00" * (3 * 1024 * 1024)], protocol=4)
+    started = time.monotonic()
+    with pytest.raises((ClientError, ConnectionClosedError, EndpointConnectionError, ConnectionError)):
+        s3.upload_part(Bucket=BUCKET, Key="uploads/big-evil.pkl", UploadId=upload["UploadId"], PartNumber=1,
+                       Body=payload)
+    assert time.monotonic() - started < 5
+    aborted = sidecar.wait_records(lambda rs: [r for r in rs if r["event_type"] == "anomaly"
+                                               and r["anomaly"]["event"] == "transfer_aborted"])
+    assert "sid 9300001" in aborted[-1]["anomaly"]["message"]
+    assert sidecar.metric("inspector_blocks_total", reason="abort") >= 1
+    assert sidecar.metric("inspector_upstream_errors_total") == errors_before
+
+
+def test_benign_multipart_parts_have_no_false_truncation(sidecar, s3):
+    """5 MiB parts stream (aws-chunked); the held first MiB is a partial view, not the body's
+    end: no s3_aws_chunked_truncated anomaly."""
+    config = TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
+    body = os.urandom(1 << 20) * 11
+    s3.upload_fileobj(io.BytesIO(body), BUCKET, "blobs/parts.bin", Config=config)
+    assert s3.get_object(Bucket=BUCKET, Key="blobs/parts.bin")["Body"].read() == body
+    def three_parts(records: list[dict]) -> list[dict] | None:  # records land as each part's answer goes out
+        found = [r for r in records if r["event_type"] == "s3" and r["s3"].get("operation") == "UploadPart"
+                 and r["s3"].get("key") == "blobs/parts.bin"]
+        return found if len(found) >= 3 else None
+
+    parts = sidecar.wait_records(three_parts)
+    assert len(parts) == 3, parts
+    flows = {(r["flow_id"], r["tx_id"]) for r in parts}
+    anomalies = [r["anomaly"] for r in sidecar.records() if r["event_type"] == "anomaly"
+                 and (r["flow_id"], r.get("tx_id")) in flows]
+    assert [a for a in anomalies if a["event"].endswith("_truncated")] == [], anomalies
