@@ -19,10 +19,10 @@ that cannot step over a hole would read what follows as its framing).
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from typing import Protocol
 
+from inspector.contentcoding import ContentDecoder, DecodeError, content_decoder
 from inspector.http import (
     TO_SERVER,
     BodyGap,
@@ -47,23 +47,20 @@ class BodyObserver(Protocol):
 #: A factory looks at a message head and returns (name, observer) when it wants the body.
 ObserverFactory = Callable[[HttpMessage, Limits], "tuple[str, BodyObserver] | None"]
 
-_DECODABLE = {"gzip": 47, "x-gzip": 47, "deflate": 15}  # zlib wbits (47 = gzip or zlib header)
-
 
 class _BodyState:
     """Per-message body bookkeeping while it streams."""
 
-    __slots__ = ("chunks", "decoder", "encoded_in", "gapped", "keeping", "kept", "observers", "raw_deflate_tried")
+    __slots__ = ("chunks", "decoder", "encoded_in", "gapped", "keeping", "kept", "observers")
 
     def __init__(self) -> None:
         self.gapped = False  # a hole in the body: the message is incomplete
         self.keeping = True  # False once a content decoder met a hole: nothing more is kept
         self.chunks: list[bytes] = []
         self.kept = 0
-        self.decoder: zlib._Decompress | None = None
+        self.decoder: ContentDecoder | None = None
         self.encoded_in = 0
         self.observers: list[tuple[str, BodyObserver]] = []
-        self.raw_deflate_tried = False
 
 
 class ExchangeBuilder:
@@ -171,15 +168,21 @@ class ExchangeBuilder:
             made = factory(message, self._limits)
             if made is not None:
                 state.observers.append(made)
-        encoding = (message.header("content-encoding") or "").strip().lower()
-        if encoding in _DECODABLE:
-            state.decoder = zlib.decompressobj(_DECODABLE[encoding])
-            message.decoded = "gzip" if encoding == "x-gzip" else encoding
+        decoder = content_decoder(message.header("content-encoding"))
+        if isinstance(decoder, ContentDecoder):
+            state.decoder = decoder
+            message.decoded = decoder.name
+        elif decoder is not None:  # a coding nothing here removes: parsers must not read the body
+            message.encoded = decoder.coding
+            message.body_truncated = True
+            state.keeping = False
+            self._pending_anomaly(message, "content_encoding_unsupported",
+                                  f"Content-Encoding {decoder.coding!r} is not decoded: the body is not inspected")
         self._bodies[(stream_id, direction)] = state
         if end_stream:
             message.complete = True
             message.ts_end = ts
-            self._finish_body(stream_id, direction, message, ts, out)
+            self._finish_body(stream_id, direction, message, ts, exchange)
             if direction != TO_SERVER:
                 self._close(stream_id, ts, out)
 
@@ -241,24 +244,21 @@ class ExchangeBuilder:
         assert decoder is not None
         try:
             decoded = decoder.decompress(data, max(room, 1))
-        except zlib.error:
-            if message.decoded == "deflate" and not state.raw_deflate_tried and state.kept == 0:
-                # "deflate" is often sent raw (no zlib header): retry once as raw deflate.
-                state.raw_deflate_tried = True
-                state.decoder = zlib.decompressobj(-15)
-                state.encoded_in -= len(data)
-                return self._decode(state, message, data)
+        except DecodeError:
             state.decoder = None
+            state.keeping = False  # what decoded is kept; the rest is not mixed in encoded
             message.body_truncated = True
+            message.encoded = message.decoded
             message.decoded = ""
             self._pending_anomaly(message, "content_decode_error",
-                                  f"Content-Encoding body does not decode after {state.kept} bytes")
+                                  f"Content-Encoding {message.encoded} body does not decode after {state.kept} "
+                                  "bytes")
             return b""
-        if decoder.unconsumed_tail:
+        if decoder.capped:
             # The cap stopped decoding: look at how much input made that much output.
             message.body_truncated = True
             produced = state.kept + len(decoded)
-            consumed = state.encoded_in - len(decoder.unconsumed_tail)
+            consumed = state.encoded_in - decoder.unconsumed()
             if produced > limits.max_decompression_ratio * max(consumed, 1):
                 self._pending_anomaly(message, "decompression_bomb",
                                       f"{state.encoded_in} encoded bytes expand past {produced} bytes")
@@ -276,26 +276,30 @@ class ExchangeBuilder:
             exchange = self._open.get(stream_id)
             if (direction != TO_SERVER and exchange is not None and exchange.interim
                     and exchange.interim[-1].status == 101):
-                # A 101 that ends the response (websocket, other upgrades): it is the final one.
-                exchange.response = exchange.interim.pop()
+                # A 101 that ends the response (websocket, other upgrades): it is the final one,
+                # whole (a 101 has no body).
+                response = exchange.response = exchange.interim.pop()
+                response.complete = complete
+                response.ts_end = response.ts_end or ts
                 self._close(stream_id, ts, out)
             return
         message.trailers = list(trailers)
         state = self._bodies.get((stream_id, direction))
         message.complete = complete and not (state is not None and state.gapped)
         message.ts_end = ts
-        self._finish_body(stream_id, direction, message, ts, out)
+        self._finish_body(stream_id, direction, message, ts, self._open.get(stream_id))
         if direction != TO_SERVER:
             self._close(stream_id, ts, out)
 
     def _finish_body(self, stream_id: int, direction: int, message: HttpMessage, ts: float,
-                     out: list) -> None:
+                     exchange: HttpExchange | None) -> None:
+        """The body's bytes into `message`, its observers' findings into `exchange` (passed in:
+        a reset or a connection's end has already taken the exchange out of the open ones)."""
         state = self._bodies.pop((stream_id, direction), None)
         if state is None:
             return
         if state.chunks:
             message.body = state.chunks[0] if len(state.chunks) == 1 else b"".join(state.chunks)
-        exchange = self._open.get(stream_id)
         for name, observer in state.observers:
             observer.end(ts)
             if exchange is not None:
@@ -310,5 +314,5 @@ class ExchangeBuilder:
             if message is not None and (stream_id, direction) in self._bodies:
                 if not message.ts_end:
                     message.ts_end = ts
-                self._finish_body(stream_id, direction, message, ts, out)
+                self._finish_body(stream_id, direction, message, ts, exchange)
         out.append(exchange)

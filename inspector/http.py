@@ -50,8 +50,11 @@ class HttpMessage:
     body_length: int = 0
     #: True when `body` holds fewer bytes than the message carried (cap hit or decode stopped).
     body_truncated: bool = False
-    #: Content-Encoding that was removed from `body` ("gzip", "deflate"), or "".
+    #: Content-Encoding that was removed from `body` ("gzip", "br", "gzip, br"), or "".
     decoded: str = ""
+    #: Content-Encoding left on the body: one no decoder removes (`body` is then empty), or one
+    #: whose stream did not decode (`body` holds what decoded before that); "" otherwise.
+    encoded: str = ""
     trailers: Headers = field(default_factory=list)
     ts_start: float = 0.0
     ts_end: float = 0.0

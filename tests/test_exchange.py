@@ -158,3 +158,59 @@ def test_101_that_ends_the_response_is_final():
     ]
     (ex,), _ = exchange_of(events)
     assert ex.response.status == 101 and ex.interim == []
+
+
+def test_a_reset_stream_keeps_what_its_observers_saw():
+    """A gRPC call the client cancels mid-response (RST_STREAM): the messages that came before
+    the reset are still counted (they were dropped once the exchange left the open ones)."""
+
+    class Counter:
+        def __init__(self):
+            self.seen = 0
+
+        def feed(self, data, ts):
+            self.seen += len(data)
+
+        def end(self, ts):
+            pass
+
+    def factory(message, limits):
+        return ("count", Counter())
+
+    events = [HeadReceived(stream_id=5, direction=TO_SERVER, message=request(), end_stream=True, ts=1.0),
+              HeadReceived(stream_id=5, direction=TO_CLIENT, message=response(), end_stream=False, ts=1.1)]
+    events += [BodyReceived(stream_id=5, direction=TO_CLIENT, data=b"m" * 105, ts=1.2)] * 5
+    events.append(StreamReset(stream_id=5, direction=TO_SERVER, error_code=8, ts=1.3))
+    (ex,), _ = exchange_of(events, factories=(factory,))
+    assert ex.reset_code == 8 and ex.observations["count.response"].seen == 525
+    assert not ex.response.complete and ex.response.body_length == 525
+
+
+def test_a_101_response_is_complete_and_headers_past_the_cap_are_flagged():
+    from inspector.protocols.http import MAX_LOGGED_HEADERS, http_object
+
+    many = [(f"x-h{i}", "v") for i in range(MAX_LOGGED_HEADERS)] + [("x-last", "EVIL")]
+    events = [
+        HeadReceived(stream_id=0, direction=TO_SERVER, message=request("/ws", many), end_stream=True, ts=1.0),
+        MessageEnded(stream_id=0, direction=TO_SERVER, trailers=[], ts=1.0),
+        HeadReceived(stream_id=0, direction=TO_CLIENT, message=response(101), end_stream=True, ts=1.1),
+        MessageEnded(stream_id=0, direction=TO_CLIENT, trailers=[], ts=1.1),
+    ]
+    (ex,), _ = exchange_of(events)
+    obj = http_object(ex)
+    assert obj["status"] == 101 and obj["response_complete"] is True
+    assert obj["request_headers_cut"] is True and len(obj["request_headers"]) == MAX_LOGGED_HEADERS
+    assert "response_headers_cut" not in obj
+
+
+def test_trailers_reach_the_record():
+    from inspector.protocols.http import http_object
+
+    events = [
+        HeadReceived(stream_id=0, direction=TO_SERVER, message=request(), end_stream=True, ts=1.0),
+        HeadReceived(stream_id=0, direction=TO_CLIENT, message=response(), end_stream=False, ts=1.1),
+        BodyReceived(stream_id=0, direction=TO_CLIENT, data=b"ok", ts=1.1),
+        MessageEnded(stream_id=0, direction=TO_CLIENT, trailers=[("x-checksum", "deadbeef")], ts=1.2),
+    ]
+    (ex,), _ = exchange_of(events)
+    assert http_object(ex)["response_trailers"] == [{"name": "x-checksum", "value": "deadbeef"}]

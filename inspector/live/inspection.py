@@ -60,11 +60,6 @@ from inspector.rules.layers import layer_closure
 
 logger = logging.getLogger("inspector.live")
 
-#: Content codings the exchange builder decodes (anything else in Content-Encoding is opaque).
-DECODED_CODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
-#: Framings a protocol layer undoes itself (S3's aws-chunked uploads: the s3 layer decodes them).
-LAYER_FRAMINGS = frozenset({"aws-chunked"})
-
 UNINSPECTABLE_POLICIES = ("block", "alert", "allow")
 
 #: Records are flushed at least this often (alerts are flushed at once).
@@ -80,7 +75,7 @@ class LiveSettings:
     uninspectable: str = "block"
     fail_open: bool = True
     log_transactions: bool = True
-    #: Bodies larger than this (or of unknown length over HTTP/1) stream past; their first
+    #: Bodies larger than this (of unknown length: once past it) stream past; their first
     #: `limits.body_keep_bytes` are held back and inspected before anything is forwarded.
     stream_threshold: int = 1024 * 1024
     #: gRPC methods (fnmatch patterns on the :path) inspected message by message while streaming.
@@ -173,12 +168,17 @@ class LiveInspector:
         return tx
 
     def inspect(self, tx: Transaction, exchange: HttpExchange, anomalies: list[SessionAnomaly], phase: str,
-                *, skip: set[int] | None = None, block_only: bool = False) -> Decision:
+                *, skip: set[int] | None = None, block_only: bool = False, partial: bool = False,
+                enforce: bool = True) -> Decision:
         """Evaluate the exchange as it stands. Alerts and new anomalies are written now.
 
         `block_only`: a step before the transaction is complete, where only block rules are worth
         evaluating (alert rules wait for the whole exchange, as offline); when one blocks, the
-        other rules are evaluated too, since the transaction will not complete."""
+        other rules are evaluated too, since the transaction will not complete.
+        `partial`: the exchange holds the first part of a body that goes on: anomalies about
+        where a body ends (`*_truncated`) are not the body's, and wait for its whole view.
+        `enforce`: False when nothing can be stopped any more (a streamed answer that went
+        out): a block verdict is written as an alert `allowed`, and the decision is alert."""
         started = time.perf_counter()
         # Before the exchange is complete only block rules look at it: only their layers run.
         layers = None
@@ -186,6 +186,10 @@ class LiveInspector:
             self.block_sids()
             layers = self._block_layers
         record, layer_anomalies = self.record(tx, exchange, layers)
+        cut = self._cut_for_block_rules(exchange, layer_anomalies)
+        if partial:
+            anomalies = [a for a in anomalies if not a.event.endswith("_truncated")]
+            layer_anomalies = [a for a in layer_anomalies if not a[1].endswith("_truncated")]
         if not tx.counted:
             tx.counted = True
             self.metrics.requests.labels(record["event_type"]).inc()
@@ -213,10 +217,17 @@ class LiveInspector:
         if action == BLOCK:
             decision = self._blocked_by(block_rule, record)
         elif not tx.uninspectable:
-            reason = uninspectable_reason(exchange)
+            reason = uninspectable_reason(exchange) or cut
             if reason:
                 tx.uninspectable = reason
-                decision = self._uninspectable(reason, record) or decision
+                decision = self._uninspectable(reason, record, enforce) or decision
+        if not enforce and decision.action == BLOCK:
+            logger.info("inspector: %s matched a streamed answer that already went out: alert only",
+                        decision.message)
+            for alert in alerts:
+                if alert["alert"].get("action") == "blocked":
+                    alert["alert"] = {**alert["alert"], "action": "allowed"}
+            decision = Decision(action=ALERT, record=record)
         self._alerts(alerts)
         tx.record = record
         self.metrics.inspection.labels(phase).observe(time.perf_counter() - started)
@@ -225,14 +236,15 @@ class LiveInspector:
         return decision
 
     def complete(self, tx: Transaction, exchange: HttpExchange, anomalies: list[SessionAnomaly], *,
-                 evaluate: bool = True) -> Decision:
+                 evaluate: bool = True, enforce: bool = True, partial: bool = False) -> Decision:
         """The transaction is over: evaluate the whole exchange (unless it was blocked) and write
-        its record."""
+        its record (`enforce`, `partial`: see :meth:`inspect`; `partial` for a transfer the
+        sidecar cut itself)."""
         if tx.completed:
             return Decision(action=ALLOW, record=tx.record or {})
         tx.completed = True
         if evaluate:
-            decision = self.inspect(tx, exchange, anomalies, "response")
+            decision = self.inspect(tx, exchange, anomalies, "response", enforce=enforce, partial=partial)
         else:
             record, layer_anomalies = self.record(tx, exchange)
             self.record_anomalies(tx, anomalies, layer_anomalies, evaluate=False)
@@ -403,8 +415,24 @@ class LiveInspector:
                 verdicts.append(self.engine.process(anomaly, tx.ts))
         return verdicts
 
-    def _uninspectable(self, reason: str, record: dict[str, Any]) -> Decision | None:
+    def _cut_for_block_rules(self, exchange: HttpExchange, layer_anomalies: list) -> str:
+        """Why a request a block rule needs was not inspected whole, or "": its body went past
+        what is kept (`body_keep_bytes`, or the decompression cap) and the protocol layer of a
+        block rule said it could not read the request whole (`<layer>_request_truncated`)."""
+        request = exchange.request
+        if request is None or (request.complete and not request.body_truncated) or not self.block_sids():
+            return ""
+        needed = {entry[0] for entry in self._block_layers}
+        for layer, event, _ in layer_anomalies:
+            if layer in needed and event.endswith("_request_truncated"):
+                return (f"the request body was cut at {self.settings.limits.body_keep_bytes} bytes before the "
+                        f"{layer} layer could read it whole")
+        return ""
+
+    def _uninspectable(self, reason: str, record: dict[str, Any], enforce: bool = True) -> Decision | None:
         policy = self.settings.uninspectable
+        if not enforce and policy == "block":
+            policy = "alert"
         self.metrics.uninspectable.labels(policy).inc()
         logger.info("inspector: %s (policy: %s)", reason, policy)
         if policy == "block":
@@ -431,13 +459,11 @@ def uninspectable_reason(exchange: HttpExchange) -> str:
     for message in (exchange.request, exchange.response):
         if message is None or not message.body_length:
             continue
+        if message.encoded:  # inspector.contentcoding: a coding it does not remove, or a broken stream
+            return (f"the {message.kind} body's Content-Encoding {message.encoded!r} was not removed (not decoded "
+                    "here, or the body does not decode)")
         codings = [c.strip() for c in (message.header("content-encoding") or "").lower().split(",")]
-        codings = [c for c in codings if c not in LAYER_FRAMINGS]
-        if len(codings) > 1:
-            return f"the {message.kind} body has several Content-Encodings ({', '.join(codings)}), not decoded"
-        coding = codings[0] if codings else ""
-        if coding not in DECODED_CODINGS:
-            return f"the {message.kind} body uses Content-Encoding {coding!r}, which is not decoded"
-        if coding not in ("", "identity") and not message.decoded:
-            return f"the {message.kind} body does not decode as {coding}"
+        codings = [c for c in codings if c not in ("", "identity")]
+        if "aws-chunked" in codings and len(codings) > 1:  # the S3 layer undoes the framing, not a coding
+            return f"the {message.kind} body uses Content-Encoding {', '.join(codings)}, which is not decoded"
     return ""

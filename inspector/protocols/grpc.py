@@ -432,7 +432,7 @@ def grpc_record(exchange: HttpExchange) -> dict[str, object] | None:
     message = header(status_headers, "grpc-message")
     if message is not None:
         message = unquote(message, errors="replace")[:RECORD_MESSAGE_CHARS]
-    return {
+    record = {
         "service": service,
         "method": method,
         "path": redact_url(path) if path is not None else None,
@@ -448,6 +448,7 @@ def grpc_record(exchange: HttpExchange) -> dict[str, object] | None:
         "response": _direction_record(response_framer),
         "trailers_only": response is not None and response.header("grpc-status") is not None,
     }
+    return {name: value for name, value in record.items() if value is not None}  # absent, never null
 
 
 def _direction_fields(side: str) -> list[tuple[str, str, str]]:

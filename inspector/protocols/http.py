@@ -41,6 +41,11 @@ def logged_headers(headers: Headers) -> list[dict[str, str]]:
     return out
 
 
+def headers_cut(headers: Headers) -> bool:
+    """Did :func:`logged_headers` leave headers out or cut a value (what rules then cannot see)?"""
+    return len(headers) > MAX_LOGGED_HEADERS or any(len(value) > MAX_LOGGED_VALUE for _, value in headers)
+
+
 def http_object(exchange: HttpExchange) -> dict[str, Any]:
     request, response = exchange.request, exchange.response
     obj: dict[str, Any] = {}
@@ -64,6 +69,12 @@ def http_object(exchange: HttpExchange) -> dict[str, Any]:
         obj["request_length"] = request.body_length
         obj["request_complete"] = request.complete
         obj["request_headers"] = logged_headers(request.headers)
+        if headers_cut(request.headers):
+            obj["request_headers_cut"] = True
+        if request.trailers:
+            obj["request_trailers"] = logged_headers(request.trailers)
+        if request.encoded:
+            obj["request_content_encoding_left"] = request.encoded
     if response is not None:
         obj["status"] = response.status
         if "protocol" not in obj:
@@ -76,6 +87,12 @@ def http_object(exchange: HttpExchange) -> dict[str, Any]:
         obj["length"] = response.body_length
         obj["response_complete"] = response.complete
         obj["response_headers"] = logged_headers(response.headers)
+        if headers_cut(response.headers):
+            obj["response_headers_cut"] = True
+        if response.trailers:
+            obj["response_trailers"] = logged_headers(response.trailers)
+        if response.encoded:
+            obj["response_content_encoding_left"] = response.encoded
     if exchange.interim:
         obj["interim_status"] = [m.status for m in exchange.interim]
     if (request or response) and (request or response).version == "HTTP/2":  # type: ignore[union-attr]
@@ -108,6 +125,21 @@ declare("http", [
     ("http.response_headers", "list[object]", "Response headers as {name, value}, secrets redacted."),
     ("http.response_headers.name", "list[string]", "Response header names (lower-case)."),
     ("http.response_headers.value", "list[string]", "Response header values, secrets redacted."),
+    ("http.request_headers_cut", "boolean", f"True when the request had more than {MAX_LOGGED_HEADERS} headers "
+     f"or a value longer than {MAX_LOGGED_VALUE} characters: request_headers lists the first {MAX_LOGGED_HEADERS}, "
+     f"values cut at {MAX_LOGGED_VALUE}, and rules do not see the rest."),
+    ("http.response_headers_cut", "boolean", "The same for the response headers."),
+    ("http.request_trailers", "list[object]", "Request trailer fields (chunked or HTTP/2) as {name, value}, "
+     "secrets redacted, capped as headers are."),
+    ("http.request_trailers.name", "list[string]", "Request trailer names (lower-case)."),
+    ("http.request_trailers.value", "list[string]", "Request trailer values, secrets redacted."),
+    ("http.response_trailers", "list[object]", "Response trailer fields as {name, value} (gRPC's grpc-status "
+     "among them), secrets redacted, capped as headers are."),
+    ("http.response_trailers.name", "list[string]", "Response trailer names (lower-case)."),
+    ("http.response_trailers.value", "list[string]", "Response trailer values, secrets redacted."),
+    ("http.request_content_encoding_left", "string", "Content-Encoding still on the request body: one no "
+     "decoder here removes, or a stream that did not decode; the layers above did not read the body."),
+    ("http.response_content_encoding_left", "string", "The same for the response body."),
     ("http.interim_status", "list[integer]", "1xx responses before the final one (100, 101, 103)."),
     ("http.http2.stream_id", "integer", "HTTP/2 stream id."),
     ("http.http2.reset_code", "integer", "RST_STREAM error code when the stream was reset."),
