@@ -66,6 +66,7 @@ from inspector.live.watch import files_fingerprint
 from inspector.policy import PolicyLoadError
 from inspector.policy.zones import proxied_destination
 from inspector.protocols.tls import clienthello_events
+from inspector.records import anomaly_record
 from inspector.rules import RuleLoadError
 
 logger = logging.getLogger("inspector.live")
@@ -161,6 +162,7 @@ class InspectorAddon:
             threshold = opts.parse_size(o.inspector_stream_threshold)
             methods = opts.parse_stream_methods(o.inspector_stream_methods)
             self._h2c = opts.parse_h2c_upstreams(o.inspector_h2c_upstreams)
+            opts.parse_block_message(o.inspector_block_message)
         except ValueError as exc:
             raise exceptions.OptionsError(f"inspector: {exc}") from exc
         if self._h2c and getattr(o, "connection_strategy", "lazy") != "lazy":
@@ -412,6 +414,9 @@ class InspectorAddon:
         inspector = self.live_inspector()
         settings = inspector.settings
         head = request_head(flow.request)
+        if head.method == "PRI" and head.path == "*":  # the HTTP/2 preface, in cleartext
+            self._h2c_refused(flow)
+            return
         tx = inspector.begin(self._connection(flow), head, flow.request.timestamp_start or time.time())
         state = _FlowState(tx)
         self._flows[flow.id] = state
@@ -436,6 +441,19 @@ class InspectorAddon:
                 flow.request.stream = held_stream()
             else:  # buffered up to the threshold: small enough, it is inspected (and blocked) whole
                 defer_stream(flow.request, held_stream)
+
+    def _h2c_refused(self, flow: http.HTTPFlow) -> None:
+        """A client spoke HTTP/2 with prior knowledge in cleartext: mitmproxy does not take it
+        (its DisableH2C addon closes the connection). Said once per connection as an anomaly and
+        a log line, instead of an `http` record of a `PRI *` request that never was."""
+        inspector = self.live_inspector()
+        message = ("cleartext HTTP/2 with prior knowledge (h2c) from the client: mitmproxy does not accept it and "
+                   "closed the connection; gRPC clients reach the sidecar over TLS (--cert/--key)")
+        logger.warning("inspector: %s:%s: %s", *(flow.client_conn.peername or ("?", "?"))[:2], message)
+        inspector.metrics.anomalies.labels("http", "h2c_prior_knowledge_refused").inc()
+        info = self._connection(flow).info
+        inspector.write(anomaly_record(info, flow.request.timestamp_start or time.time(), kind="applayer",
+                                       layer="http", event="h2c_prior_knowledge_refused", message=message))
 
     def request(self, flow: http.HTTPFlow) -> None:
         state = self._flows.get(flow.id)

@@ -102,6 +102,23 @@ OPTIONS: tuple[OptionSpec, ...] = (
 )
 
 
+def parse_block_message(template: str) -> str:
+    """`inspector_block_message`: text with `{signature}` and `{sid}` placeholders (`{{` and `}}`
+    for braces). Another placeholder, or a brace left open, is refused: the client would get
+    the template itself."""
+    import string
+
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"inspector_block_message: {exc} (write {{{{ and }}}} for braces)") from None
+    unknown = sorted({name for name in fields if name not in ("signature", "sid")})
+    if unknown:
+        raise ValueError(f"inspector_block_message: unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}"
+                         " (only {signature} and {sid})")
+    return template
+
+
 def parse_size(text: str) -> int:
     """`1m`, `512k`, `2g`, `1048576` -> bytes."""
     value = text.strip().lower()

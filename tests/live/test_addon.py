@@ -48,6 +48,8 @@ def configured(rules, tmp_path):
     ("inspector_stream_methods", ["ModelStreamInfer"], "not a gRPC method path"),
     ("inspector_redis_timeout", 0.0, "must be positive"),
     ("inspector_client_ca", "/nonexistent/ca.pem", "inspector_client_ca"),
+    ("inspector_block_message", "{foo} {sid}", r"unknown placeholder\(s\) \{foo\}"),
+    ("inspector_block_message", "blocked {", "write {{ and }} for braces"),
 ])
 def test_bad_option_values_are_refused(configured, option, value, message):
     addon, tctx = configured

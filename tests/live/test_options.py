@@ -85,3 +85,11 @@ def test_routes_pair_upstreams_with_listeners():
     assert routes[0].mode == "reverse:http://triton:8001@0.0.0.0:9001"
     with pytest.raises(ValueError, match="one --listen per upstream"):
         parse_routes(["h2c://triton:8001"], [])
+
+
+def test_block_message_templates():
+    template = "blocked: {signature} (sid {sid}) {{ok}}"
+    assert opts.parse_block_message(template) == template
+    for bad in ("{foo}", "{}", "{0}", "{signature.__class__}", "open {"):
+        with pytest.raises(ValueError, match="inspector_block_message"):
+            opts.parse_block_message(bad)

@@ -155,3 +155,21 @@ def test_uninspectable_compression_is_blocked(sidecar, certs):
     assert "could not be decompressed" in message and "snappy" in message
     assert sidecar.servicer.calls.count("ModelInfer") == before
     assert sidecar.metric("inspector_uninspectable_total", action="block") >= 1
+
+
+def test_cleartext_grpc_client_is_refused_and_said(rules, grpc_upstream, tmp_path):
+    """A listener without --cert: a gRPC client in cleartext HTTP/2 (prior knowledge) cannot pass
+    (mitmproxy does not accept h2c from clients). The sidecar says so, once, as an anomaly and a
+    log line, not as an `http` record of a `PRI *` request."""
+    port, servicer = grpc_upstream
+    with Sidecar(tmp_path, f"h2c://127.0.0.1:{port}", rules) as sidecar:
+        plain = grpcclient.InferenceServerClient(f"127.0.0.1:{sidecar.port}")
+        with pytest.raises(InferenceServerException):
+            plain.is_server_live()
+        plain.close()
+        anomalies = sidecar.wait_records(lambda rs: [r for r in rs if r["event_type"] == "anomaly"
+                                                     and r["anomaly"]["event"] == "h2c_prior_knowledge_refused"])
+        assert anomalies and "over TLS" in anomalies[0]["anomaly"]["message"]
+        assert not [r for r in sidecar.records() if r["event_type"] == "http"]
+        assert "h2c" in sidecar.log_text() and servicer.calls == []
+        sidecar.assert_records_valid()
