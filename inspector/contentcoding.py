@@ -137,6 +137,8 @@ class ContentDecoder:
 
 def content_decoder(header: str | None) -> ContentDecoder | Unsupported | None:
     """The decoder for a Content-Encoding header value; None when it names no coding."""
+    if not header:
+        return None
     codings = [c.strip().lower() for c in (header or "").split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if not codings or "aws-chunked" in codings:  # S3's chunk signing framing: the S3 layer reads it

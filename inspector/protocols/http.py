@@ -30,20 +30,19 @@ def _split_host(authority: str) -> tuple[str, int | None]:
     return host.lower(), port
 
 
-def logged_headers(headers: Headers) -> list[dict[str, str]]:
-    """Headers as `[{"name", "value"}]`, secrets redacted, capped in count and length."""
+def logged_headers(headers: Headers) -> tuple[list[dict[str, str]], bool]:
+    """Headers as `[{"name", "value"}]`, secrets redacted, capped in count and length; and
+    whether the caps left something out (what rules then cannot see)."""
     out = []
+    cut = len(headers) > MAX_LOGGED_HEADERS
     for name, value in headers[:MAX_LOGGED_HEADERS]:
+        if len(value) > MAX_LOGGED_VALUE:
+            cut = True
         value = redact_header(name, value)
         if len(value) > MAX_LOGGED_VALUE:
             value = value[:MAX_LOGGED_VALUE]
         out.append({"name": name, "value": value})
-    return out
-
-
-def headers_cut(headers: Headers) -> bool:
-    """Did :func:`logged_headers` leave headers out or cut a value (what rules then cannot see)?"""
-    return len(headers) > MAX_LOGGED_HEADERS or any(len(value) > MAX_LOGGED_VALUE for _, value in headers)
+    return out, cut
 
 
 def http_object(exchange: HttpExchange) -> dict[str, Any]:
@@ -68,11 +67,11 @@ def http_object(exchange: HttpExchange) -> dict[str, Any]:
             obj["request_content_type"] = request.content_type[:MAX_LOGGED_VALUE]
         obj["request_length"] = request.body_length
         obj["request_complete"] = request.complete
-        obj["request_headers"] = logged_headers(request.headers)
-        if headers_cut(request.headers):
+        obj["request_headers"], cut = logged_headers(request.headers)
+        if cut:
             obj["request_headers_cut"] = True
         if request.trailers:
-            obj["request_trailers"] = logged_headers(request.trailers)
+            obj["request_trailers"] = logged_headers(request.trailers)[0]
         if request.encoded:
             obj["request_content_encoding_left"] = request.encoded
     if response is not None:
@@ -86,11 +85,11 @@ def http_object(exchange: HttpExchange) -> dict[str, Any]:
             obj["redirect"] = redact_url(location[:MAX_LOGGED_VALUE])
         obj["length"] = response.body_length
         obj["response_complete"] = response.complete
-        obj["response_headers"] = logged_headers(response.headers)
-        if headers_cut(response.headers):
+        obj["response_headers"], cut = logged_headers(response.headers)
+        if cut:
             obj["response_headers_cut"] = True
         if response.trailers:
-            obj["response_trailers"] = logged_headers(response.trailers)
+            obj["response_trailers"] = logged_headers(response.trailers)[0]
         if response.encoded:
             obj["response_content_encoding_left"] = response.encoded
     if exchange.interim:
