@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.anomaly import features as feat
-from inspector.anomaly.stats import BoundedTable, NoveltySet, RateCounter, RobustEwma
+from inspector.anomaly.stats import BoundedTable, NoveltySet, OutlierGuard, RateCounter, RobustEwma
 from inspector.records import format_ts
 
 FORMAT = "inspector-baseline"
@@ -67,10 +67,12 @@ class BaselineParams:
     rate_alpha: float = 0.1  # EWMA weight of a closed interval
     rate_min_history: int = 6  # closed intervals before a key's rate is scored
     rate_report_z: float = 4.0
+    rate_relearn_after: int = 30  # intervals in a row above rate_report_z before they are learned
     size_alpha: float = 0.05  # EWMA weight of one request's size
     size_min_samples: int = 20
     size_floor_bits: float = 0.5  # smallest sigma of log2(size): a 2^(z*0.5) factor
     size_report_z: float = 4.0
+    size_relearn_after: int = 100  # requests in a row past size_report_z before they are learned
     novelty_min_observations: int = 10  # a set reports new values once it has seen this many
     novelty_report_bits: float = 1.0
     warmup: float = 300.0  # seconds learned (online) before anything is reported
@@ -83,10 +85,39 @@ class BaselineParams:
     max_fingerprints: int = 256  # per server
     max_protocols: int = 64  # per zone pair
 
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """What is out of range: intervals and windows must be positive, weights in (0, 1],
+        thresholds and counts not negative, caps at least 1 (NaN and infinity are none of these)."""
+        out = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                out.append(f"{f.name} must be a finite number, not {value}")
+            elif f.name == "interval" and value <= 0:
+                out.append(f"interval must be > 0 seconds, not {value}")
+            elif f.name.endswith("_alpha") and not 0 < value <= 1:
+                out.append(f"{f.name} must be in (0, 1], not {value}")
+            elif f.name.startswith("max_") and value < 1:
+                out.append(f"{f.name} must be at least 1, not {value}")
+            elif value < 0:
+                out.append(f"{f.name} must not be negative, not {value}")
+        return out
+
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> BaselineParams:
+        """Saved params; unknown names and values out of range raise ValueError."""
+        if not isinstance(value, dict):
+            raise ValueError(f"params must be an object, not {type(value).__name__}")
         known = {f.name: f.type for f in fields(cls)}
-        return cls(**{k: (int(v) if known[k] == "int" else float(v)) for k, v in value.items() if k in known})
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown params {', '.join(unknown)}")
+        return cls(**{k: (int(v) if known[k] == "int" else float(v)) for k, v in value.items()})
 
 
 class BaselineError(ValueError):
@@ -97,6 +128,7 @@ class BaselineError(ValueError):
 class _SizeState:
     stats: RobustEwma
     reported: int = -1  # the rate interval a size anomaly was last reported in
+    outliers_in_a_row: int = 0  # sizes not learned, one after the other (OutlierGuard)
 
 
 class Baseline:
@@ -108,6 +140,8 @@ class Baseline:
         self.rates: BoundedTable[RateCounter] = BoundedTable(p.max_rate_keys)
         self.sizes: BoundedTable[_SizeState] = BoundedTable(p.max_rate_keys)
         self.sets: BoundedTable[NoveltySet] = BoundedTable(p.max_sets)
+        self._rate_guard = OutlierGuard(p.rate_report_z, p.rate_min_history, p.rate_relearn_after)
+        self._size_guard = OutlierGuard(p.size_report_z, p.size_min_samples, p.size_relearn_after)
         self._set_caps = {"shapes": p.max_shapes, "clients": p.max_clients, "endpoints": p.max_endpoints,
                           "fingerprints": p.max_fingerprints, "protocols": p.max_protocols}
         self.first_ts: float | None = None
@@ -176,7 +210,7 @@ class Baseline:
                 continue
             key = f"{who}|{server}|{what}"
             counter = self.rates.get(key) or self.rates.put(key, RateCounter())
-            counter.add(ts, p.interval, p.rate_alpha)
+            counter.add(ts, p.interval, p.rate_alpha, self._rate_guard)
             if counter.history < p.rate_min_history or counter.counts is None:
                 continue
             z = counter.score()
@@ -218,7 +252,8 @@ class Baseline:
                         "subject": subject, "scope": "client" if who != "*" else "all_clients",
                         "observed": size, "expected": round(usual, 1), "baseline_count": stats.n,
                         "message": f"{size} request bytes to {subject} (usually about {usual:.0f})"}))
-            stats.update(x, p.size_alpha)
+            if self._size_guard.learn(state, abs(stats.z(x, p.size_floor_bits)) if stats.n else 0.0, stats.n):
+                stats.update(x, p.size_alpha)
 
     def _novel(self, kind: str, scope: str, value: str, found: list, *, subject: str | None = None) -> None:
         table = _SETS[kind]
@@ -288,6 +323,9 @@ class Baseline:
             raise BaselineError(f"baseline version {value.get('version')!r}, this inspector reads {VERSION}")
         try:
             saved = BaselineParams.from_json(value.get("params") or {})
+            for section in ("rates", "sizes", "sets", "learned"):
+                if not isinstance(value.get(section), dict):
+                    raise ValueError(f"{section} must be an object")
             baseline = cls(params or saved)
             caps = baseline._set_caps
             for key, counter in value["rates"].items():
@@ -300,8 +338,9 @@ class Baseline:
             baseline.records = int(value["learned"]["records"])
             baseline.loaded = True
             baseline._learned_range = (value["learned"].get("first"), value["learned"].get("last"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BaselineError(f"malformed baseline: {type(exc).__name__}: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+            detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise BaselineError(f"malformed baseline: {detail}") from None
         return baseline
 
     @classmethod
@@ -314,4 +353,7 @@ class Baseline:
             value = json.loads(text)
         except ValueError as exc:
             raise BaselineError(f"{path}: not JSON: {exc}") from None
-        return cls.from_json(value, params)
+        try:
+            return cls.from_json(value, params)
+        except BaselineError as exc:
+            raise BaselineError(f"{path}: {exc}") from None

@@ -60,9 +60,22 @@ def cmd_learn(args: argparse.Namespace) -> int:
             for error in exc.errors:
                 console.print(f"[red]{escape(str(error))}[/red]")
             return EXIT_USAGE
-    baseline, analyzer = learn_baseline(files, policy=policy, params=BaselineParams(**overrides))
-    baseline.save(args.output)
+    try:
+        params = BaselineParams(**overrides)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        return EXIT_USAGE
+    baseline, analyzer = learn_baseline(files, policy=policy, params=params)
+    for captured in analyzer.stats.files:
+        if captured.error:
+            said = captured.error if captured.error.startswith(captured.path) else f"{captured.path}: {captured.error}"
+            console.print(f"[yellow]{escape(said)}[/yellow]")
     counters = baseline.counters()
+    if not counters["records"]:
+        console.print(f"[red]error:[/red] no transaction record learned from {len(files)} capture(s): "
+                      f"{escape(args.output)} not written")
+        return EXIT_DAMAGED
+    baseline.save(args.output)
     console.print(f"{args.output}: {counters['records']} records learned from {len(files)} capture(s); "
                   f"{counters['rate_keys']} rate keys, {counters['sets']} sets")
     return EXIT_DAMAGED if analyzer.stats.damaged else EXIT_OK

@@ -72,6 +72,26 @@ class RobustEwma:
         return cls(float(mean), float(dev), int(n))
 
 
+@dataclass(frozen=True, slots=True)
+class OutlierGuard:
+    """Keeps outliers out of a baseline: a sample `z` sigmas or more above the mean, once
+    `min_samples` are known, is not learned, so a sustained burst stays an anomaly instead of
+    becoming normal after two intervals; `relearn_after` such samples in a row are a new level,
+    learned from then on (a scrape that lasts is reported for that long, then accepted)."""
+
+    z: float
+    min_samples: int
+    relearn_after: int
+
+    def learn(self, state: Any, z: float, samples: int) -> bool:
+        """Whether the sample goes into the baseline; counts the outliers in a row on `state`."""
+        if samples < self.min_samples or z < self.z or state.outliers_in_a_row >= self.relearn_after:
+            state.outliers_in_a_row = 0
+            return True
+        state.outliers_in_a_row += 1
+        return False
+
+
 @dataclass(slots=True)
 class RateCounter:
     """Counts per interval, and the RobustEwma of the closed intervals' counts."""
@@ -81,19 +101,24 @@ class RateCounter:
     reported: int = -1  # the interval a spike was last reported in
     counts: RobustEwma | None = None
     reported_score: float = 0.0  # the score last reported in that interval
+    outliers_in_a_row: int = 0  # closed intervals not learned, one after the other (OutlierGuard)
 
-    def add(self, ts: float, interval: float, alpha: float) -> None:
-        """One event at `ts`: close the intervals that ended since the last one, then count it."""
+    def add(self, ts: float, interval: float, alpha: float, guard: OutlierGuard | None = None) -> None:
+        """One event at `ts`: close the intervals that ended since the last one, then count it.
+        With a `guard`, a closed interval it calls an outlier is not learned."""
         index = math.floor(ts / interval)
-        if self.counts is None:
-            self.counts = RobustEwma()
+        counts = self.counts
+        if counts is None:
+            counts = self.counts = RobustEwma()
         if self.interval_index < 0:
             self.interval_index = index
         elif index > self.interval_index:
-            self.counts.update(float(self.count), alpha)
+            if guard is None or guard.learn(self, counts.z(float(self.count), math.sqrt(max(counts.mean, 1.0))),
+                                            counts.n):
+                counts.update(float(self.count), alpha)
             gap = min(index - self.interval_index - 1, MAX_GAP_INTERVALS)
             for _ in range(gap):
-                self.counts.update(0.0, alpha)
+                counts.update(0.0, alpha)
             self.interval_index, self.count = index, 0
         # An event older than the interval in progress (out-of-order records): counted in it.
         self.count += 1

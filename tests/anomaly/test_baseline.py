@@ -148,3 +148,38 @@ def test_bad_files_are_refused(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(BaselineError, match=message):
         Baseline.load(path)
+
+
+def test_a_sustained_burst_stays_an_anomaly():
+    """A client that goes from one call per 2 s to 25 per 10 s and stays there (a scrape) is
+    reported in every interval of its first minute: outlier intervals update the baseline no more
+    than the report threshold would (winsorized), so two of them do not make it normal."""
+    baseline = learned()
+    reported = set()
+    for n in range(60 * 25 // 10):
+        ts = T0 + 310 + n * 0.4
+        for record in baseline.observe(triton("10.0.0.1"), ts):
+            if record["anomaly"]["kind"] == "rate_spike" and record["anomaly"]["scope"] == "client":
+                reported.add(math.floor(ts / 10))
+    assert len(reported) == 6, sorted(reported)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"interval": 0}, "interval must be > 0"), ({"interval": -5}, "interval must be > 0"),
+    ({"interval": math.nan}, "finite"), ({"warmup": -1}, "warmup must not be negative"),
+    ({"rate_alpha": 5}, r"rate_alpha must be in \(0, 1\]"), ({"max_sets": 0}, "max_sets must be at least 1"),
+])
+def test_params_out_of_range_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        BaselineParams(**overrides)
+
+
+def test_a_file_with_bad_params_or_sections_names_itself(tmp_path):
+    good = learned().to_json()
+    for name, change in (("zero", {"params": {**good["params"], "interval": 0}}),
+                         ("unknown", {"params": {**good["params"], "bogus": 1}}),
+                         ("rates", {"rates": "x"})):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({**good, **change}))
+        with pytest.raises(BaselineError, match=rf"{name}\.json: malformed baseline"):
+            Baseline.load(path)
