@@ -67,6 +67,13 @@ class FileResult:
     error: str | None = None  # damage found (the part before it was analyzed)
     format: str = ""
 
+    @property
+    def problem(self) -> str:
+        """The error as one line naming the file ("" when the file was read whole)."""
+        if not self.error:
+            return ""
+        return self.error if self.error.startswith(self.path) else f"{self.path}: {self.error}"
+
 
 @dataclass
 class RunStats:
@@ -202,9 +209,11 @@ class Analyzer:
             reader = open_capture(path)
         except CaptureFormatError as exc:
             result.error = str(exc)
+            self._capture_damaged(result, 0.0)  # no packet of its own to date it: 1970, as an empty run
             return result
         except OSError as exc:
             result.error = f"cannot read: {exc.strerror or exc}"
+            self._capture_damaged(result, 0.0)  # no packet of its own to date it: 1970, as an empty run
             return result
         result.format = reader.format + (" (gzip)" if reader.compressed else "")
         limits = self._limits
@@ -220,7 +229,7 @@ class Analyzer:
         result.packets = packets
         if reader.error is not None:
             result.error = str(reader.error)
-            self._capture_damaged(str(reader.error), last_ts)
+            self._capture_damaged(result, last_ts)
         stats.packets += packets
         stats.frame_bytes += frame_bytes
         stats.dropped += reader.dropped
@@ -275,9 +284,10 @@ class Analyzer:
         self._decode_anomalies(decoder)
         table.finish()
 
-    def _capture_damaged(self, message: str, ts: float) -> None:
+    def _capture_damaged(self, result: FileResult, ts: float) -> None:
+        """The EVE side of a capture that could not be read whole (or at all), naming the file."""
         self.emit(anomaly_record(None, ts, kind="decode", layer="capture", event="capture_damaged",
-                                 message=message), ts)
+                                 message=result.problem), ts)
 
     @staticmethod
     def _frames(reader: Any, progress: Callable[[int], None] | None) -> Iterator[Any]:

@@ -8,7 +8,11 @@ that fail validation).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import os
+import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -49,6 +53,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not files:
         errors.print("[red]error:[/red] no capture files found in the given paths")
         return EXIT_USAGE
+    problem = _output_problem(args, files)
+    if problem:
+        errors.print(f"[red]error:[/red] {escape(problem)}")
+        return EXIT_USAGE
     engine = None
     if not args.no_rules:
         engine = _load_engine(args, errors)
@@ -81,10 +89,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             for error in exc.errors:
                 errors.print(f"[red]{escape(str(error))}[/red]")
             return EXIT_USAGE
-    writer = EveWriter(args.eve)
+    try:
+        writer = EveWriter(args.eve)
+    except OSError as exc:
+        errors.print(f"[red]error:[/red] cannot write EVE to {escape(args.eve)}: {escape(exc.strerror or str(exc))}")
+        return EXIT_USAGE
+    workers = args.workers
+    streams = [str(f) for f in files if not _regular_file(f)]
+    if workers > 1 and streams:
+        # Each worker reads every file (flows) or some of them (files): a pipe or a device can be
+        # read once, so it is read by one process.
+        errors.print(f"[yellow]note:[/yellow] {escape(', '.join(streams))} is not a regular file (a pipe or a "
+                     "device is read once): analyzed in one process, not with --workers")
+        workers = 1
     analyzer = Analyzer(writer.write, engine=engine or None, flow_records=not args.no_flow_records,
                         policy=monitor or None, keylog=keylog, baseline=baseline, egress=allowlists)
-    if args.workers > 1:
+    if workers > 1:
         from inspector.parallel import ParallelAnalyzer
 
         if baseline is not None:
@@ -92,13 +112,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             writer.close()
             return EXIT_USAGE
 
-        analyzer = ParallelAnalyzer(writer.write, args.workers, write_encoded=writer.write_encoded,
+        analyzer = ParallelAnalyzer(writer.write, workers, write_encoded=writer.write_encoded,
                                     shard=args.shard, engine=engine or None, flow_records=not args.no_flow_records,
                                     policy=monitor or None, keylog=keylog, egress=allowlists)
     started = time.perf_counter()
     # What is loaded by now (modules, rules, key logs) lives as long as the run: frozen out of the
     # cyclic collector, its full collections do not walk it (210 MB capture: 0.58 -> 0.42 s of GC).
     gc.freeze()
+    terminated = signal.signal(signal.SIGTERM, _terminate)  # workers stopped, spools removed, on the way out
+    failed = ""
     try:
         _run_files(analyzer, files, console, show_progress=not args.quiet and console.is_terminal)
         writer.write(stats_record(analyzer.stats))  # last: what the run counted, losses included
@@ -109,18 +131,69 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             raise
         errors.print(f"[red]error:[/red] {escape(str(exc))}\n(the records before the failure were written)")
         return EXIT_DAMAGED
+    except OSError as exc:  # the EVE output failed (disk full, device gone): the captures were read fine
+        failed = f"writing EVE to {args.eve} failed: {exc.strerror or exc}"
     finally:
+        signal.signal(signal.SIGTERM, terminated)
         gc.unfreeze()
-        writer.close()
+        try:
+            writer.close()
+        except OSError as exc:
+            failed = failed or f"writing EVE to {args.eve} failed: {exc.strerror or exc}"
+    if failed:
+        errors.print(f"[red]error:[/red] {escape(failed)} (the run stopped; records before it may be lost)")
+        return EXIT_DAMAGED
     elapsed = time.perf_counter() - started
     if args.metrics_textfile:
         from inspector.sinks.textfile import write_textfile
 
-        write_textfile(args.metrics_textfile, analyzer.stats, elapsed=elapsed,
-                       rules=engine.ruleset.rules if engine else (), policy=analyzer.policy)
+        try:
+            write_textfile(args.metrics_textfile, analyzer.stats, elapsed=elapsed,
+                           rules=engine.ruleset.rules if engine else (), policy=analyzer.policy)
+        except OSError as exc:
+            errors.print(f"[red]error:[/red] cannot write {escape(args.metrics_textfile)}: "
+                         f"{escape(exc.strerror or str(exc))}")
+            return EXIT_DAMAGED
     if not args.quiet:
         _print_summary(console, analyzer, elapsed, args.eve)
+    else:  # quiet: no summary, but a capture that could not be read whole is still said
+        for captured in analyzer.stats.files:
+            if captured.problem:
+                errors.print(escape(captured.problem))
     return EXIT_DAMAGED if analyzer.stats.damaged else EXIT_OK
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # open_capture says what is wrong with it
+
+
+def _output_problem(args: argparse.Namespace, files: list[Path]) -> str:
+    """Why the outputs cannot be written where asked, before anything is read; "" when fine."""
+    if args.eve == "-" and sys.stdout is None:
+        return "--eve -: standard output is closed"
+    inputs = set()
+    for f in files:
+        with contextlib.suppress(OSError):
+            inputs.add(os.path.realpath(f))
+    for option, value in (("--eve", args.eve), ("--metrics-textfile", args.metrics_textfile)):
+        if not value or value == "-":
+            continue
+        if os.path.realpath(value) in inputs:
+            return f"{option} {value} is one of the captures to read: it would be overwritten"
+        if os.path.isdir(value):
+            return f"{option} {value} is a directory"
+    textfile = args.metrics_textfile
+    if textfile and (os.path.islink(textfile) or (os.path.exists(textfile) and not os.path.isfile(textfile))):
+        return (f"--metrics-textfile {textfile} exists and is not a regular file (a link or a device): it is "
+                "replaced atomically, so it must be a plain file or not exist yet")
+    return ""
 
 
 def _load_policy_monitor(path: str, console: Console) -> Any:

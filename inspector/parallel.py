@@ -56,6 +56,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import signal
 import struct
 import tempfile
 import time
@@ -71,7 +72,7 @@ try:
 except ImportError:  # not on Windows
     fcntl = None  # type: ignore[assignment]
 
-from inspector.analyze import Analyzer, RunStats, record_meta
+from inspector.analyze import Analyzer, FileResult, RunStats, record_meta
 from inspector.capture.decode import (
     ETHERTYPE_IPV4,
     ETHERTYPE_IPV6,
@@ -389,9 +390,9 @@ class ShardAnalyzer(Analyzer):
         if self.index == 0:
             decoder.counters = Counter(decoder.counters) + Counter(shared.counters)  # type: ignore[assignment]
 
-    def _capture_damaged(self, message: str, ts: float) -> None:
+    def _capture_damaged(self, result: FileResult, ts: float) -> None:
         if self.index == 0:
-            super()._capture_damaged(message, ts)
+            super()._capture_damaged(result, ts)
 
 
 class _FileSpool:
@@ -443,6 +444,9 @@ def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options
     File mode (`numbers`, `spool`): the whole of its files (the run's files `numbers`), spooled."""
     for end in others:
         end.close()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a worker told to stop stops (the parent's handler raises)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    _die_with_parent()
     try:
         options = dict(options)
         engine = options.pop("engine", None)
@@ -471,6 +475,17 @@ def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options
         conn.send_bytes(pickle.dumps(("error", traceback.format_exc()), protocol=5))
     finally:
         conn.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the parent dies, even by SIGKILL (its own SIGTERM
+    handler stops the workers otherwise): no orphan goes on analyzing and spooling."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the call
+            os._exit(1)
 
 
 class WorkerFailed(RuntimeError):
@@ -528,10 +543,14 @@ def _workers(jobs: list[tuple[list[Path], tuple]], options: dict[str, Any]) -> I
     # Forked with the parent's objects (rules, engine, modules) frozen out of the collector, so the
     # workers' garbage collections do not write to, and copy, the pages they share.
     gc.freeze()
+    # SIGTERM waits until the forks are done: its handler (the CLI's) raises, and an exception
+    # raised inside fork's own hooks would be swallowed; the workers unblock it themselves.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         for process in processes:
             process.start()
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         gc.unfreeze()
     for _, sender in pipes:
         sender.close()

@@ -52,6 +52,7 @@ DECODER_LOSSES = {
     "fragments_incomplete": "IP fragment sets unfinished at the end",
     "fragment_sets_evicted": "IP fragment sets evicted at the cap",
     "anomalies_dropped": "decode anomalies not reported (over the cap)",
+    "anomalies_capped": "decode anomalies counted, not written (1000 of their kind already)",
 }
 
 #: Counters of the reassembler, the flow table and the stream router that mean something was

@@ -168,3 +168,91 @@ def test_analyze_errors_go_to_stderr(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "absent[1].pcap")]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "absent[1].pcap" in captured.err
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_reading(tmp_path, capsys):
+    capture = tmp_path / "in.pcap"
+    capture.write_bytes((CORE / "grpc.pcap").read_bytes())
+    assert main(["analyze", str(capture), "--eve", str(capture)]) == 2  # the input would be overwritten
+    assert "one of the captures to read" in capsys.readouterr().err
+    assert capture.read_bytes() == (CORE / "grpc.pcap").read_bytes()
+    assert main(["analyze", str(capture), "--eve", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    link = tmp_path / "metrics.prom"
+    link.symlink_to(tmp_path / "elsewhere.prom")
+    assert main(["analyze", str(capture), "--eve", str(tmp_path / "e.json"), "--metrics-textfile", str(link)]) == 2
+    assert "not a regular file" in capsys.readouterr().err and link.is_symlink()
+
+
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="needs /dev/full")
+def test_an_eve_output_that_fails_is_an_error_not_a_traceback(capsys):
+    assert main(["analyze", str(CORE / "grpc.pcap"), "--eve", "/dev/full", "-q"]) == 1
+    assert "writing EVE to /dev/full failed: No space left on device" in capsys.readouterr().err
+
+
+def test_an_unreadable_capture_is_an_anomaly_record_and_said_even_quiet(tmp_path, capsys):
+    text = tmp_path / "notes.pcap"
+    text.write_text("hello, not a capture\n")
+    out = tmp_path / "eve.json"
+    assert main(["analyze", str(text), str(CORE / "grpc.pcap"), "--eve", str(out), "-q"]) == 1
+    (damaged,) = [r for r in eve(out) if r["event_type"] == "anomaly" and r["anomaly"]["layer"] == "capture"]
+    assert damaged["anomaly"]["event"] == "capture_damaged" and damaged["anomaly"]["message"].startswith(str(text))
+    assert f"{text}: not a pcap, pcapng or gzip capture" in capsys.readouterr().err
+
+
+def test_a_pipe_is_read_once_even_with_workers(tmp_path, capsys):
+    import os
+    import threading
+
+    fifo = tmp_path / "live.pcap"
+    os.mkfifo(fifo)
+    data = (CORE / "grpc.pcap").read_bytes()
+
+    def feed() -> None:
+        with open(fifo, "wb") as pipe:
+            pipe.write(data)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    assert main(["analyze", str(fifo), "--workers", "2", "--eve", str(tmp_path / "piped.json"), "-q"]) == 0
+    writer.join()
+    assert "not a regular file" in capsys.readouterr().err
+    assert main(["analyze", str(CORE / "grpc.pcap"), "--eve", str(tmp_path / "file.json"), "-q"]) == 0
+    assert len(eve(tmp_path / "piped.json")) == len(eve(tmp_path / "file.json")) == 13
+
+
+def test_identical_decode_anomalies_are_capped_per_capture(tmp_path):
+    from inspector.capture.decode import MAX_ANOMALIES_PER_EVENT
+    from inspector.lab.craft import write_pcap
+
+    capture = tmp_path / "zeros.pcap"
+    write_pcap(capture, [(1.0 + n / 1000, b"") for n in range(MAX_ANOMALIES_PER_EVENT + 500)])
+    out = tmp_path / "eve.json"
+    assert main(["analyze", str(capture), "--eve", str(out), "-q"]) == 0
+    records = eve(out)
+    anomalies = [r["anomaly"] for r in records if r["event_type"] == "anomaly"]
+    assert len(anomalies) == MAX_ANOMALIES_PER_EVENT and "counted, not written" in anomalies[-1]["message"]
+    assert records[-1]["stats"]["decoder"] == {"truncated_link": MAX_ANOMALIES_PER_EVENT + 500,
+                                               "anomalies_capped": 500}
+
+
+def test_sigterm_stops_the_workers_and_removes_their_spool(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spool_root = tmp_path / "tmp"
+    spool_root.mkdir()
+    files = [str(CORE / "grpc.pcap")] * 400 + [str(CORE / "http2.pcap")] * 400
+    command = [sys.executable, "-m", "inspector", "analyze", *files, "--workers", "2", "--shard", "files",
+               "--eve", str(tmp_path / "eve.json"), "-q"]
+    run = subprocess.Popen(command, cwd=REPO, env={**os.environ, "TMPDIR": str(spool_root)}, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not any(spool_root.iterdir()) and time.monotonic() < deadline:  # the workers are running
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM, stderr.decode()[-2000:]
+    assert list(spool_root.iterdir()) == [] and b"Traceback" not in stderr

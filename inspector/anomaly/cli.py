@@ -67,9 +67,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     baseline, analyzer = learn_baseline(files, policy=policy, params=params)
     for captured in analyzer.stats.files:
-        if captured.error:
-            said = captured.error if captured.error.startswith(captured.path) else f"{captured.path}: {captured.error}"
-            console.print(f"[yellow]{escape(said)}[/yellow]")
+        if captured.problem:
+            console.print(f"[yellow]{escape(captured.problem)}[/yellow]")
     counters = baseline.counters()
     if not counters["records"]:
         console.print(f"[red]error:[/red] no transaction record learned from {len(files)} capture(s): "

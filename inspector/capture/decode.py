@@ -74,6 +74,9 @@ _IPV4_SYNTHETIC = struct.Struct("!BBHHHBBH4s4s").pack
 _IPV6_SYNTHETIC = struct.Struct("!IHBB16s16s").pack
 
 MAX_PENDING_ANOMALIES = 10_000  # beyond this, undrained anomalies are counted, not kept
+#: Anomaly records written per event per capture: past it they are counted (anomalies_capped), so
+#: a few KB of gzip'd zero-length records cannot become tens of MB of identical records.
+MAX_ANOMALIES_PER_EVENT = 1_000
 
 DECODER_COUNTERS = (
     "unsupported_linktype",  # frames of a link type we do not decode
@@ -96,6 +99,7 @@ DECODER_COUNTERS = (
     "ipv6_reassembled",
     *FRAGMENT_COUNTERS,
     "anomalies_dropped",  # anomalies not queued because MAX_PENDING_ANOMALIES were waiting
+    "anomalies_capped",  # anomalies counted, not written: MAX_ANOMALIES_PER_EVENT of their event were
 )
 
 
@@ -116,6 +120,7 @@ class PacketDecoder:
         self.limits = limits
         self.counters: dict[str, int] = dict.fromkeys(DECODER_COUNTERS, 0)
         self._anomalies: list[DecodeAnomaly] = []
+        self._per_event: dict[str, int] = {}
         self._unsupported_reported: set[int] = set()
         self._in_reassembled = False  # decoding a rebuilt datagram: a fragment inside it is refused
         self._fragments = FragmentReassembler(limits, self.counters, self._anomaly)
@@ -144,6 +149,13 @@ class PacketDecoder:
         if len(self._anomalies) >= MAX_PENDING_ANOMALIES:
             self.counters["anomalies_dropped"] += 1
             return
+        seen = self._per_event.get(event, 0) + 1
+        self._per_event[event] = seen
+        if seen > MAX_ANOMALIES_PER_EVENT:
+            self.counters["anomalies_capped"] += 1
+            return
+        if seen == MAX_ANOMALIES_PER_EVENT:
+            message += f" (the {seen}th {event} of this capture: the next ones are counted, not written)"
         self._anomalies.append(DecodeAnomaly(event=event, message=message, ts=ts, number=number))
 
     def _fault(self, counter: str, event: str, message: str, frame: Frame, snapped: bool = False) -> None:
