@@ -254,13 +254,16 @@ class _Builder:
         rules: list[FlowRule] = []
         seen: dict[str, int] = {}
         for index, item in enumerate(items):
-            rule = self.rule(item, line_of(items, index, 0), zone_names)
-            if rule is None:
+            line = line_of(items, index, 0)
+            name = item.get("name") if isinstance(item, dict) else None
+            if isinstance(name, str) and name:  # checked even when the rule has other errors
+                if name in seen:
+                    self.error(line, f"rule {name!r} is defined twice (first at line {seen[name]})")
+                else:
+                    seen[name] = line
+            rule = self.rule(item, line, zone_names)
+            if rule is None or (isinstance(name, str) and seen.get(name) != line):
                 continue
-            if rule.name in seen:
-                self.error(rule.line, f"rule {rule.name!r} is defined twice (first at line {seen[rule.name]})")
-                continue
-            seen[rule.name] = rule.line
             rules.append(rule)
         return rules
 

@@ -118,6 +118,9 @@ def test_the_unknown_zone_may_be_defined_without_cidrs_and_used_in_rules():
       "p.yaml:11: unknown key 'via' in a rule (expected: name, from, to, protocols, ports, action, description)"]),
     (MINIMAL + "rules:\n  - {name: r, from: training, to: training}\n  - {name: r, from: training, to: any}\n",
      ["p.yaml:8: rule 'r' is defined twice (first at line 7)"]),
+    (MINIMAL + "rules:\n  - {name: r, from: training, to: nope}\n  - {name: r, from: training, to: any}\n",
+     ["p.yaml:7: rule 'r': zone 'nope' is not defined (zones: outside, training)",
+      "p.yaml:8: rule 'r' is defined twice (first at line 7)"]),  # told even when the first has errors
     (MINIMAL + "default: allow\n", ["p.yaml:6: duplicate key 'default' (first at line 1)"]),
     ("- just\n- a list\n", ["p.yaml:1: a policy is a mapping with default:, zones: and rules:"]),
     ("", ["p.yaml: empty file"]),
