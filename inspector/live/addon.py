@@ -788,14 +788,14 @@ def _deferred_stream(value: Any, message: Any) -> Any:
     return value
 
 
-class _DeferredStreamRequest(http.Request):
-    """A message mitmproxy buffers, whose body's length is unknown. When the buffered body
-    outgrows `stream_large_bodies` (set to the stream threshold), mitmproxy sets `stream = True`
-    and streams the rest; this class turns that True into the inspector's stream callable, which
-    then gets the buffered part first (mitmproxy-internal: HttpStream.check_body_size, pinned to
-    mitmproxy 12.3 and tested)."""
+class _DeferredStream:
+    """Mixed into a message mitmproxy buffers, whose body's length is unknown. When the buffered
+    body outgrows `stream_large_bodies` (set to the stream threshold), mitmproxy sets
+    `stream = True` and streams the rest; this turns that True into the inspector's stream
+    callable, which then gets the buffered part first (mitmproxy-internal:
+    HttpStream.check_body_size, pinned to mitmproxy 12.3 and tested)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return self.__dict__.get("_inspector_stream", False)
 
@@ -804,16 +804,12 @@ class _DeferredStreamRequest(http.Request):
         self.__dict__["_inspector_stream"] = _deferred_stream(value, self)
 
 
-class _DeferredStreamResponse(http.Response):
-    """The same as _DeferredStreamRequest, for a response."""
+class _DeferredStreamRequest(_DeferredStream, http.Request):  # type: ignore[misc]
+    pass
 
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return self.__dict__.get("_inspector_stream", False)
 
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        self.__dict__["_inspector_stream"] = _deferred_stream(value, self)
+class _DeferredStreamResponse(_DeferredStream, http.Response):  # type: ignore[misc]
+    pass
 
 
 def defer_stream(message: http.Request | http.Response, factory: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from inspector.fields import declare
-from inspector.http import Headers, HttpExchange
+from inspector.http import Headers, HttpExchange, HttpMessage
 from inspector.redact import redact_header, redact_url
 
 #: Header lists in records are capped: rules need the headers, logs need to stay small.
@@ -45,6 +45,17 @@ def logged_headers(headers: Headers) -> tuple[list[dict[str, str]], bool]:
     return out, cut
 
 
+def _add_fields(obj: dict[str, Any], side: str, message: HttpMessage) -> None:
+    """`<side>_headers` (and `_headers_cut`), `_trailers`, `_content_encoding_left` of a message."""
+    obj[f"{side}_headers"], cut = logged_headers(message.headers)
+    if cut:
+        obj[f"{side}_headers_cut"] = True
+    if message.trailers:
+        obj[f"{side}_trailers"] = logged_headers(message.trailers)[0]
+    if message.encoded:
+        obj[f"{side}_content_encoding_left"] = message.encoded
+
+
 def http_object(exchange: HttpExchange) -> dict[str, Any]:
     request, response = exchange.request, exchange.response
     obj: dict[str, Any] = {}
@@ -67,13 +78,7 @@ def http_object(exchange: HttpExchange) -> dict[str, Any]:
             obj["request_content_type"] = request.content_type[:MAX_LOGGED_VALUE]
         obj["request_length"] = request.body_length
         obj["request_complete"] = request.complete
-        obj["request_headers"], cut = logged_headers(request.headers)
-        if cut:
-            obj["request_headers_cut"] = True
-        if request.trailers:
-            obj["request_trailers"] = logged_headers(request.trailers)[0]
-        if request.encoded:
-            obj["request_content_encoding_left"] = request.encoded
+        _add_fields(obj, "request", request)
     if response is not None:
         obj["status"] = response.status
         if "protocol" not in obj:
@@ -85,13 +90,7 @@ def http_object(exchange: HttpExchange) -> dict[str, Any]:
             obj["redirect"] = redact_url(location[:MAX_LOGGED_VALUE])
         obj["length"] = response.body_length
         obj["response_complete"] = response.complete
-        obj["response_headers"], cut = logged_headers(response.headers)
-        if cut:
-            obj["response_headers_cut"] = True
-        if response.trailers:
-            obj["response_trailers"] = logged_headers(response.trailers)[0]
-        if response.encoded:
-            obj["response_content_encoding_left"] = response.encoded
+        _add_fields(obj, "response", response)
     if exchange.interim:
         obj["interim_status"] = [m.status for m in exchange.interim]
     if (request or response) and (request or response).version == "HTTP/2":  # type: ignore[union-attr]

