@@ -1,6 +1,11 @@
 """The `feast` layer: the Feast feature server's REST API and its gRPC services.
 
-REST (`feast serve`, port 6566 by default; claimed by path, whatever the port):
+REST (`feast serve`, port 6566 by default; claimed by path, whatever the port). Routes are matched
+on the path Starlette routes (:func:`inspector.protocols.webapi.routing_path`: percent-decoded,
+`%2F` too; repeated slashes are not merged: Starlette answers `//push` 404), so
+`/get%2Donline%2Dfeatures` is get_online_features; `feast.routed_path` keeps that path when the
+one sent, read literally, is not the route, and an encoded unreserved character raises the
+anomaly `feast_path_obfuscated`:
 
     POST /get-online-features        {features | feature_service, entities: {name: [keys]}}
     POST /retrieve-online-documents  {features | feature_service, query: [floats], top_k, query_string}
@@ -241,7 +246,6 @@ def build(ctx: Any) -> dict[str, Any] | None:
     request = ctx.exchange.request
     if request is None or "s3" in ctx.record:  # an S3 call whatever its path (bucket `models`, ...)
         return None
-    path = webapi.path_only(request.path)
     grpc = ctx.record.get("grpc")
     if isinstance(grpc, dict):
         service, method = grpc.get("service"), grpc.get("method")
@@ -254,6 +258,7 @@ def build(ctx: Any) -> dict[str, Any] | None:
             payload, truncated = first
             obj.update(_grpc_request(_Decoder(ctx, truncated), api, payload))
         return prune(obj)
+    path = webapi.routing_path(request.path)
     api = _REST.get(path)
     if api is None:
         if path == "/health" and request.method == "GET" and ctx.record.get("dest_port") == DEFAULT_PORT:
@@ -262,6 +267,7 @@ def build(ctx: Any) -> dict[str, Any] | None:
     if request.method != "POST":
         return None
     obj = {"api": api, "transport": "rest"}
+    webapi.note_routing(ctx, LAYER, request.path, path, obj, _REST.get(webapi.path_only(request.path)) != api)
     body = webapi.json_object(webapi.read_json(request, ctx.anomaly, "feast_request"), ctx.anomaly,
                               "feast_request")
     if body is not None:
@@ -275,6 +281,8 @@ declare(LAYER, [
      "write_to_online_store, materialize, materialize_incremental, read_document, save_document, health "
      "(gRPC: also get_online_features_range, serving_info, other)."),
     ("feast.transport", "string", "rest or grpc."),
+    ("feast.routed_path", "string", "REST: the path the server routes (percent-decoded), "
+     "present only when the path as sent (http.url), read literally, is not this route."),
     ("feast.features", "list[string]", f"Requested feature references `view:feature` (first {LIST_ITEMS})."),
     ("feast.feature_count", "integer", "Number of requested feature references."),
     ("feast.feature_service", "string", "Requested feature service."),

@@ -14,18 +14,26 @@ Claimed by path, under any base URL (`/user/{name}/` on JupyterHub):
     GET             terminals/{name}                 terminal_page (what scanners fingerprint)
     any             api/contents[/{path}]            contents_get, contents_save (PUT), contents_create
                                                      (POST), contents_rename (PATCH), contents_delete
+    any             api/contents/{path}/checkpoints[/{id}]   contents_checkpoints (id word characters or -,
+                                                     last: `work/checkpoints/model.pt` is a file)
+    POST            api/contents/{path}/trust        contents_trust
     GET             api/kernelspecs[/{name}]         kernelspecs
 
 `jupyter.token_in_url` says a `token` query parameter was sent (its value is redacted from
 `http.url` by inspector.redact and never copied here); `jupyter.credentials_present` says any
 credential was: that token, an Authorization header, or a Jupyter/JupyterHub login cookie. A
 kernel created without either on a reachable server is the classic exposed-notebook takeover.
+Routes are matched as Tornado matches them, on the path as sent; when that fails, on the
+routed path (:func:`inspector.protocols.webapi.routing_path`: percent-decoded, repeated slashes
+merged), kept in `jupyter.routed_path`, so an encoded route is still recorded (Tornado answers
+it 404). An encoded unreserved character raises the anomaly `jupyter_path_obfuscated`.
 The WebSocket frames after the 101 (the code sent to a kernel) are not parsed.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from inspector.fields import declare
@@ -40,6 +48,8 @@ PATH_CHARS = 1024
 _ROUTE = re.compile(
     r".*?/(?:api/(kernels|sessions|terminals|contents|kernelspecs)(?:/(.*))?|terminals/(?:(websocket)/)?([^/]+))"
 )
+#: Jupyter Server's checkpoint routes: {path}/checkpoints and {path}/checkpoints/{id}, id `[\w-]+` and last.
+_CHECKPOINT = re.compile(r"(?:(.*)/)?checkpoints(?:/([\w-]+))?")
 _KERNEL_ACTIONS = {"channels": "kernel_channels", "interrupt": "kernel_interrupt", "restart": "kernel_restart"}
 _COLLECTION = {
     ("kernels", "GET"): "kernel_list", ("kernels", "POST"): "kernel_create",
@@ -57,25 +67,36 @@ _CONTENTS = {"GET": "contents_get", "PUT": "contents_save", "POST": "contents_cr
 _LOGIN_COOKIES = ("username-", "jupyterhub-")
 
 
-def _route(method: str, path: str) -> tuple[str, dict[str, Any]] | None:
+def _contents(method: str, rest: str, unquote: Callable[[str], str]) -> tuple[str, dict[str, Any]]:
+    """A contents route as Jupyter Server's handlers take it (checkpoints, trust, then any path)."""
+    match = _CHECKPOINT.fullmatch(rest)
+    if match is not None:
+        fields = {"path": unquote(match.group(1) or "")[:PATH_CHARS]}
+        if match.group(2) is not None:
+            fields["checkpoint_id"] = unquote(match.group(2))[:NAME_CHARS]
+        return "contents_checkpoints", fields
+    if rest.endswith("/trust") or rest == "trust":
+        return "contents_trust", {"path": unquote(rest[:-len("trust")].rstrip("/"))[:PATH_CHARS]}
+    return _CONTENTS.get(method, "contents_other"), {"path": unquote(rest)[:PATH_CHARS]}
+
+
+def _route(method: str, path: str, unquote: Callable[[str], str]) -> tuple[str, dict[str, Any]] | None:
     match = _ROUTE.fullmatch(path)
     if match is None:
         return None
     resource, rest, websocket, terminal = match.groups()
     if resource is None:
-        name = webapi.unquote_path(terminal)[:NAME_CHARS]
+        name = unquote(terminal)[:NAME_CHARS]
         return ("terminal_websocket" if websocket else "terminal_page"), {"terminal_name": name}
     rest = (rest or "").strip("/")
     if resource == "contents":
-        if rest.endswith("/checkpoints") or "/checkpoints/" in rest:
-            return "contents_checkpoints", {"path": webapi.unquote_path(rest.split("/checkpoints")[0])[:PATH_CHARS]}
-        return _CONTENTS.get(method, "contents_other"), {"path": webapi.unquote_path(rest)[:PATH_CHARS]}
+        return _contents(method, rest, unquote)
     if resource == "kernelspecs":
-        return "kernelspecs", ({"kernel_name": webapi.unquote_path(rest)[:NAME_CHARS]} if rest else {})
+        return "kernelspecs", ({"kernel_name": unquote(rest)[:NAME_CHARS]} if rest else {})
     if not rest:
         return _COLLECTION.get((resource, method), f"{resource}_other"), {}
     item, _, action = rest.partition("/")
-    item = webapi.unquote_path(item)[:NAME_CHARS]
+    item = unquote(item)[:NAME_CHARS]
     key = {"kernels": "kernel_id", "sessions": "session_id", "terminals": "terminal_name"}[resource]
     if action:
         api = _KERNEL_ACTIONS.get(action, f"{resource}_other") if resource == "kernels" else f"{resource}_other"
@@ -140,15 +161,22 @@ def build(ctx: Any) -> dict[str, Any] | None:
     if request is None or "s3" in ctx.record:  # an S3 call whatever its path (bucket `models`, ...)
         return None
     path = webapi.path_only(request.path)
-    if "api/" not in path and "terminals/" not in path:
+    routed = webapi.routing_path(request.path, merge_slashes=True)
+    if "api/" not in routed and "terminals/" not in routed:
         return None
-    route = _route(request.method, path)
+    # Tornado matches the path as sent and unquotes the captured names; the routed path (decoded,
+    # slashes merged) is the fallback, so an encoded or doubled route is still seen (and 404s there).
+    route = _route(request.method, path, webapi.unquote_path)
+    hidden = route is None
+    if route is None:
+        route = _route(request.method, routed, webapi.as_is)
     if route is None:
         return None
     api, fields = route
     token_in_url = "token" in webapi.query_params(request.path)
     obj: dict[str, Any] = {"api": api, **fields, "token_in_url": token_in_url,
                            "credentials_present": _credentials(request, token_in_url)}
+    webapi.note_routing(ctx, LAYER, request.path, routed, obj, hidden)
     upgrade = (request.header("upgrade") or "").lower()
     if upgrade:
         obj["websocket"] = upgrade == "websocket"
@@ -162,7 +190,10 @@ declare(LAYER, [
     ("jupyter.api", "string", "Operation: kernel_list, kernel_create, kernel_info, kernel_delete, kernel_interrupt, "
      "kernel_restart, kernel_channels, session_*, terminal_list, terminal_create, terminal_info, terminal_delete, "
      "terminal_websocket, terminal_page, contents_get, contents_save, contents_create, contents_rename, "
-     "contents_delete, contents_checkpoints, kernelspecs."),
+     "contents_delete, contents_checkpoints, contents_trust, kernelspecs."),
+    ("jupyter.checkpoint_id", "string", "Checkpoint id of api/contents/{path}/checkpoints/{id}."),
+    ("jupyter.routed_path", "string", "The path percent-decoded with repeated slashes merged, present only when the "
+     "path as sent (http.url) does not route."),
     ("jupyter.kernel_name", "string", "Kernel spec name (python3, ir, ...) of a kernel or session creation."),
     ("jupyter.kernel_id", "string", "Kernel id (path, session body or creation answer)."),
     ("jupyter.session_id", "string", "Session id."),

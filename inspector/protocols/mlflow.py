@@ -1,6 +1,8 @@
 """The `mlflow` layer: the MLflow tracking server's REST API, artifact proxy and artifact downloads.
 
-Claimed by path:
+Claimed by the routed path (:func:`inspector.protocols.webapi.routing_path`: percent-decoded,
+repeated slashes merged, as Werkzeug and Starlette route it), under any prefix (`mlflow server
+--static-prefix /mlflow`, a reverse proxy's base path; kept in `mlflow.prefix`):
 
     /api/{v}/mlflow/{endpoint}               REST API (v: 2.0, 3.0), also /api/2.0/preview/mlflow/
     /ajax-api/{v}/mlflow/{endpoint}          the same API as the web UI calls it (`mlflow.ajax`: true)
@@ -8,6 +10,10 @@ Claimed by path:
                                              `mlflow.path` the artifact path (also mpu/{create,complete,abort})
     /get-artifact?path=&run_uuid=            artifact download
     /model-versions/get-artifact?path=&name=&version=
+
+When the path as sent, read literally, is not that route, the routed path is kept in
+`mlflow.routed_path`; a path that
+percent-encodes an unreserved character raises the anomaly `mlflow_path_obfuscated`.
 
 `mlflow.endpoint` is the API path after the prefix, e.g. `registered-models/create`,
 `model-versions/create`, `experiments/create`, `runs/create`, `artifacts/list`. Names and ids
@@ -38,8 +44,8 @@ VALUE_CHARS = 2048
 NAME_CHARS = 512
 ERROR_CHARS = 1024
 
-_API = re.compile(r"/(ajax-)?api/(\d+\.\d+)/(?:preview/)?(mlflow|mlflow-artifacts)/(.*)")
-_DOWNLOADS = {"/get-artifact": "get-artifact", "/model-versions/get-artifact": "model-versions/get-artifact"}
+_API = re.compile(r"(.*?)/(ajax-)?api/(\d+\.\d+)/(?:preview/)?(mlflow|mlflow-artifacts)/(.*)")
+_DOWNLOADS = re.compile(r"(.*?)/(model-versions/get-artifact|get-artifact)")
 #: Body/query keys copied as they are, capped: (record key, source keys).
 _VALUES = (
     ("name", ("name",)),
@@ -53,27 +59,27 @@ _VALUES = (
 _URLS = ("source", "artifact_location", "run_link")
 
 
-def _route(path: str) -> tuple[str, str | None, bool, str | None] | None:
-    """(endpoint, artifact path, ajax, api version) of an MLflow path, or None."""
-    download = _DOWNLOADS.get(path)
+def _route(path: str) -> tuple[str, str | None, bool, str | None, str] | None:
+    """(endpoint, artifact path, ajax, api version, static prefix) of a routed MLflow path, or None."""
+    download = _DOWNLOADS.fullmatch(path)
     if download is not None:
-        return download, None, False, None
-    if not path.startswith(("/api/", "/ajax-api/")):
+        return download.group(2), None, False, None, download.group(1)
+    if "api/" not in path:
         return None
     match = _API.fullmatch(path)
     if match is None:
         return None
-    ajax, version, family, rest = match.groups()
+    prefix, ajax, version, family, rest = match.groups()
     if family == "mlflow":
-        return rest.strip("/")[:NAME_CHARS], None, bool(ajax), version
+        return rest.strip("/")[:NAME_CHARS], None, bool(ajax), version, prefix
     head, _, artifact = rest.partition("/")
     if head == "artifacts":
-        return "mlflow-artifacts/artifacts", webapi.unquote_path(artifact) if artifact else None, bool(ajax), version
+        return "mlflow-artifacts/artifacts", artifact[:VALUE_CHARS] or None, bool(ajax), version, prefix
     if head == "mpu":  # multipart upload: mpu/{create,complete,abort}/<path>
         action, _, artifact = artifact.partition("/")
-        return f"mlflow-artifacts/mpu/{action}"[:NAME_CHARS], webapi.unquote_path(artifact) or None, bool(ajax), \
-            version
-    return f"mlflow-artifacts/{rest.strip('/')}"[:NAME_CHARS], None, bool(ajax), version
+        return f"mlflow-artifacts/mpu/{action}"[:NAME_CHARS], artifact[:VALUE_CHARS] or None, bool(ajax), \
+            version, prefix
+    return f"mlflow-artifacts/{rest.strip('/')}"[:NAME_CHARS], None, bool(ajax), version, prefix
 
 
 def _copy_values(source: dict[str, Any], obj: dict[str, Any]) -> None:
@@ -119,11 +125,15 @@ def build(ctx: Any) -> dict[str, Any] | None:
     request = ctx.exchange.request
     if request is None or "s3" in ctx.record:  # an S3 call whatever its path (bucket `models`, ...)
         return None
-    route = _route(webapi.path_only(request.path))
+    routed = webapi.routing_path(request.path, merge_slashes=True)
+    route = _route(routed)
     if route is None:
         return None
-    endpoint, artifact_path, ajax, version = route
-    obj: dict[str, Any] = {"endpoint": endpoint, "ajax": ajax, "api_version": version, "path": artifact_path}
+    endpoint, artifact_path, ajax, version, prefix = route
+    obj: dict[str, Any] = {"endpoint": endpoint, "ajax": ajax, "api_version": version, "path": artifact_path,
+                           "prefix": prefix[:NAME_CHARS] or None}
+    raw = _route(webapi.path_only(request.path))
+    webapi.note_routing(ctx, LAYER, request.path, routed, obj, raw is None or raw[0] != endpoint or raw[4] != prefix)
     params = webapi.query_params(request.path)
     if params:
         _copy_values(params, obj)
@@ -139,6 +149,10 @@ declare(LAYER, [
     ("mlflow.endpoint", "string", "API path after the prefix: registered-models/create, model-versions/create, "
      "experiments/create, runs/create, artifacts/list, get-artifact, model-versions/get-artifact, "
      "mlflow-artifacts/artifacts, ..."),
+    ("mlflow.prefix", "string", "Path before the API (`mlflow server --static-prefix`, a proxy's base path), "
+     "when there is one: /mlflow."),
+    ("mlflow.routed_path", "string", "The path the server routes (percent-decoded, repeated slashes merged), "
+     "present only when the path as sent (http.url), read literally, is not this route."),
     ("mlflow.ajax", "boolean", "Called under /ajax-api/ (the web UI's prefix)."),
     ("mlflow.api_version", "string", "API version in the path: 2.0, 3.0."),
     ("mlflow.name", "string", "Registered model / experiment name."),

@@ -1,6 +1,8 @@
 """The `ollama` layer: Ollama's API (port 11434) and the registry fetches an Ollama server makes.
 
-Claimed by path:
+Claimed by path, as sent or else as routed (:func:`inspector.protocols.webapi.routing_path`:
+percent-decoded, `%2F` too, as Go routes; kept in `ollama.routed_path` when the path as sent does
+not route; an encoded unreserved character raises the anomaly `ollama_path_obfuscated`):
 
     POST   /api/pull, /api/push    {model | name, insecure, stream}       pull, push
     POST   /api/create             {model | name, from, files, modelfile, quantize, ...}
@@ -39,6 +41,7 @@ digests the server reports and its final status or error.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from inspector.fields import declare
@@ -177,16 +180,16 @@ def _request(ctx: Any, api: str, obj: dict[str, Any]) -> None:
                     obj["invalid_digests"] = invalid
 
 
-def _registry(ctx: Any, match: re.Match[str]) -> dict[str, Any] | None:
+def _registry(ctx: Any, match: re.Match[str], unquote: Callable[[str], str]) -> dict[str, Any] | None:
     request = ctx.exchange.request
     user_agent = request.header("user-agent") or ""
     kind = match.group(2)
     obj: dict[str, Any] = {
         "api": "registry_manifest" if kind == "manifests" else "registry_blob",
-        "name": webapi.unquote_path(match.group(1))[:NAME_CHARS],
+        "name": unquote(match.group(1))[:NAME_CHARS],
         "registry": request.authority.rsplit("@", 1)[-1].lower()[:NAME_CHARS] or None,
     }
-    reference = webapi.unquote_path(match.group(3))[:DIGEST_CHARS]
+    reference = unquote(match.group(3))[:DIGEST_CHARS]
     if kind == "manifests":
         obj["tag"] = reference
     else:
@@ -221,13 +224,25 @@ def build(ctx: Any) -> dict[str, Any] | None:
     if request is None or "s3" in ctx.record:  # an S3 call whatever its path (bucket `models`, ...)
         return None
     path = webapi.path_only(request.path)
+    routed = webapi.routing_path(request.path)
+    obj = _claim(ctx, request, path, webapi.unquote_path)
+    hidden = obj is None
+    if obj is None and routed != path:
+        obj = _claim(ctx, request, routed, webapi.as_is)
+    if obj is not None:
+        webapi.note_routing(ctx, LAYER, request.path, routed, obj, hidden)
+    return obj
+
+
+def _claim(ctx: Any, request: Any, path: str, unquote: Callable[[str], str]) -> dict[str, Any] | None:
+    """The `ollama` object of a request routed on `path` (`unquote` decodes its segments), or None."""
     if path.startswith("/v2/"):
         if "/manifests/" not in path and "/blobs/" not in path:
             return None  # Triton/KServe v2, not a registry
         match = _REGISTRY.fullmatch(path)
-        return _registry(ctx, match) if match is not None and request.method in ("GET", "HEAD") else None
+        return _registry(ctx, match, unquote) if match is not None and request.method in ("GET", "HEAD") else None
     if path.startswith(_BLOBS):
-        digest = webapi.unquote_path(path[len(_BLOBS):])[:DIGEST_CHARS]
+        digest = unquote(path[len(_BLOBS):])[:DIGEST_CHARS]
         api = {"HEAD": "blob_check", "POST": "blob_upload"}.get(request.method)
         if api is None or not digest or "/" in path[len(_BLOBS):]:
             return None
@@ -253,6 +268,8 @@ def build(ctx: Any) -> dict[str, Any] | None:
 declare(LAYER, [
     ("ollama.api", "string", "Operation: pull, push, create, delete, copy, show, blob_check, blob_upload, "
      "generate, chat, embed, tags, ps, version, registry_manifest, registry_blob."),
+    ("ollama.routed_path", "string", "The path percent-decoded, present only when "
+     "the path as sent (http.url) does not route."),
     ("ollama.name", "string", "Model name (body `model` or `name`; registry requests: the repository)."),
     ("ollama.registry", "string", f"Registry host of the model name ({DEFAULT_REGISTRY} when it names none); "
      "registry requests: the Host (and port) contacted."),

@@ -1,7 +1,9 @@
 """The `ray` layer: the Ray dashboard's HTTP API (port 8265) and the job agent's.
 
-Claimed by path (routes from ray `python/ray/dashboard/modules/job/job_head.py`, the reporter
-and state modules):
+Claimed by path, as sent or else as routed (:func:`inspector.protocols.webapi.routing_path`:
+percent-decoded except `%2F`, as aiohttp routes; kept in `ray.routed_path` when the path as sent does
+not route; an encoded unreserved character raises the anomaly `ray_path_obfuscated`). Routes from ray
+`python/ray/dashboard/modules/job/job_head.py`, the reporter and state modules:
 
     POST   /api/jobs/                        job_submit      {entrypoint, submission_id, runtime_env, metadata, ...}
     GET    /api/jobs/                        job_list
@@ -31,6 +33,7 @@ raw (percent-decoded) so rules can match the backticks and `$(` of an injected c
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from inspector.fields import declare
@@ -70,8 +73,8 @@ _SERVE_APIS = {"GET": "serve_status", "PUT": "serve_deploy", "DELETE": "serve_de
 _READ_ANSWER = frozenset({"job_submit", "job_info", "job_stop", "version"})
 
 
-def _route(method: str, path: str) -> tuple[str, dict[str, Any]] | None:
-    """(api, fields from the path) of a Ray dashboard request, or None."""
+def _route(method: str, path: str, unquote: Callable[[str], str]) -> tuple[str, dict[str, Any]] | None:
+    """(api, fields from the path) of a Ray dashboard request, or None; `unquote` decodes a path segment."""
     if path.startswith("/api/"):
         match = _JOBS.fullmatch(path)
         if match is not None:
@@ -80,11 +83,11 @@ def _route(method: str, path: str) -> tuple[str, dict[str, Any]] | None:
             api = _JOB_APIS.get((method, key), f"job_{method.lower()}")
             fields: dict[str, Any] = {"job_agent": bool(agent)}
             if job_id:
-                fields["job_id"] = webapi.unquote_path(job_id)[:NAME_CHARS]
+                fields["job_id"] = unquote(job_id)[:NAME_CHARS]
             return api, fields
         match = _PACKAGES.fullmatch(path)
         if match is not None:
-            uri = f"{webapi.unquote_path(match.group(1))}://{webapi.unquote_path(match.group(2))}"
+            uri = f"{unquote(match.group(1))}://{unquote(match.group(2))}"
             return ("package_upload" if method == "PUT" else "package_check"), {"package_uri": uri[:VALUE_CHARS]}
         if path.rstrip("/") == "/api/serve/applications":
             return _SERVE_APIS.get(method, "serve_applications"), {}
@@ -177,8 +180,11 @@ def build(ctx: Any) -> dict[str, Any] | None:
     request = ctx.exchange.request
     if request is None or "s3" in ctx.record:  # an S3 call whatever its path (bucket `models`, ...)
         return None
-    path = webapi.path_only(request.path)
-    route = _route(request.method, path)
+    routed = webapi.routing_path(request.path, decode_slash=False)
+    route = _route(request.method, webapi.path_only(request.path), webapi.unquote_path)
+    hidden = route is None
+    if route is None:
+        route = _route(request.method, routed, webapi.as_is)
     if route is None:
         return None
     api, obj = route
@@ -191,6 +197,7 @@ def build(ctx: Any) -> dict[str, Any] | None:
         return None  # Ollama's /api/version, or an answer that does not say
     deferred.flush(ctx.anomaly)
     obj = {"api": api, **obj}
+    webapi.note_routing(ctx, LAYER, request.path, routed, obj, hidden)
     if api in ("cpu_profile", "traceback", "gpu_profile", "memory_profile", "task_traceback",
                "task_cpu_profile") or api == "state_logs":
         params = webapi.query_params(request.path)
@@ -217,6 +224,8 @@ def build(ctx: Any) -> dict[str, Any] | None:
 
 
 declare(LAYER, [
+    ("ray.routed_path", "string", "The path percent-decoded (not %2F), present only when the "
+     "path as sent (http.url) does not route."),
     ("ray.api", "string", "Endpoint: job_submit, job_list, job_info, job_stop, job_delete, job_logs, "
      "job_logs_tail, package_check, package_upload, serve_status, serve_deploy, serve_delete, cpu_profile, "
      "traceback, gpu_profile, memory_profile, task_traceback, task_cpu_profile, state_<resource>, version, "

@@ -1,6 +1,8 @@
 """The `torchserve` layer: TorchServe's management (8081) and inference (8080) APIs, REST and gRPC.
 
-REST, claimed by path:
+REST, claimed by path, as sent or else as Netty routes it (:func:`inspector.protocols.webapi.routing_path`:
+percent-decoded, `%2F` too; kept in `torchserve.routed_path` when the path as sent does
+not route; an encoded unreserved character raises the anomaly `torchserve_path_obfuscated`):
 
     POST   /models?url=&model_name=&initial_workers=&synchronous=&handler=&runtime=&batch_size=   register_model
     GET    /models                                   list_models
@@ -34,6 +36,7 @@ presigned S3 URL's signature), with `url_scheme` and `url_host` split out for ru
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from inspector.fields import declare
@@ -79,12 +82,12 @@ _SCALE_FIELDS = {1: ("model_name", "str"), 2: ("model_version", "str"), 3: ("max
 _NAME_FIELDS = {1: ("model_name", "str"), 2: ("model_version", "str")}
 
 
-def _rest_route(method: str, path: str) -> tuple[str, dict[str, Any]] | None:
+def _rest_route(method: str, path: str, unquote: Callable[[str], str]) -> tuple[str, dict[str, Any]] | None:
     match = _MODELS.fullmatch(path)
     if match is not None:
         name, version, set_default = match.groups()
-        fields = prune({"model_name": webapi.unquote_path(name)[:NAME_CHARS] if name else None,
-                        "model_version": webapi.unquote_path(version)[:NAME_CHARS] if version else None})
+        fields = prune({"model_name": unquote(name)[:NAME_CHARS] if name else None,
+                        "model_version": unquote(version)[:NAME_CHARS] if version else None})
         if set_default:
             return ("set_default" if method == "PUT" else "models_other"), fields
         if name is None:
@@ -95,7 +98,7 @@ def _rest_route(method: str, path: str) -> tuple[str, dict[str, Any]] | None:
     match = _WORKFLOWS.fullmatch(path)
     if match is not None:
         name = match.group(1)
-        fields = {"workflow_name": webapi.unquote_path(name)[:NAME_CHARS]} if name else {}
+        fields = {"workflow_name": unquote(name)[:NAME_CHARS]} if name else {}
         if name is None:
             return {"POST": "register_workflow", "GET": "list_workflows"}.get(method, "workflows_other"), fields
         return _WORKFLOW_APIS.get(method, "workflows_other") if method != "POST" else "workflows_other", fields
@@ -103,9 +106,9 @@ def _rest_route(method: str, path: str) -> tuple[str, dict[str, Any]] | None:
     if match is not None and method == "POST":
         kind, name, version = match.groups()
         key = "workflow_name" if kind == "wfpredict" else "model_name"
-        fields = {key: webapi.unquote_path(name)[:NAME_CHARS]}
+        fields = {key: unquote(name)[:NAME_CHARS]}
         if version:
-            fields["model_version"] = webapi.unquote_path(version)[:NAME_CHARS]
+            fields["model_version"] = unquote(version)[:NAME_CHARS]
         return _INFERENCE_APIS[kind], fields
     if path == "/api-description" or (path == "/" and method == "OPTIONS"):
         return "api_description", {}
@@ -191,9 +194,13 @@ def build(ctx: Any) -> dict[str, Any] | None:
             return None
         return prune(_grpc(ctx, grpc.get("method")))
     path = webapi.path_only(request.path)
-    if not path.startswith(_PREFIXES) and path != "/":
-        return None
-    route = _rest_route(request.method, path)
+    routed = webapi.routing_path(request.path)
+    route = None
+    if path.startswith(_PREFIXES) or path == "/":
+        route = _rest_route(request.method, path, webapi.unquote_path)
+    hidden = route is None
+    if route is None and routed != path and (routed.startswith(_PREFIXES) or routed == "/"):
+        route = _rest_route(request.method, routed, webapi.as_is)
     if route is None:
         return None
     api, fields = route
@@ -213,6 +220,7 @@ def build(ctx: Any) -> dict[str, Any] | None:
     if api in _ANSWER_DECIDES and not torchserve_answer:  # read-only calls on common paths
         return None
     deferred.flush(ctx.anomaly)
+    webapi.note_routing(ctx, LAYER, request.path, routed, obj, hidden)
     return prune(obj)
 
 
@@ -221,6 +229,8 @@ declare(LAYER, [
      "set_default, unregister_model, register_workflow, list_workflows, describe_workflow, unregister_workflow, "
      "predict, predict_stream, explain, workflow_predict, ping, api_description, ..."),
     ("torchserve.transport", "string", "rest or grpc."),
+    ("torchserve.routed_path", "string", "REST: the path percent-decoded, present only "
+     "when the path as sent (http.url) does not route."),
     ("torchserve.model_name", "string", "Model name (path, query or gRPC request)."),
     ("torchserve.model_version", "string", "Model version."),
     ("torchserve.workflow_name", "string", "Workflow name."),

@@ -11,12 +11,25 @@ number 0.5, `"true"`/`"yes"`/`"1"` are true. Values copied into records go throu
 `text`/`text_list` caps, and URLs a peer sends inside a
 body or a query (a model archive URL, an artifact location) through :func:`redact_inner_url`,
 which hides user-info passwords and secret query values the way `http.url` is redacted.
+
+Routing: every path-routed layer matches its routes on :func:`routing_path`, the path the server
+behind it routes on, not only on the path as sent. uvicorn/Starlette (Feast), Flask/Werkzeug
+(MLflow), Netty (TorchServe) and Go (Ollama) percent-decode the path before routing, `%2F` too;
+aiohttp (Ray) decodes all but `%2F`; only Werkzeug merges repeated slashes. So
+`/%61pi/2.0/mlflow//experiments%2Fcreate` is `experiments/create` to MLflow and must be to the
+inspector. Dot segments are kept, as those servers keep them (a `..` inside an artifact path
+stays visible to the rules). When the
+path as sent, matched literally, would not reach the route the server takes, the layer's record
+carries `<layer>.routed_path` (a space sent as `%20` inside a name is not that), and an encoded
+unreserved character (`%61` for `a`, `%2D` for `-`: no client needs to encode those)
+raises the anomaly `<layer>_path_obfuscated` (`mlflow_path_obfuscated`, ...).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote, unquote_plus
@@ -45,6 +58,61 @@ def path_only(target: str) -> str:
         if at != -1 and at < end:
             end = at
     return target[:end]
+
+
+#: Longest path (characters, as sent) that is decoded for routing; longer ones are routed as sent.
+MAX_ROUTING_PATH = 8192
+_REPEATED_SLASHES = re.compile(r"//+")
+_ENCODED_SLASH = re.compile(r"%2[Ff]")
+_ENCODED_UNRESERVED = re.compile(r"%(?:[46][1-9A-Fa-f]|[57][0-9Aa]|3[0-9]|2[Dd]|2[Ee]|5[Ff]|7[Ee])")
+
+
+def routing_path(target: str, *, merge_slashes: bool = False, decode_slash: bool = True) -> str:
+    """The path a web framework routes `target` on: percent-decoded once, the query and fragment dropped.
+
+    `merge_slashes`: repeated slashes become one (Werkzeug's `merge_slashes`, nginx in front).
+    `decode_slash`: `%2F` is decoded too (uvicorn/Starlette, Werkzeug, Netty, Go); aiohttp keeps it.
+    Dot segments are kept: these servers route them as sent.
+    """
+    path = path_only(target)
+    if len(path) > MAX_ROUTING_PATH:
+        return path
+    if "%" in path:
+        if decode_slash:
+            path = unquote(path, errors="replace")
+        else:
+            path = "%2F".join(unquote(part, errors="replace") for part in _ENCODED_SLASH.split(path))
+    if merge_slashes and "//" in path:
+        path = _REPEATED_SLASHES.sub("/", path)
+    return path
+
+
+def as_is(value: str) -> str:
+    """A path segment of a routing path, already decoded: kept as it is (see :func:`unquote_path`)."""
+    return value
+
+
+def path_obfuscation(target: str) -> str | None:
+    """Why the path of `target` hides its route (an encoded unreserved character), or None."""
+    found = _ENCODED_UNRESERVED.search(path_only(target)[:MAX_ROUTING_PATH])
+    if found is None:
+        return None
+    return f"path percent-encodes the unreserved character {unquote(found.group(0))!r} ({found.group(0)}): " \
+        "the route is hidden from exact-match filters"
+
+
+def note_routing(ctx: Any, layer: str, target: str, routed: str, obj: dict[str, Any], hidden: bool) -> None:
+    """Say how the path as sent hid its route.
+
+    `hidden`: the path as sent, matched literally, does not reach the route the server takes; the
+    record then keeps the routed path in `routed_path`. An encoded unreserved character raises the
+    anomaly `<layer>_path_obfuscated` either way.
+    """
+    if hidden:
+        obj["routed_path"] = routed[:DEFAULT_TEXT_CHARS]
+    reason = path_obfuscation(target)
+    if reason is not None:
+        ctx.anomaly(f"{layer}_path_obfuscated", reason)
 
 
 def query_params(target: str) -> dict[str, str]:

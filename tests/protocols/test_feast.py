@@ -8,10 +8,12 @@ protocol-shaped feature server, not Feast itself) goes through the whole offline
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from httpapi_support import (
     CLIENTS,
+    REPO,
     alerts,
     analyze,
     anomalies,
@@ -27,8 +29,10 @@ from httpapi_support import (
 )
 from hypothesis import HealthCheck, given, settings
 
+from inspector.engine import Engine
 from inspector.protocols import feast
 from inspector.protocols.protobuf import encode_message
+from inspector.rules import load_config, load_rules
 
 FEAST_PCAP = CLIENTS / "feast.pcap"
 CONV_ACC = ['driver_hourly_stats:conv_rate', 'driver_hourly_stats:acc_rate']
@@ -237,4 +241,28 @@ def test_grpc_never_raises(ex):
 def test_fields_are_declared():
     extra, _ = run_layer(feast, exchange("POST", "/retrieve-online-documents",
                                          {"query_string": "q", "api_version": 2}, status=None))
-    check_catalogue("feast", [*feast_objects(FEAST_PCAP), extra])
+    routed, _ = run_layer(feast, exchange("POST", "/pu%73h", {}, status=None))
+    check_catalogue("feast", [*feast_objects(FEAST_PCAP), extra, routed])
+
+
+def test_feast_evasion_capture_is_routed_as_starlette_routes_it():
+    """feast serve 0.67.0 answered these percent-encoded route names (tests/protocols/captures/README.md)."""
+    rules = load_rules([REPO / "signatures"], load_config(None))
+    records = analyze(Path(__file__).parent / "captures" / "feast_evasion.pcap", Engine(rules))[1]
+    calls = [(r["http"]["url"], r["feast"]["api"], r["feast"].get("routed_path"))
+             for r in records if r["event_type"] == "feast"]
+    assert calls == [("/get%2Donline%2Dfeatures", "get_online_features", "/get-online-features"),
+                     ("/materialize%2Dincremental", "materialize_incremental", "/materialize-incremental"),
+                     ("/pu%73h", "push", "/push")]
+    fired = sorted(a["alert"]["signature_id"] for a in records if a["event_type"] == "alert")
+    assert fired == [3400002, 3400004, 3400004, 3400005, 3400005, 3400005]
+
+
+def test_feast_doubled_slash_is_not_routed():
+    """Starlette does not merge slashes: feast serve 0.67.0 answered //read-document 404."""
+    assert run_layer(feast, exchange("POST", "//read-document", {"file_path": "/etc/hostname"}))[0] is None
+
+
+def test_feast_plain_path_has_no_routed_path():
+    obj, problems = run_layer(feast, exchange("POST", "/push", {"push_source_name": "s", "df": {}}, status=None))
+    assert "routed_path" not in obj and problems == []

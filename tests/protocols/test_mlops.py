@@ -9,10 +9,12 @@ shapes and malformed variants the captures do not.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from httpapi_support import (
     CLIENTS,
+    REPO,
     alerts,
     analyze,
     anomalies,
@@ -28,9 +30,11 @@ from httpapi_support import (
 )
 from hypothesis import HealthCheck, given, settings
 
+from inspector.engine import Engine
 from inspector.lab.traffic_models import gguf_bytes
 from inspector.protocols import jupyter, mlflow, ollama, ray, torchserve
 from inspector.protocols.protobuf import encode_message
+from inspector.rules import load_config, load_rules
 
 LAYERS = {"ray": ray, "torchserve": torchserve, "mlflow": mlflow, "ollama": ollama, "jupyter": jupyter}
 
@@ -398,8 +402,8 @@ def test_torchserve_grpc_scale_and_bad_message():
      {"endpoint": "registered-models/rename", "ajax": False, "api_version": "3.0", "name": "a", "new_name": "b"}),
     ("POST", "/api/2.0/mlflow/runs/log-parameter", {"run_id": "r1", "key": "lr", "value": "0.1"},
      {"endpoint": "runs/log-parameter", "ajax": False, "api_version": "2.0", "run_id": "r1", "key": "lr"}),
-    ("POST", "/api/2.0/mlflow-artifacts/mpu/create/1/r/a%2e%2e/x.bin", {"path": "x.bin", "num_parts": 2},
-     {"endpoint": "mlflow-artifacts/mpu/create", "ajax": False, "api_version": "2.0", "path": "1/r/a../x.bin"}),
+    ("POST", "/api/2.0/mlflow-artifacts/mpu/create/1/r/a%20b/x.bin", {"path": "x.bin", "num_parts": 2},
+     {"endpoint": "mlflow-artifacts/mpu/create", "ajax": False, "api_version": "2.0", "path": "1/r/a b/x.bin"}),
     ("GET", "/api/2.0/mlflow-artifacts/artifacts?path=..%2F..%2Fetc", b"",
      {"endpoint": "mlflow-artifacts/artifacts", "ajax": False, "api_version": "2.0", "path": "../../etc"}),
     ("POST", "/ajax-api/2.0/mlflow/model-versions/create",
@@ -600,19 +604,25 @@ def test_grpc_never_raises(layer):
 
 
 EXTRA = {
-    "ray": [exchange("POST", "/api/jobs/", {"entrypoint": "x", "runtime_env": {
+    "ray": [exchange("GET", "/api/%6Aobs/", status=None),
+            exchange("POST", "/api/jobs/", {"entrypoint": "x", "runtime_env": {
         "conda": "env1", "py_modules": ["m"], "container": {"image": "img"}}}, status=None),
         exchange("GET", "/task/traceback?task_id=t&attempt_number=1&pid=x&node_ip=n&actor_id=a", status=None)],
     "torchserve": [exchange("POST", "/models?url=x&handler=h&runtime=r&batch_size=1&max_batch_delay=2"
                                     "&response_timeout=3", status=None),
-                   exchange("PUT", "/models/m?number_gpu=1&timeout=4", status=None)],
+                   exchange("PUT", "/models/m?number_gpu=1&timeout=4", status=None),
+                   exchange("DELETE", "/%6Dodels/m", status=None)],
     "mlflow": [exchange("POST", "/api/2.0/mlflow/runs/set-tag", {"run_id": "r", "key": "k", "new_name": "n",
-                                                                 "stage": "s", "run_link": "l"}, status=None)],
+                                                                 "stage": "s", "run_link": "l"}, status=None),
+               exchange("POST", "/mlflow//api/2.0/mlflow/runs%2Fcreate", {}, status=None)],
     "ollama": [exchange("POST", "/api/create", {"model": "m", "quantize": "q"}, status=None),
+               exchange("POST", "/api/%70ull", {"model": "m"}, status=None),
                exchange("HEAD", "/v2/a/blobs/sha256:b", status=None, headers=[("user-agent", "ollama/1")]),
                exchange("POST", "/api/blobs/sha256:" + "0" * 64, gguf_bytes(), content_type="application/octet-stream",
                         status=201)],
-    "jupyter": [exchange("PATCH", "/api/contents/a", {"path": "b"}, status=None)],
+    "jupyter": [exchange("PATCH", "/api/contents/a", {"path": "b"}, status=None),
+                exchange("DELETE", "/api/%6Bernels/k1/checkpoints/c-1", status=None),
+                exchange("DELETE", "/api/contents/nb.ipynb/checkpoints/c-1", status=None)],
 }
 
 
@@ -621,3 +631,128 @@ def test_fields_are_declared(layer):
     extra = [run_layer(LAYERS[layer], ex)[0] for ex in EXTRA[layer]]
     # ollama.model is the model-file object, declared and tested field by field in test_modelfile.py
     check_catalogue(layer, [*objects(layer), *extra], shared=("ollama.model.",) if layer == "ollama" else ())
+
+
+# --- routing as the servers route (percent-decoded, slashes merged), real captures ------------------
+
+CAPTURES = Path(__file__).parent / "captures"
+
+
+def _shipped_rules():
+    return load_rules([REPO / "signatures"], load_config(None))
+
+
+def test_mlflow_evasion_capture_is_routed_as_the_server_routes_it():
+    """mlflow 3.17.2 answered every one of these (the experiments were created, model.pkl written)."""
+    records = analyze(CAPTURES / "mlflow_evasion.pcap", Engine(_shipped_rules()))[1]
+    calls = [(r["http"]["url"], r["mlflow"]["endpoint"], r["mlflow"].get("routed_path"))
+             for r in records if r["event_type"] == "mlflow"]
+    artifact = "/api/2.0/mlflow-artifacts/artifacts/1/c28d3c2190734031834ef4017596657e/artifacts/"
+    assert [(endpoint, routed) for _, endpoint, routed in calls] == [
+        ("mlflow-artifacts/artifacts", artifact + "docs/notes.txt"),
+        ("mlflow-artifacts/artifacts", artifact + "model.pkl"),
+        ("experiments/create", "/api/2.0/mlflow/experiments/create"),
+        ("experiments/create", "/api/2.0/mlflow/experiments/create"),
+        ("experiments/create", "/api/2.0/mlflow/experiments/create"),
+        ("get-artifact", "/get-artifact"),
+        ("get-artifact", "/get-artifact"),
+    ]
+    assert calls[3][0] == "/api/2.0/mlflow/experiments%2Fcreate"  # http.url stays as sent
+    assert [a["alert"]["signature_id"] for a in records if a["event_type"] == "alert"] == [
+        3900004, 3900004, 3900002, 3900002, 3900002, 3900004, 3900003, 3900004, 3900003]
+    assert [e for _, e in anomalies(records) if e.endswith("path_obfuscated")] == ["mlflow_path_obfuscated"] * 4
+
+
+def test_mlflow_static_prefix_capture():
+    """`mlflow server --static-prefix /mlflow` and the Python client with tracking URI .../mlflow."""
+    records = analyze(CAPTURES / "mlflow_prefix.pcap", Engine(_shipped_rules()))[1]
+    calls = [(r["mlflow"]["endpoint"], r["mlflow"].get("prefix")) for r in records if r["event_type"] == "mlflow"]
+    assert calls == [("experiments/create", "/mlflow"), ("runs/create", "/mlflow"),
+                     ("registered-models/create", "/mlflow"), ("model-versions/create", "/mlflow"),
+                     ("get-artifact", "/mlflow")]
+    assert [a["alert"]["signature_id"] for a in records if a["event_type"] == "alert"] == [3900002, 3900001, 3900003]
+
+
+@pytest.mark.parametrize(("path", "endpoint", "prefix", "routed"), [
+    ("//api/2.0/mlflow/experiments/create", "experiments/create", None, "/api/2.0/mlflow/experiments/create"),
+    ("/api/2.0/mlflow/experiments%2Fcreate", "experiments/create", None, "/api/2.0/mlflow/experiments/create"),
+    ("/%61jax-api/2.0/mlflow/runs/create", "runs/create", None, "/ajax-api/2.0/mlflow/runs/create"),
+    ("/team/a/api/2.0/mlflow/runs/create", "runs/create", "/team/a", None),
+    ("/mlflow/model-versions/get-artifact?path=x&name=m&version=1", "model-versions/get-artifact", "/mlflow", None),
+])
+def test_mlflow_routes_under_a_prefix_and_decoded(path, endpoint, prefix, routed):
+    obj, _ = run_layer(mlflow, exchange("POST", path, {}, status=None))
+    assert (obj["endpoint"], obj.get("prefix"), obj.get("routed_path")) == (endpoint, prefix, routed)
+
+
+def test_mlflow_encoded_dots_are_kept_in_the_path_and_flagged():
+    obj, problems = run_layer(mlflow, exchange("PUT", "/api/2.0/mlflow-artifacts/artifacts/1/r/%2e%2e/%2e%2e/x.pkl",
+                                               b"x", status=None))
+    assert obj["path"] == "1/r/../../x.pkl" and "routed_path" not in obj
+    assert [event for event, _ in problems] == ["mlflow_path_obfuscated"]
+
+
+@pytest.mark.parametrize(("layer", "method", "path", "api", "routed"), [
+    ("ray", "GET", "/api/%6Aobs/", "job_list", "/api/jobs/"),
+    ("torchserve", "POST", "/%6Dodels?url=http://x/m.mar", "register_model", "/models"),
+    ("torchserve", "DELETE", "/models%2Fm", "unregister_model", "/models/m"),
+    ("ollama", "POST", "/api/%70ull", "pull", "/api/pull"),
+    ("ollama", "POST", "/api%2Fpull", "pull", "/api/pull"),
+    ("jupyter", "POST", "/api/%6Bernels", "kernel_create", "/api/kernels"),
+    ("jupyter", "POST", "/user//alice/api//kernels", "kernel_create", "/user/alice/api/kernels"),
+])
+def test_every_web_api_layer_routes_the_decoded_path(layer, method, path, api, routed):
+    body = {"model": "llama3"} if layer == "ollama" else {}
+    obj, problems = run_layer(LAYERS[layer], exchange(method, path, body, status=None))
+    assert obj is not None and (obj["api"], obj["routed_path"]) == (api, routed)
+    flagged = [e for e, _ in problems if e.endswith("path_obfuscated")]
+    assert flagged == ([f"{layer}_path_obfuscated"] if "%6" in path or "%70" in path else [])
+
+
+@pytest.mark.parametrize(("layer", "method", "path"), [
+    ("ray", "POST", "/api/jobs%2F"),  # aiohttp keeps %2F: Ray 2.60 answered 404
+    ("ray", "POST", "//api/jobs/"),  # no slash merging in aiohttp: 404
+    ("torchserve", "POST", "//models?url=http://x/m.mar"),
+    ("ollama", "POST", "//api/pull"),
+])
+def test_paths_the_server_does_not_route_are_not_claimed(layer, method, path):
+    assert run_layer(LAYERS[layer], exchange(method, path, {}, status=None))[0] is None
+
+
+# --- jupyter: contents routes as Jupyter Server takes them --------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path", "api", "fields"), [
+    ("PUT", "/api/contents/work/checkpoints/model.pt", "contents_save", {"path": "work/checkpoints/model.pt"}),
+    ("PATCH", "/api/contents/checkpoints/a.txt", "contents_rename", {"path": "checkpoints/a.txt"}),
+    ("GET", "/api/contents/mycheckpoints", "contents_get", {"path": "mycheckpoints"}),
+    ("GET", "/api/contents/work/checkpoints", "contents_checkpoints", {"path": "work"}),
+    ("POST", "/api/contents/nb.ipynb/checkpoints", "contents_checkpoints", {"path": "nb.ipynb"}),
+    ("DELETE", "/api/contents/a/nb.ipynb/checkpoints/checkpoint", "contents_checkpoints",
+     {"path": "a/nb.ipynb", "checkpoint_id": "checkpoint"}),
+    ("POST", "/api/contents/a/nb.ipynb/trust", "contents_trust", {"path": "a/nb.ipynb"}),
+])
+def test_jupyter_contents_routes(method, path, api, fields):
+    obj, _ = run_layer(jupyter, exchange(method, path, status=None))
+    assert {key: obj.get(key) for key in ("api", *fields)} == {"api": api, **fields}
+    assert "checkpoint_id" in obj if "checkpoint_id" in fields else "checkpoint_id" not in obj
+
+
+def test_jupyter_noauth_capture():
+    """A token-less Jupyter Server 2.21.1 under /user/alice/ taken over (jupyter_noauth_attack.py)."""
+    records = analyze(CAPTURES / "jupyter_noauth.pcap", Engine(_shipped_rules()))[1]
+    calls = [(r["http"]["status"], r["jupyter"]["api"], r["jupyter"].get("path"), r["jupyter"].get("new_path"))
+             for r in records if r["event_type"] == "jupyter"]
+    assert calls == [
+        (201, "kernel_create", None, None), (101, "kernel_channels", None, None),
+        (200, "terminal_create", None, None), (201, "contents_save", ".bashrc", None),
+        (201, "contents_save", "work/checkpoints/model.pt", None),
+        (405, "contents_checkpoints", "work", None),  # model_v1 is a checkpoint id to the server: 405
+        (200, "contents_get", "work/checkpoints/model.pt", None), (201, "contents_save", ".ssh", None),
+        (201, "contents_save", ".ssh/authorized_keys", None),
+        (200, "contents_rename", "work/checkpoints/model.pt", ".profile"),
+        (204, "kernel_delete", None, None),
+    ]
+    fired = [(a["alert"]["signature_id"], a["jupyter"]["api"]) for a in records if a["event_type"] == "alert"]
+    assert fired == [(4100001, "kernel_create"), (4100001, "kernel_channels"), (4100001, "terminal_create"),
+                     (4100002, "contents_save"), (4100002, "contents_save"), (4100002, "contents_rename")]

