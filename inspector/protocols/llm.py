@@ -40,6 +40,7 @@ so a value sent as a string cannot slip past a numeric rule.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from inspector.fields import declare
@@ -82,8 +83,9 @@ _BODY_DISPATCHED = frozenset({"/", "/invocations"})
 _MAX_TOKENS_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens")
 
 
-def _route(path: str) -> tuple[str, str, str | None] | None:
-    """(dialect, api, model from the path) for a POST path, or None when it is no LLM route."""
+def _route(path: str, unquote: Callable[[str], str] = webapi.unquote_path) -> tuple[str, str, str | None] | None:
+    """(dialect, api, model from the path) for a POST path, or None when it is no LLM route
+    (`unquote` decodes a path segment: not again on a routing path, already decoded)."""
     api = _OLLAMA_PATHS.get(path)
     if api is not None:
         return "ollama", api, None
@@ -94,7 +96,7 @@ def _route(path: str) -> tuple[str, str, str | None] | None:
         match = _TRITON_GENERATE.fullmatch(path)
         if match is None:
             return None
-        return "triton", match.group(3), webapi.unquote_path(match.group(1))
+        return "triton", match.group(3), unquote(match.group(1))
     for suffix, api in _OPENAI_SUFFIXES:
         if path.endswith(suffix):
             return "openai", api, None
@@ -372,6 +374,13 @@ def build(ctx: Any) -> dict[str, Any] | None:
         return None
     path = webapi.path_only(request.path)
     route = _route(path)
+    routed, hidden = path, False
+    if route is None:  # as the server routes it: percent-decoded (Starlette, axum, Go all decode)
+        routed = webapi.routing_path(request.path)
+        if routed != path:
+            route = _route(routed, webapi.as_is)
+            hidden = route is not None
+            path = routed
     body_value = None
     if route is None:
         if path not in _BODY_DISPATCHED or not webapi.looks_like_json(request):
@@ -392,6 +401,7 @@ def build(ctx: Any) -> dict[str, Any] | None:
         api = "generate_stream"
     model = text(body.get("model"), NAME_CHARS * 2) or path_model
     obj: dict[str, Any] = {"api": api, "dialect": dialect, "model": model}
+    webapi.note_routing(ctx, LAYER, request.path, routed, obj, hidden)
     if body:
         obj.update(_prompt(dialect, api, body).object())
         obj.update(_parameters(dialect, body))
@@ -408,6 +418,8 @@ def _ignore(event: str, message: str) -> None:
 declare(LAYER, [
     ("llm.api", "string", "Operation: chat_completions, completions, responses, embeddings, generate, "
      "generate_stream, chat."),
+    ("llm.routed_path", "string", "The path percent-decoded, present only when the path as sent (http.url) "
+     "does not route (e.g. /v1/chat%2Fcompletions): an encoded path is also the llm_path_obfuscated anomaly."),
     ("llm.dialect", "string", "API family: openai (and compatible servers), tgi, triton, ollama."),
     ("llm.model", "string", "Requested model (body `model`, or the Triton model in the path)."),
     ("llm.prompt", "string", f"Prompt text: messages as `role: text` lines, or the prompt/input text; "

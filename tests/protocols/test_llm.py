@@ -488,4 +488,20 @@ def test_fields_are_declared():
     token_ids, _ = run_layer(llm, exchange("POST", "/v1/completions", {"model": "m", "prompt": [1, 2]},
                                            status=None))
     objects.append(token_ids)
+    routed, _ = run_layer(llm, exchange("POST", "/v1/chat%2Fcompletions", {"messages": []}, status=None))
+    objects.append(routed)
     check_catalogue("llm", objects)
+
+
+@pytest.mark.parametrize(("path", "expected", "routed", "problems"), [
+    ("/v1/chat%2Fcompletions", ("openai", "chat_completions"), "/v1/chat/completions", []),
+    ("/api/%67enerate", ("ollama", "generate"), "/api/generate", ["llm_path_obfuscated"]),
+    ("/v2/models/m%20x/generate", ("triton", "generate"), None, []),  # as sent: it routes
+])
+def test_an_encoded_path_still_routes_and_says_so(path, expected, routed, problems):
+    """Servers percent-decode the path before routing (Starlette, axum, Go): so does the layer, or
+    a prompt sent to /v1/chat%2Fcompletions escaped the injection rules."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "prompt": "hi", "text_input": "hi"}
+    obj, found = run_layer(llm, exchange("POST", path, body, status=None))
+    assert (obj["dialect"], obj["api"], obj.get("routed_path")) == (*expected, routed)
+    assert [event for event, _ in found] == problems
