@@ -40,12 +40,12 @@ MAX_GLOBAL_CHARS = 256
 COMPLETE, PARTIAL, ERROR = "complete", "partial", "error"
 _STATUS_ORDER = {COMPLETE: 0, PARTIAL: 1, ERROR: 2}
 
-# picklescan logs a line per finding and per parse failure on the "picklescan" logger. Our
-# output is the record; keep those lines off stderr unless someone configures that logger.
+# picklescan logs a line per finding and per parse failure (text an attacker chose) on the
+# "picklescan" logger, which propagates to the application's (mitmproxy's) handlers. Our output
+# is the record: the logger is silenced unless someone chose a level for it.
 _LOG = logging.getLogger("picklescan")
-if not _LOG.handlers:
-    _LOG.addHandler(logging.NullHandler())
-    _LOG.propagate = False
+if _LOG.level == logging.NOTSET:
+    _LOG.setLevel(logging.CRITICAL + 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

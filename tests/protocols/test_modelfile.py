@@ -582,3 +582,22 @@ def test_inspect_model_never_raises_on_mutated_models(index, data):
     model = inspect_model(bytes(sample[:cut]), name="m.pt", body_complete=data.draw(st.booleans()))
     if model is not None:
         json.dumps(model.record())
+
+
+def test_picklescan_says_nothing_to_the_application_log(caplog):
+    """picklescan logs each finding and parse error (attacker-controlled text) at WARNING/ERROR; the
+    record is our output, so nothing reaches the root logger a sidecar (mitmproxy) prints."""
+    import logging
+    import os
+    import pickle
+
+    from inspector.protocols.pickle_scan import scan_pickle
+
+    class CallsSystem:
+        def __reduce__(self):
+            return (os.system, ("id",))
+
+    with caplog.at_level(logging.DEBUG):
+        assert "posix.system" in scan_pickle(pickle.dumps(CallsSystem()), truncated=False).dangerous
+        scan_pickle(b"\x80\x04\x8a\xff\xff\xff\xff", truncated=False)  # long4 with a negative count
+    assert caplog.records == []
