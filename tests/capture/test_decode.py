@@ -500,7 +500,10 @@ def test_counters_are_all_present_from_the_start() -> None:
     assert all(value == 0 for value in PacketDecoder().counters.values())
 
 
-def test_undrained_anomalies_are_capped() -> None:
+def test_undrained_anomalies_are_capped(monkeypatch) -> None:
+    from inspector.capture import decode
+
+    monkeypatch.setattr(decode, "MAX_ANOMALIES_PER_EVENT", MAX_PENDING_ANOMALIES * 2)  # the other cap, apart
     decoder = PacketDecoder()
     bad = bytearray(bytes(eth() / TCP4))
     bad[14] = 0x41
@@ -509,6 +512,20 @@ def test_undrained_anomalies_are_capped() -> None:
     assert len(decoder.drain_anomalies()) == MAX_PENDING_ANOMALIES
     assert decoder.counters["anomalies_dropped"] == 5
     assert decoder.counters["bad_ip_header"] == MAX_PENDING_ANOMALIES + 5
+
+
+def test_identical_anomalies_are_written_up_to_the_cap_then_counted() -> None:
+    from inspector.capture.decode import MAX_ANOMALIES_PER_EVENT
+
+    decoder = PacketDecoder()
+    bad = bytearray(bytes(eth() / TCP4))
+    bad[14] = 0x41
+    written = []
+    for number in range(MAX_ANOMALIES_PER_EVENT + 7):
+        decoder.decode(frame(bytes(bad), number=number))
+        written += decoder.drain_anomalies()
+    assert len(written) == MAX_ANOMALIES_PER_EVENT and "counted, not written" in written[-1].message
+    assert decoder.counters["anomalies_capped"] == 7
 
 
 def test_anomaly_carries_frame_time_and_number() -> None:
