@@ -98,14 +98,21 @@ class RunStats:
         return any(f.error for f in self.files)
 
 
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; directories walked (sorted) for files that look like captures."""
+def expand_paths(paths: Iterable[str | Path], skipped: list[Path] | None = None) -> list[Path]:
+    """Files as given; directories walked (sorted) for regular files named like captures. Entries
+    named like captures that are not (a dangling link, a FIFO that would block, a device) are
+    left out, and added to `skipped` when given, so the caller can say so."""
     out: list[Path] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            out.extend(sorted(f for f in path.rglob("*")
-                              if f.is_file() and f.name.lower().endswith(CAPTURE_SUFFIXES)))
+            for f in sorted(path.rglob("*")):
+                if not f.name.lower().endswith(CAPTURE_SUFFIXES) or f.is_dir():
+                    continue
+                if f.is_file():
+                    out.append(f)
+                elif skipped is not None:
+                    skipped.append(f)
         else:
             out.append(path)
     return out

@@ -45,7 +45,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     eve_to_stdout = args.eve == "-"
     console = _console(eve_to_stdout)
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
-    files = expand_paths(args.paths)
+    skipped: list[Path] = []
+    files = expand_paths(args.paths, skipped)
+    for path in skipped:
+        errors.print(f"[yellow]note:[/yellow] {escape(str(path))} skipped: not a regular file (a dangling link, a "
+                     "FIFO or a device inside a directory)")
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         errors.print(f"[red]error:[/red] no such file or directory: {escape(', '.join(map(str, missing)))}")

@@ -256,3 +256,15 @@ def test_sigterm_stops_the_workers_and_removes_their_spool(tmp_path):
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == 128 + signal.SIGTERM, stderr.decode()[-2000:]
     assert list(spool_root.iterdir()) == [] and b"Traceback" not in stderr
+
+
+def test_what_a_directory_walk_leaves_out_is_said(tmp_path, capsys):
+    import os
+
+    (tmp_path / "good.pcap").write_bytes((CORE / "grpc.pcap").read_bytes())
+    (tmp_path / "gone.pcap").symlink_to(tmp_path / "deleted.pcap")
+    os.mkfifo(tmp_path / "live.pcap")  # reading it would block: never opened
+    assert main(["analyze", str(tmp_path), "--eve", str(tmp_path / "eve.json"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "gone.pcap skipped" in err and "live.pcap skipped" in err
+    assert len(eve(tmp_path / "eve.json")) == 13

@@ -43,10 +43,15 @@ class RuntimeSpec:
 
 
 def load_ruleset(rules: tuple[str, ...], config: str | None) -> RuleSet:
-    """The rule set of the options (default: the shipped signatures). Raises RuleLoadError."""
+    """The rule set of the options (default: the shipped signatures), its warnings logged (an
+    empty rules directory, a suppression of a sid no rule has). Raises RuleLoadError."""
     from inspector.rules.cli import rule_paths
 
-    return load_rules(rule_paths(rules), load_config(config))
+    ruleset = load_rules(rule_paths(rules), load_config(config))
+    for warning in ruleset.warnings:
+        where = f"{warning.file}:{warning.line}" if warning.line else warning.file
+        logger.warning("inspector rules: %s: warning: %s", where, warning.message)
+    return ruleset
 
 
 def load_policy_monitor(path: str | None) -> PolicyMonitor | None:

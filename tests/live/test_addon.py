@@ -192,3 +192,13 @@ def test_no_generated_protobuf_in_the_proxy_process():
             "or m.startswith('google.protobuf')); print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_rule_set_warnings_are_logged(configured, rules, tmp_path, caplog):
+    """What `rules validate` warns about (an empty rules directory here) is in the sidecar's log."""
+    addon, tctx = configured
+    empty = tmp_path / "no-rules-here"
+    empty.mkdir()
+    with caplog.at_level("WARNING", logger="inspector.live"):
+        tctx.configure(addon, inspector_rules=[str(rules), str(empty)])
+    assert any("warning:" in r.getMessage() and "no-rules-here" in r.getMessage() for r in caplog.records)
