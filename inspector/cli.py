@@ -374,6 +374,7 @@ def _print_tls_summary(console: Console, counts: Any, keylog: Any) -> None:
     table.add_column("count", justify="right")
     table.add_row("handshakes", f"{handshakes:,}")
     for key, label in (("tls_handshakes_decrypted", "  decrypted"),
+                       ("tls_handshakes_decrypted_in_part", "    of which one side only (its keys missing or wrong)"),
                        ("tls_handshakes_without_keys", "  without keys"),
                        ("tls_handshakes_unsupported", "  keys found, suite not decrypted"),
                        ("tls_handshakes_unanswered", "  no ServerHello seen"),

@@ -180,3 +180,13 @@ def test_a_key_log_without_secrets_is_warned_about_and_still_key_material(tmp_pa
     assert "gave no TLS secret" in done.stderr and says in done.stderr
     assert "key log secrets" in done.stdout  # the key log rows are shown
     assert '"event":"keys_missing"' in eve.read_text().replace(" ", "")
+
+
+def test_the_summary_says_which_sessions_were_decrypted_on_one_side_only(tmp_path, capsys):
+    from inspector.cli import main
+
+    keys = keylog_without(tmp_path, "t13.keys", "SERVER_TRAFFIC_SECRET_0")
+    assert main(["analyze", str(CAPTURES / "t13.pcap"), "--keylog", str(keys), "--eve", str(tmp_path / "e.json")]) == 0
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in capsys.readouterr().out.splitlines() if line.count("│") >= 3}
+    assert rows["decrypted"] == "1" and rows["of which one side only (its keys missing or wrong)"] == "1"
