@@ -401,7 +401,8 @@ def build(ctx: Any) -> dict[str, Any] | None:
         api = "generate_stream"
     model = text(body.get("model"), NAME_CHARS * 2) or path_model
     obj: dict[str, Any] = {"api": api, "dialect": dialect, "model": model}
-    webapi.note_routing(ctx, LAYER, request.path, routed, obj, hidden)
+    if "ollama" not in ctx.record:  # the ollama layer already said it, in its own object
+        webapi.note_routing(ctx, LAYER, request.path, routed, obj, hidden)
     if body:
         obj.update(_prompt(dialect, api, body).object())
         obj.update(_parameters(dialect, body))

@@ -6,7 +6,7 @@ import random
 
 from inspector.lab.craft import Capture
 from inspector.lab.rulecaps.fixture import OUTSIDE, SERVER_IP, Fixture
-from inspector.lab.traffic_http import HttpSession
+from inspector.lab.traffic_http import HttpSession, json_request
 from inspector.lab.traffic_llm import chat_answer, chat_request, completion_answer, completion_request
 from inspector.lab.traffic_ollama import generate, generate_answer
 
@@ -112,7 +112,28 @@ def _code_options(cap: Capture, rng: random.Random, attack: bool) -> None:
     session.close()
 
 
+def _obfuscated_paths(cap: Capture, rng: random.Random, attack: bool) -> None:
+    """A chat call to /v1/ch%61t/completions and an Ollama generate to /api/%67enerate (attack); the
+    near miss sends the plain paths, the chat call with an encoded query value (clients do that)."""
+    session = _session(cap, rng)
+    path = "/v1/ch%61t/completions" if attack else "/v1/chat/completions?api-version=2024%2D06%2D01"
+    session.exchange(json_request("POST", path, "llm.internal:8000",
+                                  {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}),
+                     chat_answer(MODEL, "Hello."))
+    session.close()
+    ollama = _session(cap, rng, 11434)
+    ollama.exchange(json_request("POST", "/api/%67enerate" if attack else "/api/generate", "ollama:11434",
+                                 {"model": "llama3", "prompt": "Hi", "stream": False}),
+                    generate_answer("llama3", "Hello."))
+    ollama.close()
+
+
 FIXTURES: dict[str, Fixture] = {
+    "http_api_path_obfuscated": Fixture(
+        sid=2100003, positive=lambda c, r: _obfuscated_paths(c, r, True),
+        negative=lambda c, r: _obfuscated_paths(c, r, False), parsed=("llm", 2, 2), positive_count=2,
+        notes="POST /v1/ch%61t/completions and POST /api/%67enerate (Ollama); the near miss sends the plain "
+              "paths, the chat call with a percent-encoded query value."),
     "llm_prompt_injection_phrase": Fixture(
         sid=3300001, positive=lambda c, r: _injection(c, r, True), negative=lambda c, r: _injection(c, r, False),
         parsed=("llm", 3, 3), positive_count=3,
