@@ -214,3 +214,12 @@ def test_trailers_reach_the_record():
     ]
     (ex,), _ = exchange_of(events)
     assert http_object(ex)["response_trailers"] == [{"name": "x-checksum", "value": "deadbeef"}]
+
+
+def test_an_h2c_upgrade_request_carries_the_stream_it_was_answered_on():
+    from inspector.protocols.http import http_object
+
+    upgraded = HttpExchange(request=request("/upg"), stream_id=1,
+                            response=HttpMessage(kind="response", version="HTTP/2", status=200))
+    obj = http_object(upgraded)
+    assert (obj["protocol"], obj["http2"]) == ("HTTP/1.1", {"stream_id": 1})  # sent as HTTP/1.1

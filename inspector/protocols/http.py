@@ -93,7 +93,8 @@ def http_object(exchange: HttpExchange) -> dict[str, Any]:
         _add_fields(obj, "response", response)
     if exchange.interim:
         obj["interim_status"] = [m.status for m in exchange.interim]
-    if (request or response) and (request or response).version == "HTTP/2":  # type: ignore[union-attr]
+    # An h2c upgrade's request went as HTTP/1.1 and was answered on HTTP/2 stream 1: it has a stream id.
+    if any(m is not None and m.version == "HTTP/2" for m in (request, response)):
         http2: dict[str, Any] = {"stream_id": exchange.stream_id}
         if exchange.reset_code is not None:
             http2["reset_code"] = exchange.reset_code
