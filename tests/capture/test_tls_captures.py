@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tls_traffic import analyze_with_keylog
 
 from inspector.analyze import Analyzer
 from inspector.capture.tls_keylog import KeyLog
@@ -20,14 +21,7 @@ T13_URLS = ["/v1/completions/c0r0", "/models/c0r1?q=1", "/v1/completions/c0r2", 
 
 
 def analyze(capture: str, keylog: Path | None) -> tuple[Analyzer, list[dict]]:
-    log = None
-    if keylog is not None:
-        log = KeyLog(DEFAULT_LIMITS)
-        log.load(keylog)
-    records: list[dict] = []
-    analyzer = Analyzer(records.append, keylog=log)
-    analyzer.analyze_file(CAPTURES / capture)
-    return analyzer, records
+    return analyze_with_keylog(CAPTURES / capture, keylog)
 
 
 def of_type(records: list[dict], event_type: str) -> list[dict]:

@@ -20,8 +20,9 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from tls_traffic import analyze_with_keylog
 
-from inspector.analyze import Analyzer, expand_paths
+from inspector.analyze import expand_paths
 from inspector.capture.tls_keylog import KeyLog
 from inspector.limits import DEFAULT_LIMITS
 from inspector.redact import redact_url
@@ -61,13 +62,7 @@ def _groundtruth(corpus: Path) -> dict:
 
 @cache
 def _run(path: str, keylog: str | None = None) -> tuple[dict, tuple[dict, ...]]:
-    log = None
-    if keylog is not None:
-        log = KeyLog(DEFAULT_LIMITS)
-        log.load(keylog)
-    records: list[dict] = []
-    analyzer = Analyzer(records.append, keylog=log)
-    analyzer.analyze_file(path)
+    analyzer, records = analyze_with_keylog(Path(path), Path(keylog) if keylog is not None else None)
     return dict(analyzer.stats.detection), tuple(records)
 
 

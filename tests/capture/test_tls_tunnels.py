@@ -7,13 +7,11 @@ from pathlib import Path
 import jsonschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tls_traffic import MemoryTls, contexts, write_pcap
+from tls_traffic import MemoryTls, analyze_with_keylog, contexts, write_pcap
 
 from inspector.analyze import Analyzer
 from inspector.capture.socks import SocksHandshake, detect_socks
-from inspector.capture.tls_keylog import KeyLog
 from inspector.lab.craft import CLIENT, SERVER
-from inspector.limits import DEFAULT_LIMITS
 from inspector.sinks.eveschema import build_schema
 
 SOCKS5_GREETING = b"\x05\x02\x00\x02"
@@ -22,14 +20,7 @@ SOCKS5_REPLY = b"\x05\x00\x00\x01\x0a\x02\x00\x09\x20\xfb"
 
 
 def _run(path: Path, keylog: Path | None = None) -> tuple[Analyzer, list[dict]]:
-    log = None
-    if keylog is not None:
-        log = KeyLog(DEFAULT_LIMITS)
-        log.load(keylog)
-    records: list[dict] = []
-    analyzer = Analyzer(records.append, keylog=log)
-    analyzer.analyze_file(path)
-    return analyzer, records
+    return analyze_with_keylog(path, keylog)
 
 
 def test_socks_detection_needs_the_servers_answer():

@@ -14,6 +14,7 @@ import ssl
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from inspector.lab.craft import CLIENT, SERVER, Capture, TcpConversation
 from inspector.live.certs import cert_pem, key_pem, make_ca, make_leaf
@@ -127,3 +128,20 @@ def write_pcap(path: Path, chunks: Iterable[tuple[int, bytes]], *, seed: int = 1
         conversation.send(side, data, drop=segment)
     conversation.close()
     return capture.write(path)
+
+
+def analyze_with_keylog(path: Path, keylog: Path | None = None) -> tuple[Any, list[dict]]:
+    """A capture through the offline pipeline with a key log file (or none): the Analyzer (its
+    stats) and the records it wrote."""
+    from inspector.analyze import Analyzer
+    from inspector.capture.tls_keylog import KeyLog
+    from inspector.limits import DEFAULT_LIMITS
+
+    log = None
+    if keylog is not None:
+        log = KeyLog(DEFAULT_LIMITS)
+        log.load(keylog)
+    records: list[dict] = []
+    analyzer = Analyzer(records.append, keylog=log)
+    analyzer.analyze_file(path)
+    return analyzer, records
