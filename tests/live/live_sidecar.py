@@ -90,34 +90,56 @@ class Sidecar:
                  key: Path | None = None, args: list[str] | None = None, name: str = "sidecar",
                  processes: int = 1) -> None:
         self.workdir = workdir
-        self.port = free_port()
-        self.metrics_port = free_ports(processes)  # one metrics port per process
         self.eve = workdir / f"{name}-eve.json"
         self.log = workdir / f"{name}.log"
+        self._processes = processes
         rules_list = rules if isinstance(rules, list) else [rules]
-        command = [sys.executable, "-m", "inspector.cli", "proxy", "--upstream", upstream,
-                   "--listen", f"127.0.0.1:{self.port}", "--eve", str(self.eve),
-                   "--metrics", f"127.0.0.1:{self.metrics_port}"]
+        self._arguments = ["--upstream", upstream, "--eve", str(self.eve)]
         for path in rules_list:
-            command += ["--rules", str(path)]
+            self._arguments += ["--rules", str(path)]
         if cert is not None and key is not None:
-            command += ["--cert", str(cert), "--key", str(key)]
-        command += args or []
-        self.command = command
+            self._arguments += ["--cert", str(cert), "--key", str(key)]
+        self._arguments += args or []
+        self._choose_ports()
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20.0) -> Sidecar:
-        self._log = open(self.log, "wb")  # noqa: SIM115 (closed in stop)
+    def _choose_ports(self) -> None:
+        self.port = free_port()
+        self.metrics_port = free_ports(self._processes)  # one metrics port per process
+        self.command = [sys.executable, "-m", "inspector.cli", "proxy", "--listen", f"127.0.0.1:{self.port}",
+                        "--metrics", f"127.0.0.1:{self.metrics_port}", *self._arguments]
+
+    def replace_argument(self, option: str, value: str) -> None:
+        """Give `option` another value on the command line (kept if the start must retry)."""
+        self._arguments[self._arguments.index(option) + 1] = value
+        self.command[self.command.index(option) + 1] = value
+
+    def start(self, timeout: float = 20.0, attempts: int = 3) -> Sidecar:
+        """Start and wait until healthy. A port found free can be taken by a parallel test before
+        the sidecar binds it: then it starts again on other ports."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=env)
+        for attempt in range(attempts):
+            self._log = open(self.log, "wb")  # noqa: SIM115 (closed in stop)
+            self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                            env=env)
+            if self._wait_healthy(timeout):
+                return self
+            if "address already in use" not in self.log_text() or attempt == attempts - 1:
+                raise AssertionError(f"sidecar exited with {self.process.returncode}:\n{self.log_text()}")
+            self._log.close()
+            self._choose_ports()
+        raise AssertionError("unreachable")
+
+    def _wait_healthy(self, timeout: float) -> bool:
+        """True once healthy; False when the process exited; raises when it stays unhealthy."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"sidecar exited with {self.process.returncode}:\n{self.log_text()}")
+                return False
             try:
                 if self.health().get("status") == "ok":
-                    return self
+                    return True
             except OSError:
                 pass
             time.sleep(0.1)

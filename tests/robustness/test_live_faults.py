@@ -148,7 +148,7 @@ def test_redis_frozen_is_a_timeout_not_a_stall(upstream, rules, tmp_path):
 @pytest.mark.parametrize("mode", ["--fail-open", "--fail-closed"])
 def test_eve_on_a_full_disk_keeps_serving_and_counts(upstream, rules, tmp_path, mode):
     sidecar = Sidecar(tmp_path, f"http://127.0.0.1:{upstream}", rules, args=[mode])
-    sidecar.command[sidecar.command.index("--eve") + 1] = "/dev/full"  # sidecar.eve stays a file that never fills
+    sidecar.replace_argument("--eve", "/dev/full")  # sidecar.eve stays a file that never fills
     with sidecar:
         assert request(sidecar, "/v2/models/m/ready")[0] == 200  # an alert it cannot write
         assert request(sidecar, "/admin/x")[0] == 403  # blocking goes on
