@@ -184,10 +184,20 @@ def test_outputs_that_cannot_be_written_are_refused_before_reading(tmp_path, cap
     assert "not a regular file" in capsys.readouterr().err and link.is_symlink()
 
 
-@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="needs /dev/full")
-def test_an_eve_output_that_fails_is_an_error_not_a_traceback(capsys):
-    assert main(["analyze", str(CORE / "grpc.pcap"), "--eve", "/dev/full", "-q"]) == 1
-    assert "writing EVE to /dev/full failed: No space left on device" in capsys.readouterr().err
+def test_an_eve_output_that_fails_is_an_error_not_a_traceback(tmp_path):
+    """A write that fails mid-run (here the file-size limit, EFBIG, as a full disk gives ENOSPC)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "eve.json"
+    code = ("import resource, signal, sys\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
+            "from inspector.cli import main\n"
+            f"sys.exit(main(['analyze', {str(CORE / 'grpc.pcap')!r}, '--eve', {str(out)!r}, '-q']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 1, done.stderr
+    assert f"writing EVE to {out} failed: File too large" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_an_unreadable_capture_is_an_anomaly_record_and_said_even_quiet(tmp_path, capsys):

@@ -17,11 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tls_traffic import SERVER_NAME, server_files, write_pcap
-
-from inspector.analyze import Analyzer
-from inspector.capture.tls_keylog import KeyLog
-from inspector.limits import DEFAULT_LIMITS
+from tls_traffic import SERVER_NAME, analyze_with_keylog, server_files, write_pcap
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl binary is not installed")
 
@@ -140,15 +136,6 @@ def _accepts(port: int) -> bool:
     return True
 
 
-def _analyze(path: Path, keylog: Path) -> tuple[Analyzer, list[dict]]:
-    log = KeyLog(DEFAULT_LIMITS)
-    log.load(keylog)
-    records: list[dict] = []
-    analyzer = Analyzer(records.append, keylog=log)
-    analyzer.analyze_file(path)
-    return analyzer, records
-
-
 def _requests(records: list[dict]) -> list[tuple[str, int | None]]:
     return [(r["http"]["url"], r["http"].get("status")) for r in records if r["event_type"] == "http"]
 
@@ -167,7 +154,7 @@ def test_key_update_in_both_directions(tmp_path):
     finally:
         openssl.stop()
     write_pcap(tmp_path / "keyupdate.pcap", chunks)
-    analyzer, records = _analyze(tmp_path / "keyupdate.pcap", openssl.keylog)
+    analyzer, records = analyze_with_keylog(tmp_path / "keyupdate.pcap", openssl.keylog)
     assert _requests(records) == [("/a", 200), ("/b", 204)]
     counts = analyzer.stats.detection
     assert counts["tls_key_updates"] >= 2  # the client's, and the server's answer to its request
@@ -191,7 +178,7 @@ def test_early_data_decrypted_with_its_secret_and_counted_without(tmp_path):
     finally:
         openssl.stop()
     write_pcap(tmp_path / "zero-rtt.pcap", chunks)
-    analyzer, records = _analyze(tmp_path / "zero-rtt.pcap", openssl.keylog)
+    analyzer, records = analyze_with_keylog(tmp_path / "zero-rtt.pcap", openssl.keylog)
     (handshake,) = [r for r in records if r["event_type"] == "tls"]
     assert handshake["tls"]["resumed"] is True and "002a" in handshake["tls"]["extensions"]
     assert _requests(records) == [("/early", None), ("/after", None)]
@@ -200,6 +187,6 @@ def test_early_data_decrypted_with_its_secret_and_counted_without(tmp_path):
     without = tmp_path / "no-early-secret.txt"
     without.write_text("".join(line for line in openssl.keylog.read_text().splitlines(keepends=True)
                                if not line.startswith("CLIENT_EARLY_TRAFFIC_SECRET")))
-    analyzer, records = _analyze(tmp_path / "zero-rtt.pcap", without)
+    analyzer, records = analyze_with_keylog(tmp_path / "zero-rtt.pcap", without)
     assert _requests(records) == []  # the stream's start is missing: nothing is guessed from the rest
     assert analyzer.stats.detection["tls_records_early_data"] >= 1
