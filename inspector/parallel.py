@@ -52,7 +52,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import heapq
-import json
 import multiprocessing
 import os
 import pickle
@@ -72,6 +71,7 @@ try:
 except ImportError:  # not on Windows
     fcntl = None  # type: ignore[assignment]
 
+from inspector import jsonio
 from inspector.analyze import Analyzer, FileResult, RunStats, record_meta
 from inspector.capture.decode import (
     ETHERTYPE_IPV4,
@@ -757,7 +757,7 @@ class ParallelAnalyzer:
                     self.rate_quiet += 1
                 return
         if payload.__class__ is CandidateAlert and self._engine is not None:
-            payload = encode_record(self._engine.alert_record(json.loads(payload.record_line), payload.sid,
+            payload = encode_record(self._engine.alert_record(jsonio.loads(payload.record_line), payload.sid,
                                                               payload.blocked))
         counter = self._counter
         if payload.__class__ is not dict:  # an EVE line a worker made

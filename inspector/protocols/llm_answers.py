@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from inspector import jsonio
 from inspector.http import HttpMessage
 from inspector.protocols import webapi
 from inspector.protocols.webapi import Report, integer, prune
@@ -226,7 +227,7 @@ def _decode_all(payloads: list[str]) -> list[Any]:
     if not payloads:
         return []
     try:
-        values = json.loads("[" + ",".join(payloads) + "]")
+        values = jsonio.loads("[" + ",".join(payloads) + "]")
         if len(values) == len(payloads):
             return values
     except (ValueError, RecursionError):
@@ -234,7 +235,7 @@ def _decode_all(payloads: list[str]) -> list[Any]:
     decoded = []
     for payload in payloads:
         try:
-            decoded.append(json.loads(payload))
+            decoded.append(jsonio.loads(payload))
         except (ValueError, RecursionError):
             decoded.append(_BAD)
     return decoded

@@ -28,13 +28,13 @@ Format facts:
 from __future__ import annotations
 
 import ast
-import json
 import math
 import struct
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from inspector import jsonio
 from inspector.protocols.protobuf import ProtobufError, read_varint
 
 #: safetensors' own limit on the JSON header length.
@@ -103,7 +103,7 @@ def read_safetensors(data: bytes, *, body_complete: bool, total_size: int | None
                                     f"{len(data)}-byte file"))
         return check
     try:
-        header = json.loads(data[8:8 + length])
+        header = jsonio.loads(data[8:8 + length])
     except (ValueError, RecursionError) as exc:
         check.info["header_valid"] = False
         check.anomalies.append(("model_safetensors_header_invalid", f"header is not JSON: {exc}"[:MAX_TEXT]))

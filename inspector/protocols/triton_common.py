@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from inspector import jsonio
+
 #: Model, tensor, parameter and setting names, request ids: characters kept.
 MAX_NAME = 256
 #: File paths, shared-memory keys, error messages: characters kept.
@@ -177,7 +179,7 @@ class RepositoryRequest:
         if text is None:
             return
         try:
-            config = json.loads(text)
+            config = jsonio.loads(text)
         except (ValueError, RecursionError):
             return
         if isinstance(config, dict):

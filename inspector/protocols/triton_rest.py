@@ -12,12 +12,12 @@ used: `Inference-Header-Content-Length` gives the JSON header's size and each in
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from inspector import jsonio
 from inspector.http import HttpExchange, HttpMessage
 from inspector.protocols.triton_common import (
     FILE_OVERRIDE_PREFIX,
@@ -128,7 +128,7 @@ def _json(data: bytes, report: Reporter, what: str, *, complete: bool = True) ->
     """`data` as JSON; `_NO_JSON` when it does not parse: invalid, or (`complete` False: the
     message stopped early, a capture gap or a connection cut mid-body) not inspected."""
     try:
-        return json.loads(data)
+        return jsonio.loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         if not complete:
             report("triton_body_not_inspected", f"{what}: the body stopped after {len(data)} bytes (message cut "

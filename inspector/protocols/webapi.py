@@ -27,13 +27,13 @@ raises the anomaly `<layer>_path_obfuscated` (`mlflow_path_obfuscated`, ...).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
+from inspector import jsonio
 from inspector.http import HttpMessage
 from inspector.redact import redact_url
 
@@ -157,7 +157,7 @@ def read_json(message: HttpMessage | None, report: Report, prefix: str, *, requi
     if not required and not looks_like_json(message):
         return None
     try:
-        return json.loads(message.body)
+        return jsonio.loads(message.body)
     except (ValueError, RecursionError) as exc:
         if message.body_truncated:
             report(f"{prefix}_truncated", (f"only the first {len(message.body)} decoded bytes kept (of "
@@ -386,7 +386,7 @@ def ndjson_values(body: bytes) -> tuple[list[Any], int]:
         if not line.strip():
             continue
         try:
-            values.append(json.loads(line))
+            values.append(jsonio.loads(line))
         except (ValueError, RecursionError):
             bad += 1
     return values, bad

@@ -7,12 +7,12 @@ shipper expects); `reopen()` supports log rotation. Records must already be reda
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import IO, Any
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+from inspector.jsonio import dumps as _dumps
+
 #: One record as its EVE line (without the newline): what `EveWriter.write` writes.
 encode_record = _dumps
 

@@ -22,9 +22,10 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
+from inspector import jsonio
+
 logger = logging.getLogger("inspector.live")
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 #: Records held while the output cannot be written (about 1 KiB each: some tens of MiB at most).
 DEFAULT_SPOOL_RECORDS = 50_000
@@ -52,7 +53,7 @@ class SpoolingEveWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         is_alert = record.get("event_type") == "alert"
-        self._spool.append((is_alert, (_dumps(record) + "\n").encode("utf-8", "backslashreplace")))
+        self._spool.append((is_alert, (jsonio.dumps(record) + "\n").encode("utf-8", "backslashreplace")))
         self._alerts_spooled += is_alert
         if len(self._spool) > self.max_records:
             self._drop_one()
