@@ -33,6 +33,7 @@ from inspector.protocols.triton_common import (
     parameters_object,
     trace_settings_object,
 )
+from inspector.protocols.triton_infer_json import DataCount, infer_header
 from inspector.protocols.triton_tensors import BYTES, MAX_DIMS, TensorInput, json_data_stats, unsigned64
 
 
@@ -124,9 +125,14 @@ _NO_JSON = object()
 RESPONSE_JSON_MAX = 64 * 1024
 
 
-def _json(data: bytes, report: Reporter, what: str, *, complete: bool = True) -> Any:
+def _json(data: bytes, report: Reporter, what: str, *, complete: bool = True, infer: bool = False) -> Any:
     """`data` as JSON; `_NO_JSON` when it does not parse: invalid, or (`complete` False: the
-    message stopped early, a capture gap or a connection cut mid-body) not inspected."""
+    message stopped early, a capture gap or a connection cut mid-body) not inspected. `infer`:
+    an infer request, whose inputs' data come counted (`DataCount`) when they can be."""
+    if infer:
+        header = infer_header(data)
+        if header is not None:
+            return header
     try:
         return jsonio.loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -138,7 +144,7 @@ def _json(data: bytes, report: Reporter, what: str, *, complete: bool = True) ->
         return _NO_JSON
 
 
-def _body_json(message: HttpMessage, report: Reporter, what: str) -> Any:
+def _body_json(message: HttpMessage, report: Reporter, what: str, *, infer: bool = False) -> Any:
     """The body as JSON; `_NO_JSON` when there is none, it was cut by the keep cap, or it is bad."""
     if not message.body:
         return _NO_JSON
@@ -146,7 +152,7 @@ def _body_json(message: HttpMessage, report: Reporter, what: str) -> Any:
         report("triton_body_not_inspected", f"{what}: body of {message.body_length} bytes is longer than "
                                             f"the {len(message.body)} bytes kept")
         return _NO_JSON
-    return _json(message.body, report, what, complete=message.complete)
+    return _json(message.body, report, what, complete=message.complete, infer=infer)
 
 
 def _body_size(message: HttpMessage) -> int:
@@ -156,7 +162,8 @@ def _body_size(message: HttpMessage) -> int:
     return message.body_length
 
 
-def _binary_split(message: HttpMessage, report: Reporter, what: str) -> tuple[Any, int, int] | None:
+def _binary_split(message: HttpMessage, report: Reporter, what: str, *,
+                  infer: bool = False) -> tuple[Any, int, int] | None:
     """`(json header, binary start, binary size)` for a binary-extension body; None when the
     body has no Inference-Header-Content-Length."""
     value = message.header("inference-header-content-length")
@@ -178,7 +185,8 @@ def _binary_split(message: HttpMessage, report: Reporter, what: str) -> tuple[An
         report("triton_body_not_inspected", f"{what}: JSON header of {length} bytes is longer than the "
                                             f"{len(message.body)} bytes kept")
         return _NO_JSON, length, total - length
-    return _json(message.body[:length], report, what, complete=message.complete), length, total - length
+    return (_json(message.body[:length], report, what, complete=message.complete, infer=infer), length,
+            total - length)
 
 
 # --- inference -------------------------------------------------------------------------------
@@ -222,9 +230,9 @@ def _input(item: Any, report: AnomalyOnce) -> tuple[TensorInput, dict[str, Any],
 
 
 def _infer_request(message: HttpMessage, obj: dict[str, Any], report: AnomalyOnce) -> list[TensorInput]:
-    binary = _binary_split(message, report, "infer request")
+    binary = _binary_split(message, report, "infer request", infer=True)
     if binary is None:
-        header, binary_start, binary_size = _body_json(message, report, "infer request"), 0, 0
+        header, binary_start, binary_size = _body_json(message, report, "infer request", infer=True), 0, 0
     else:
         header, binary_start, binary_size = binary
         obj["binary_header_length"] = binary_start
@@ -258,7 +266,7 @@ def _infer_request(message: HttpMessage, obj: dict[str, Any], report: AnomalyOnc
             used += size
         elif data is not _NO_JSON:
             tensor.source = "json"
-            stats = json_data_stats(data, tensor.datatype or "")
+            stats = data.stats if data.__class__ is DataCount else json_data_stats(data, tensor.datatype or "")
             if stats is not None:
                 tensor.elements_sent, tensor.bytes_sent = stats
                 if tensor.datatype == BYTES:
