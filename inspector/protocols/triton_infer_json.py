@@ -4,12 +4,13 @@ An infer request carries its tensors as JSON arrays (`inputs[].data`), thousands
 that the layer only counts. Parsing them into Python floats was most of the REST layer's cost;
 here the document is decoded against the request's shape (msgspec), each `data` value kept as
 its raw JSON text, and a flat array of numbers (what tritonclient and KServe clients send) is
-counted from that text. The result is what the generic parse gives the layer, exactly: the same
-dict for the fields it reads (`id`, `parameters`, `inputs`, `outputs`; per input `name`,
-`datatype`, `shape`, `parameters`, `data`), with each input's `data` replaced by its
-:class:`DataCount`. Anything else (nested arrays, strings, BYTES tensors, a field of an
-unexpected type, a document msgspec refuses) gives None and the caller parses the generic way,
-so odd and hostile documents keep the generic parse's results and anomalies.
+counted from that text; other data (nested arrays, strings, BYTES tensors) is parsed and
+counted as before. The result is what the generic parse gives the layer, exactly: the same dict
+for the fields it reads (`id`, `parameters`, `inputs`, `outputs`; per input `name`, `datatype`,
+`shape`, `parameters`, `data`), with each input's `data` replaced by its :class:`DataCount`. A
+document of another shape (`inputs` not a list of objects, a duplicate key of another type) or
+one msgspec refuses gives None and the caller parses it the generic way, so odd and hostile
+documents keep the generic parse's results and anomalies.
 """
 
 from __future__ import annotations
