@@ -427,7 +427,7 @@ class InspectorAddon:
             state.request_stream = stream
             flow.request.stream = stream
             inspector.metrics.streams.labels("grpc_stream").inc()
-        elif self._should_stream(head) or _unknown_length(head):
+        elif (declared_large := self._should_stream(head)) or _unknown_length(head):
             def held_stream() -> HeldBodyStream:
                 body = StreamedMessage(limits, TO_SERVER, head)
                 held = HeldBodyStream(body, lambda data, complete: self._inspect_request_part(tx, data, complete),
@@ -437,7 +437,7 @@ class InspectorAddon:
                 inspector.metrics.streams.labels("request_body").inc()
                 return held
 
-            if self._should_stream(head):
+            if declared_large:
                 flow.request.stream = held_stream()
             else:  # buffered up to the threshold: small enough, it is inspected (and blocked) whole
                 defer_stream(flow.request, held_stream)
@@ -519,7 +519,7 @@ class InspectorAddon:
                 inspector.metrics.streams.labels("response_body").inc()
                 return held
 
-            if self._should_stream(head) or (head.version in ("HTTP/1.1", "HTTP/1.0") and _unknown_length(head)):
+            if self._should_stream(head) or _unknown_length(head):  # a response's: HTTP/1 chunked only
                 flow.response.stream = held_stream()
             elif head.header("content-length") is None:  # HTTP/2 of unknown length: buffered up to the threshold
                 defer_stream(flow.response, held_stream)
@@ -772,12 +772,13 @@ def is_streamed_answer(head: HttpMessage) -> bool:
 
 
 def _unknown_length(head: HttpMessage) -> bool:
-    """A body whose length is not declared (HTTP/1 chunked, HTTP/2 without content-length)."""
+    """A body whose length is not declared (HTTP/1 chunked, an HTTP/2 request without
+    content-length, whatever its method: a GET or DELETE may carry a body too)."""
     if head.header("content-length") is not None:
         return False
     if head.version in ("HTTP/1.1", "HTTP/1.0"):
         return "chunked" in (head.header("transfer-encoding") or "").lower()
-    return head.kind == "request" and head.method not in ("GET", "HEAD", "OPTIONS", "DELETE")
+    return head.kind == "request"
 
 
 def _deferred_stream(value: Any, message: Any) -> Any:

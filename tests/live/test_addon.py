@@ -106,6 +106,22 @@ def test_stream_methods_stream_and_large_bodies_are_held(configured):
     assert callable(upload.request.stream)
 
 
+@pytest.mark.parametrize("method", ["POST", "GET", "DELETE", "OPTIONS"])
+def test_http2_request_bodies_of_unknown_length_are_held_whatever_the_method(configured, method):
+    """mitmproxy streams a buffered body once it outgrows the threshold (stream = True): for an
+    HTTP/2 request without content-length that must become the inspector's held stream, or the
+    body would go upstream unread. A GET or DELETE may carry a body as well as a POST."""
+    addon, _ = configured
+    flow = tflow.tflow()
+    flow.request = http.Request.make(method, "https://feast:6566/get-online-features")
+    flow.request.http_version = "HTTP/2.0"
+    del flow.request.headers["content-length"]
+    addon.requestheaders(flow)
+    assert flow.request.stream is False  # buffered first: a small body is inspected whole
+    flow.request.stream = True  # what mitmproxy sets when the body passes the threshold
+    assert callable(flow.request.stream)
+
+
 class _BrokenEngine:
     """Stands in for an engine with a bug: the failure policy is what is tested."""
 
