@@ -439,14 +439,15 @@ def spool_path(directory: str, number: int) -> str:
 
 
 def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options: dict[str, Any],
-                 others: list[Any], numbers: list[int] | None = None, spool: str | None = None) -> None:
+                 others: list[Any], numbers: list[int] | None = None, spool: str | None = None, *,
+                 parent: int | None = None) -> None:
     """One worker. Flow mode: shard `index` of `workers` over every file, batches sent on `conn`.
     File mode (`numbers`, `spool`): the whole of its files (the run's files `numbers`), spooled."""
     for end in others:
         end.close()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a worker told to stop stops (the parent's handler raises)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    _die_with_parent()
+    _die_with_parent(parent)
     try:
         options = dict(options)
         engine = options.pop("engine", None)
@@ -477,15 +478,15 @@ def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options
         conn.close()
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int | None) -> None:
     """Linux: the kernel kills this worker when the parent dies, even by SIGKILL (its own SIGTERM
     handler stops the workers otherwise): no orphan goes on analyzing and spooling."""
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent died before the call
-            os._exit(1)
+        if parent is not None and os.getppid() != parent:  # the parent died before the call (the
+            os._exit(1)  # worker went to init or to a subreaper such as tini, rarely pid 1 then)
 
 
 class WorkerFailed(RuntimeError):
@@ -535,11 +536,13 @@ def _workers(jobs: list[tuple[list[Path], tuple]], options: dict[str, Any]) -> I
     for receiver, _ in pipes:
         _widen_pipe(receiver.fileno())
     processes = []
+    parent = os.getpid()
     for index, (files, extra) in enumerate(jobs):
         # A worker keeps only its own sending end: when one dies, its pipe ends (EOF) at once.
         others = [end for i, pair in enumerate(pipes) for end in pair if i != index] + [pipes[index][0]]
         processes.append(context.Process(target=_worker_main, daemon=True,
-                                         args=(index, len(jobs), files, pipes[index][1], options, others, *extra)))
+                                         args=(index, len(jobs), files, pipes[index][1], options, others, *extra),
+                                         kwargs={"parent": parent}))
     # Forked with the parent's objects (rules, engine, modules) frozen out of the collector, so the
     # workers' garbage collections do not write to, and copy, the pages they share.
     gc.freeze()
@@ -799,21 +802,15 @@ class ParallelAnalyzer:
             stats.engine = self._engine_counters([summary["stats"].engine or {} for summary in summaries])
 
     def _engine_counters(self, workers: list[dict[str, Any]]) -> dict[str, Any]:
-        """Engine.counters() of the run as one process counts them. Each record is evaluated in
-        exactly one worker (its flow's, or worker 0 for what every worker decodes), so matches
-        and suppressions add up; rate windows are decided here, so their counters are the
-        parent's, and an alert is what was written. `evaluations` is left out: each worker's
-        index remembers the values it saw, so how many rules it evaluates is its own."""
+        """The engine counters the run's `detect` object reads (runstats.detect_object), as one
+        process counts them. Each record is evaluated in exactly one worker (its flow's, or
+        worker 0 for what every worker decodes), so matches and suppressions add up; rate
+        windows are decided here, so their counters are the parent's. Alerts are what was
+        written (`stats.alerts`)."""
         assert self.rate_store is not None and self._engine is not None
-        alerts_by_sid: Counter[int] = Counter()
-        for (sid, _signature), count in self.stats.alerts.items():
-            alerts_by_sid[sid] += count
         return {
             "rules": len(self._engine.ruleset.rules),
-            **{name: sum(int(worker.get(name, 0)) for worker in workers)
-               for name in ("records", "matches", "suppressed", "blocks")},
-            "alerts": sum(alerts_by_sid.values()),
-            "alerts_by_sid": dict(sorted(alerts_by_sid.items())),
+            **{name: sum(int(worker.get(name, 0)) for worker in workers) for name in ("matches", "suppressed")},
             "rate_pending": self.rate_pending,
             "rate_quiet": self.rate_quiet,
             "rate_keys": len(self.rate_store),
