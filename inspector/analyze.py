@@ -210,6 +210,13 @@ class Analyzer:
     # -- files -------------------------------------------------------------------------------
 
     def analyze_file(self, path: str | Path, progress: Callable[[int], None] | None = None) -> FileResult:
+        try:
+            return self._analyze_file(path, progress)
+        finally:
+            if self._engine is not None:  # the engine's totals so far (it spans the files), also
+                self.stats.engine = self._engine.counters()  # after a file that did not open
+
+    def _analyze_file(self, path: str | Path, progress: Callable[[int], None] | None) -> FileResult:
         result = FileResult(str(path))
         self.stats.files.append(result)
         try:
@@ -247,8 +254,6 @@ class Analyzer:
         stats.tcp.update(table.tcp_counters.as_dict())
         stats.tcp["flows_evicted"] += table.flows_evicted
         stats.tcp["flows_timed_out"] += table.flows_timed_out
-        if self._engine is not None:
-            stats.engine = self._engine.counters()  # the engine's totals so far (it spans the files)
         return result
 
     def _run(self, reader: Any, decoder: PacketDecoder, table: FlowTable,

@@ -205,3 +205,21 @@ def test_without_rules_there_is_no_detect_object(tmp_path):
     assert done.returncode == 0
     assert "detect" not in json.loads(out.read_text().splitlines()[-1])["stats"]
     assert "none (--no-rules)" in done.stdout
+
+
+def test_the_detect_object_counts_the_work_on_a_last_file_that_did_not_open(tmp_path):
+    """A capture that cannot be read still yields a `capture_damaged` anomaly, which the rules
+    see: the stats record's matches include it even when that file is the run's last."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "damaged.yml").write_text(EVERY_TRITON.format(title="damaged capture", sid=9910003).replace(
+        "event: triton", "event: anomaly").replace("event_type: triton", "anomaly.event: capture_damaged"))
+    broken = tmp_path / "broken.pcap"
+    broken.write_bytes(b"not a capture at all")
+    out = tmp_path / "eve.json"
+    done = _analyze(str(REPO / "pcaps" / "core" / "grpc.pcap"), str(broken), "--rules", str(rules), "--eve", str(out))
+    assert done.returncode == 1, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    alerts = [r for r in records if r["event_type"] == "alert"]
+    assert [a["alert"]["signature_id"] for a in alerts] == [9910003]
+    assert records[-1]["stats"]["detect"]["matches"] == 1
