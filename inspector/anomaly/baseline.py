@@ -242,17 +242,17 @@ class Baseline:
             key = f"{who}|{server}|{subject}"
             state = self.sizes.get(key) or self.sizes.put(key, _SizeState(RobustEwma()))
             stats = state.stats
-            if not reported and stats.n >= p.size_min_samples and state.reported != index:
-                z = abs(stats.z(x, p.size_floor_bits))
-                if z >= p.size_report_z:
-                    state.reported = index
-                    reported = True  # the client's own baseline first; all clients' when it has none
-                    usual = 2 ** stats.mean - 1
-                    found.append((PAYLOAD_SIZE, z, {
-                        "subject": subject, "scope": "client" if who != "*" else "all_clients",
-                        "observed": size, "expected": round(usual, 1), "baseline_count": stats.n,
-                        "message": f"{size} request bytes to {subject} (usually about {usual:.0f})"}))
-            if self._size_guard.learn(state, abs(stats.z(x, p.size_floor_bits)) if stats.n else 0.0, stats.n):
+            z = abs(stats.z(x, p.size_floor_bits)) if stats.n else 0.0
+            if (not reported and stats.n >= p.size_min_samples and state.reported != index
+                    and z >= p.size_report_z):
+                state.reported = index
+                reported = True  # the client's own baseline first; all clients' when it has none
+                usual = 2 ** stats.mean - 1
+                found.append((PAYLOAD_SIZE, z, {
+                    "subject": subject, "scope": "client" if who != "*" else "all_clients",
+                    "observed": size, "expected": round(usual, 1), "baseline_count": stats.n,
+                    "message": f"{size} request bytes to {subject} (usually about {usual:.0f})"}))
+            if self._size_guard.learn(state, z, stats.n):
                 stats.update(x, p.size_alpha)
 
     def _novel(self, kind: str, scope: str, value: str, found: list, *, subject: str | None = None) -> None:

@@ -113,8 +113,7 @@ class RateCounter:
         if self.interval_index < 0:
             self.interval_index = index
         elif index > self.interval_index:
-            if guard is None or guard.learn(self, counts.z(float(self.count), math.sqrt(max(counts.mean, 1.0))),
-                                            counts.n):
+            if guard is None or guard.learn(self, self.score(), counts.n):  # the closed interval's score
                 counts.update(float(self.count), alpha)
             gap = min(index - self.interval_index - 1, MAX_GAP_INTERVALS)
             for _ in range(gap):
