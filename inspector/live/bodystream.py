@@ -44,7 +44,6 @@ class HeldBodyStream:
         self.hold_bytes = hold_bytes
         self.decision: Decision | None = None
         self.blocked = False
-        self.forwarded = 0
         self._held: list[bytes] = []
         self._held_bytes = 0
 
@@ -54,7 +53,6 @@ class HeldBodyStream:
         if data:
             self.body.feed(data, self.now())
         if self.decision is not None:
-            self.forwarded += len(data)
             return data
         if data:
             self._held.append(data)
@@ -78,7 +76,6 @@ class HeldBodyStream:
         if decision.action == BLOCK:
             self._block(decision.message)
             return []
-        self.forwarded += len(held)
         return [held] if held else []
 
     def _block(self, reason: str) -> None:
@@ -97,18 +94,14 @@ class PassThroughStream:
     the answer is evaluated whole when it ends (see the addon), and a block rule that matches
     its content then can only alert, since the content already went out."""
 
-    blocked = False
-
     def __init__(self, body: StreamedMessage, now: Callable[[], float]) -> None:
         self.body = body
         self.now = now
-        self.forwarded = 0
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
         if not data:
             return []
         self.body.feed(data, self.now())
-        self.forwarded += len(data)
         return data
 
     def end(self, trailers: list, ts: float) -> tuple[HttpExchange, list[SessionAnomaly]]:
