@@ -4,13 +4,16 @@
 for its codings (gzip / x-gzip, deflate with or without its zlib header, br, zstd, and stacks of
 them such as ``gzip, br``, removed last coding first, as RFC 9110 §8.4 orders them), or a
 :class:`Unsupported` naming the coding it cannot remove. `identity` is no coding; a body framed
-`aws-chunked` (S3's signed chunks) is left to the S3 layer.
+`aws-chunked` (S3's signed chunks) is left to the S3 layer. A gzip body of several members, or a
+zstd body of several frames, is decoded whole; bytes after the last gzip member, zstd frame or
+deflate stream that start no other are ignored, as decoders do (data after a br stream does not
+decode: brotli refuses it).
 
 A decoder is fed the encoded bytes as they come and gives at most `limit` decoded bytes per
 call: decompression bombs never cost more than the cap, at every stage of a stack. `capped`
-tells that the output stopped at the cap with input left, and `unconsumed` how much of the input
-the outermost stage held back then (for the expansion ratio). A stream that does not decode
-raises :class:`DecodeError`.
+tells that the output stopped at the cap with input (or br output) left, and `unconsumed` how
+much of the input the outermost stage held back then (for the expansion ratio). A stream that
+does not decode raises :class:`DecodeError`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ except ImportError:  # pragma: no cover - which one is present depends on the Py
 MAX_CODINGS = 3
 _ZLIB_WBITS = {"gzip": 47, "x-gzip": 47, "deflate": 15}  # 47: a gzip or a zlib header
 _NAMES = {"x-gzip": "gzip"}
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class DecodeError(Exception):
@@ -43,65 +47,129 @@ class Unsupported:
 
 
 class _Zlib:
-    __slots__ = ("coding", "decoder", "out", "raw_tried")
+    """gzip (every member of a body of several, RFC 1952 §2.2) or deflate (one stream). Bytes
+    after the last stream that start no gzip member are ignored, as decoders do (curl, browsers):
+    what decoded before them stays."""
+
+    __slots__ = ("coding", "decoder", "ended", "out", "raw_tried")
 
     def __init__(self, coding: str) -> None:
         self.coding = coding
         self.decoder = zlib.decompressobj(_ZLIB_WBITS[coding])
         self.out = 0
         self.raw_tried = False
+        self.ended = False  # the body's streams are over: what follows is ignored
 
     def decompress(self, data: bytes, limit: int) -> bytes:
+        limit = max(limit, 1)
+        if self.ended:
+            return b""
+        decoded = self._inflate(data, limit)  # after the end of a stream, zlib keeps `data` as unused
+        # Each turn starts a member on what the last one left, so it consumes input (a member's
+        # header at least) even when it decodes nothing; the cap ends it, the rest held back.
+        while self.decoder.eof and self.decoder.unused_data and len(decoded) < limit:
+            rest = self.decoder.unused_data
+            if self.coding == "deflate" or not _GZIP_MAGIC.startswith(rest[:2]):
+                self.ended = True
+                break
+            self.decoder = zlib.decompressobj(_ZLIB_WBITS[self.coding])
+            try:
+                decoded += self._inflate(rest, limit - len(decoded))
+            except DecodeError:  # a broken member after whole ones: ignored as trailing bytes
+                self.ended = True
+                break
+        return decoded
+
+    def _inflate(self, data: bytes, limit: int) -> bytes:
         try:
-            decoded = self.decoder.decompress(data, max(limit, 1))
+            decoded = self.decoder.decompress(data, limit)
         except zlib.error as exc:
             if self.coding == "deflate" and not self.raw_tried and self.out == 0:
                 # "deflate" is often sent raw (no zlib header): try once more as raw deflate.
                 self.raw_tried = True
                 self.decoder = zlib.decompressobj(-15)
-                return self.decompress(data, limit)
+                return self._inflate(data, limit)
             raise DecodeError(str(exc)) from None
         self.out += len(decoded)
         return decoded
 
     def unconsumed(self) -> int:
-        return len(self.decoder.unconsumed_tail)
+        if self.ended:
+            return 0
+        # The ended stream's unused data is input held back too (the members the cap stopped).
+        return len(self.decoder.unconsumed_tail) + len(self.decoder.unused_data)
 
 
 class _Brotli:
-    __slots__ = ("decoder",)
+    __slots__ = ("decoder", "overran")
 
     def __init__(self) -> None:
         self.decoder = brotli.Decompressor()
+        self.overran = False  # brotli gave more than the cap: the stage stopped there
 
     def decompress(self, data: bytes, limit: int) -> bytes:
+        limit = max(limit, 1)
         try:
-            if not self.decoder.can_accept_more_data():
+            if self.overran or not self.decoder.can_accept_more_data():
                 return b""  # the cap stopped it before: what it holds stays there
-            return self.decoder.process(data, output_buffer_limit=max(limit, 1))[:max(limit, 1)]
-        except brotli.error as exc:
+            decoded = self.decoder.process(data, output_buffer_limit=limit)
+        except brotli.error as exc:  # data after the end of the stream too
             raise DecodeError(str(exc)) from None
+        if len(decoded) > limit:
+            # `output_buffer_limit` is a soft cap (it can give twice as much): the stream is cut at
+            # the cap and the stage counts as capped, as if brotli held the rest.
+            self.overran = True
+            decoded = decoded[:limit]
+        return decoded
 
     def unconsumed(self) -> int:
-        return 0 if self.decoder.can_accept_more_data() else 1
+        return 1 if self.overran or not self.decoder.can_accept_more_data() else 0
 
 
 class _Zstd:
-    __slots__ = ("decoder",)
+    """zstd, every frame of a body of several (RFC 8878 §3.1); bytes after the last frame that
+    start no frame are ignored, as for gzip."""
+
+    __slots__ = ("decoder", "ended", "pending")
 
     def __init__(self) -> None:
         self.decoder = ZstdDecompressor()
+        self.ended = False
+        self.pending = b""  # input after a frame the cap stopped at (a decompressor at its end takes none)
 
     def decompress(self, data: bytes, limit: int) -> bytes:
-        try:
-            if self.decoder.eof:
-                return b""
-            return self.decoder.decompress(data, max(limit, 1))
-        except ZstdError as exc:
-            raise DecodeError(str(exc)) from None
+        limit = max(limit, 1)
+        if self.ended:
+            return b""
+        decoded = b""
+        if not self.decoder.eof:
+            try:
+                decoded = self.decoder.decompress(data, limit)
+            except ZstdError as exc:
+                raise DecodeError(str(exc)) from None
+            data = b""
+        # As for gzip members: each turn consumes a frame header at least, the cap ends it.
+        while self.decoder.eof and len(decoded) < limit:
+            rest = self.pending + self.decoder.unused_data + data
+            self.pending = data = b""
+            if not rest:
+                break
+            self.decoder = ZstdDecompressor()
+            try:
+                decoded += self.decoder.decompress(rest, limit - len(decoded))
+            except ZstdError:  # no frame: trailing bytes, ignored
+                self.ended = True
+                break
+        if data:
+            self.pending += data
+        return decoded
 
     def unconsumed(self) -> int:
-        return 0 if self.decoder.needs_input or self.decoder.eof else 1
+        if self.ended:
+            return 0
+        if self.decoder.eof:
+            return len(self.pending) + len(self.decoder.unused_data)  # the frames the cap stopped
+        return 0 if self.decoder.needs_input else 1
 
 
 def _stage(coding: str) -> _Zlib | _Brotli | _Zstd:
@@ -130,8 +198,8 @@ class ContentDecoder:
         return data
 
     def unconsumed(self) -> int:
-        """Input bytes the outermost stage holds back because the cap stopped it (zlib only
-        tells exactly; the others say 1 when they hold any)."""
+        """Input bytes the outermost stage holds back because the cap stopped it (gzip and deflate
+        tell exactly, zstd between frames too; otherwise br and zstd say 1 when they hold any)."""
         return self._stages[0].unconsumed()
 
 
@@ -139,7 +207,7 @@ def content_decoder(header: str | None) -> ContentDecoder | Unsupported | None:
     """The decoder for a Content-Encoding header value; None when it names no coding."""
     if not header:
         return None
-    codings = [c.strip().lower() for c in (header or "").split(",")]
+    codings = [c.strip().lower() for c in header.split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if not codings or "aws-chunked" in codings:  # S3's chunk signing framing: the S3 layer reads it
         return None

@@ -5,7 +5,7 @@ addon does. For each message head the registered *body observer* factories are a
 they want the body (gRPC does, for `application/grpc`); an observer sees every body chunk, so
 framing is counted over the whole stream while only a bounded prefix of the body is kept.
 
-Content-Encoding gzip/deflate is decoded into `HttpMessage.body` up to `Limits.body_keep_bytes`;
+Content-Encoding (`inspector.contentcoding`) is decoded into `HttpMessage.body` up to `Limits.body_keep_bytes`;
 the ratio of decoded to encoded bytes is watched for decompression bombs.
 
 A gap inside a body (`BodyGap`: bytes the capture missed) is counted in `body_length` and the
@@ -55,12 +55,22 @@ class _BodyState:
 
     def __init__(self) -> None:
         self.gapped = False  # a hole in the body: the message is incomplete
-        self.keeping = True  # False once a content decoder met a hole: nothing more is kept
+        self.keeping = True  # False once content decoding stopped (hole, error, cap): nothing more is kept
         self.chunks: list[bytes] = []
         self.kept = 0
         self.decoder: ContentDecoder | None = None
         self.encoded_in = 0
         self.observers: list[tuple[str, BodyObserver]] = []
+
+
+def _content_encoding(message: HttpMessage) -> str | None:
+    """The Content-Encoding codings of `message`: several header lines are one comma-joined list
+    (RFC 9110 §5.3), so two `gzip` lines are gzip applied twice."""
+    first = message.header("content-encoding")
+    if first is None:  # most messages: no second look at the headers
+        return None
+    values = [value for name, value in message.headers if name == "content-encoding"]
+    return first if len(values) == 1 else ", ".join(values)
 
 
 class ExchangeBuilder:
@@ -168,7 +178,7 @@ class ExchangeBuilder:
             made = factory(message, self._limits)
             if made is not None:
                 state.observers.append(made)
-        decoder = content_decoder(message.header("content-encoding"))
+        decoder = content_decoder(_content_encoding(message))
         if isinstance(decoder, ContentDecoder):
             state.decoder = decoder
             message.decoded = decoder.name
@@ -263,6 +273,7 @@ class ExchangeBuilder:
                 self._pending_anomaly(message, "decompression_bomb",
                                       f"{state.encoded_in} encoded bytes expand past {produced} bytes")
             state.decoder = None
+            state.keeping = False  # what decoded is kept; the rest is not mixed in encoded
         return decoded
 
     def _pending_anomaly(self, message: HttpMessage, event: str, text: str) -> None:

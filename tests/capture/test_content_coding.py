@@ -4,6 +4,7 @@ decoded before the layers read a body, capped against bombs; one nothing here de
 from __future__ import annotations
 
 import gzip
+import random
 import zlib
 from pathlib import Path
 
@@ -43,12 +44,17 @@ def test_real_server_encodings_are_all_read_and_the_injection_rule_fires_on_each
     assert not [r for r in records if r["event_type"] == "anomaly" and r["anomaly"]["layer"] in ("http", "llm")]
 
 
-def _decoded(coding: str, encoded: bytes, limits: Limits | None = None) -> tuple[HttpExchange, list[str]]:
+def _decoded(coding: str | list[str], encoded: bytes, limits: Limits | None = None,
+             chunk: int = 4096) -> tuple[HttpExchange, list[str]]:
+    """`encoded` through an ExchangeBuilder in `chunk`-byte pieces, under one Content-Encoding
+    header line per item of `coding`."""
     builder = ExchangeBuilder(limits or Limits())
-    head = HttpMessage(kind="response", version="HTTP/1.1", status=200, headers=[("content-encoding", coding)])
+    lines = [coding] if isinstance(coding, str) else coding
+    head = HttpMessage(kind="response", version="HTTP/1.1", status=200,
+                       headers=[("content-encoding", line) for line in lines])
     events = [HeadReceived(stream_id=0, direction=TO_CLIENT, message=head, end_stream=False, ts=1.0)]
-    events += [BodyReceived(stream_id=0, direction=TO_CLIENT, data=encoded[i:i + 4096], ts=1.0)
-               for i in range(0, len(encoded), 4096)]
+    events += [BodyReceived(stream_id=0, direction=TO_CLIENT, data=encoded[i:i + chunk], ts=1.0)
+               for i in range(0, len(encoded), chunk)]
     events.append(MessageEnded(stream_id=0, direction=TO_CLIENT, trailers=[], ts=1.0))
     out = builder.feed(events) + builder.finish(2.0)
     (exchange,) = [o for o in out if isinstance(o, HttpExchange)]
@@ -105,3 +111,94 @@ def test_header_forms():
     assert isinstance(decoder, ContentDecoder)
     with pytest.raises(DecodeError):
         decoder.decompress(b"\xff" * 64, 1024)
+
+
+#: 2 MB that brotli packs small but decodes past its soft `output_buffer_limit` in one call.
+REPEATED = random.Random(0).randbytes(50_000) * 40
+
+
+def test_br_output_past_its_soft_limit_is_capped_not_cut_silently():
+    decoder = content_decoder("br")
+    assert isinstance(decoder, ContentDecoder)
+    out = decoder.decompress(brotli.compress(REPEATED), 100_000)
+    assert out == REPEATED[:100_000] and decoder.capped and decoder.unconsumed() > 0
+    exchange, _ = _decoded("br", brotli.compress(REPEATED), Limits(body_keep_bytes=100_000), chunk=1 << 30)
+    assert exchange.response.body == REPEATED[:100_000] and exchange.response.body_truncated
+    stacked = content_decoder("gzip, br")  # gzip is not fed a stream cut without a word
+    assert isinstance(stacked, ContentDecoder)
+    out = stacked.decompress(brotli.compress(gzip.compress(REPEATED, compresslevel=0)), 100_000)
+    assert REPEATED.startswith(out) and stacked.capped
+
+
+@pytest.mark.parametrize("coding,encode", [
+    ("gzip", gzip.compress),
+    ("br, gzip", lambda data: gzip.compress(brotli.compress(data))),
+])
+def test_nothing_encoded_is_kept_after_the_decompression_cap(coding, encode):
+    encoded = encode(REPEATED)
+    limits = Limits(body_keep_bytes=1 << 20, max_decompressed_bytes=1000)
+    exchange, _ = _decoded(coding, encoded, limits, chunk=len(encoded) // 4 + 1)
+    body = exchange.response.body  # br may not give all 1000 bytes from what gzip gave it
+    assert 0 < len(body) <= 1000 and body == REPEATED[:len(body)] and exchange.response.body_truncated
+
+
+@pytest.mark.parametrize("chunk", [7, 4096, 1 << 30])
+@pytest.mark.parametrize("coding,encode", [("gzip", gzip.compress), ("zstd", zstd.compress)])
+def test_every_gzip_member_and_zstd_frame_is_decoded(coding, encode, chunk):
+    encoded = encode(PAYLOAD) + encode(b"") + encode(b"second member")
+    exchange, anomalies = _decoded(coding, encoded, chunk=chunk)
+    response = exchange.response
+    assert response.body == PAYLOAD + b"second member" and not response.body_truncated and anomalies == []
+
+
+@pytest.mark.parametrize("coding,encode", [("gzip", gzip.compress), ("zstd", zstd.compress)])
+def test_members_stop_at_the_cap_and_count_as_held_back(coding, encode):
+    decoder = content_decoder(coding)
+    assert isinstance(decoder, ContentDecoder)
+    second = encode(b"b" * 100)
+    assert decoder.decompress(encode(b"a" * 100) + second, 100) == b"a" * 100
+    assert decoder.capped and decoder.unconsumed() == len(second)
+    exchange, anomalies = _decoded(coding, encode(b"\0" * (2 << 20)) * 64, Limits(body_keep_bytes=1 << 20))
+    assert exchange.response.body == b"\0" * (1 << 20) and exchange.response.body_truncated
+    assert anomalies == ["decompression_bomb"]
+    many = b"".join(encode(b"") for _ in range(2000))  # members that decode to nothing: input consumed
+    exchange, anomalies = _decoded(coding, many)
+    assert exchange.response.body == b"" and not exchange.response.body_truncated and anomalies == []
+
+
+@pytest.mark.parametrize("coding,encode", [
+    ("deflate", zlib.compress),
+    ("deflate", lambda data: zlib.compress(data, wbits=-15)),
+    ("gzip", gzip.compress),
+    ("gzip", lambda data: gzip.compress(data) + gzip.compress(b"")),  # after a second member
+    ("zstd", zstd.compress),
+])
+@pytest.mark.parametrize("chunk", [4096, 1 << 30])
+@pytest.mark.parametrize("trailing", [b"trailing bytes", b"\0" * 8, b"\x1f\x8b junk that is no member"])
+def test_bytes_after_the_last_stream_are_ignored_and_what_decoded_stays(coding, encode, chunk, trailing):
+    """curl and browsers ignore what follows the end of the encoded data: so do we, so an appended
+    byte cannot hide a body that decoded (the decoded body is whole, not cut, no anomaly)."""
+    data = random.Random(1).randbytes(20_000)  # stays 20 KB encoded: several 4096-byte chunks
+    exchange, anomalies = _decoded(coding, encode(data) + trailing, chunk=chunk)
+    response = exchange.response
+    assert response.body == data and not response.body_truncated and response.decoded == coding
+    assert anomalies == []
+
+
+@pytest.mark.parametrize("chunk", [4096, 1 << 30])
+def test_data_after_the_end_of_a_br_stream_does_not_decode(chunk):
+    data = random.Random(1).randbytes(20_000)
+    exchange, anomalies = _decoded("br", brotli.compress(data) + b"trailing bytes", chunk=chunk)
+    response = exchange.response
+    # what decoded before the chunk that holds the trailing bytes is kept
+    assert data.startswith(response.body) and (response.body or chunk > len(data))
+    assert response.body_truncated and response.encoded == "br"
+    assert anomalies == ["content_decode_error"]
+
+
+def test_content_encoding_over_two_header_lines_is_one_list():
+    exchange, anomalies = _decoded(["gzip", "gzip"], gzip.compress(gzip.compress(PAYLOAD)))
+    response = exchange.response
+    assert response.body == PAYLOAD and response.decoded == "gzip, gzip" and anomalies == []
+    exchange, anomalies = _decoded(["gzip", "identity", "br"], brotli.compress(gzip.compress(PAYLOAD)))
+    assert exchange.response.body == PAYLOAD and exchange.response.decoded == "gzip, br"
