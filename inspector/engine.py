@@ -85,15 +85,17 @@ class Engine:
         self.blocks = 0
         self.alerts_by_sid: Counter[int] = Counter()
 
-    def process(self, record: dict[str, Any], ts: float) -> Verdict:
+    def process(self, record: dict[str, Any], ts: float, *, enforce: bool = True) -> Verdict:
         """Evaluate one transaction record at time `ts` (epoch seconds)."""
-        return self.evaluate(record, ts)[0]
+        return self.evaluate(record, ts, enforce=enforce)[0]
 
     def evaluate(self, record: dict[str, Any], ts: float, skip: AbstractSet[int] = frozenset(), *,
-                 block_only: bool = False) -> tuple[Verdict, frozenset[int]]:
+                 block_only: bool = False, enforce: bool = True) -> tuple[Verdict, frozenset[int]]:
         """:meth:`process` for a transaction seen in steps: rules whose sid is in `skip` are not
         offered the record; also returns the sids of every rule that matched (suppressed,
-        rate-pending and quiet ones included). `block_only`: only the block rules are offered it."""
+        rate-pending and quiet ones included). `block_only`: only the block rules are offered it.
+        `enforce`: False when the traffic can no longer be stopped (a streamed answer already
+        sent): block rules then alert, their alerts `allowed`, and nothing counts as a block."""
         self.records += 1
         candidates = (self.block_dispatcher if block_only else self.dispatcher).candidates(record)
         if skip and candidates:
@@ -113,7 +115,7 @@ class Engine:
             if self._suppressions and self._suppressions.silences(rule.sid, record):
                 self.suppressed += 1
                 continue
-            blocks = self.blocking and rule.action == BLOCK
+            blocks = self.blocking and enforce and rule.action == BLOCK
             if rule.rate is not None:
                 rate = rule.rate
                 key = (rule.sid, *rate.key_values(record))

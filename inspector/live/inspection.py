@@ -195,18 +195,18 @@ class LiveInspector:
             self.metrics.requests.labels(record["event_type"]).inc()
         matched = tx.matched if skip is None else skip
         engine = self.engine
-        verdict, matched_now = engine.evaluate(record, tx.ts, skip=matched, block_only=block_only)
+        verdict, matched_now = engine.evaluate(record, tx.ts, skip=matched, block_only=block_only, enforce=enforce)
         matched |= matched_now
         if block_only and verdict.action == BLOCK:
             if layers is not None:  # the transaction ends here: every layer, for the other rules
                 record, more = self.record(tx, exchange)
                 layer_anomalies = [*layer_anomalies, *more]
-            rest, matched_now = engine.evaluate(record, tx.ts, skip=matched)
+            rest, matched_now = engine.evaluate(record, tx.ts, skip=matched, enforce=enforce)
             matched |= matched_now
             if rest.alerts:
                 verdict = Verdict(action=BLOCK, alerts=verdict.alerts + rest.alerts, rules=verdict.rules + rest.rules)
         action, block_rule = verdict.action, _first_block_rule(verdict)
-        extra = self.record_anomalies(tx, anomalies, layer_anomalies)
+        extra = self.record_anomalies(tx, anomalies, layer_anomalies, enforce=enforce)
         for anomaly_verdict in extra:
             if anomaly_verdict.action == BLOCK and action != BLOCK:
                 action, block_rule = BLOCK, _first_block_rule(anomaly_verdict)
@@ -221,13 +221,11 @@ class LiveInspector:
             if reason:
                 tx.uninspectable = reason
                 decision = self._uninspectable(reason, record, enforce) or decision
-        if not enforce and decision.action == BLOCK:
-            logger.info("inspector: %s matched a streamed answer that already went out: alert only",
-                        decision.message)
-            for alert in alerts:
-                if alert["alert"].get("action") == "blocked":
-                    alert["alert"] = {**alert["alert"], "action": "allowed"}
-            decision = Decision(action=ALERT, record=record)
+        if not enforce:
+            held = [rule.sid for v in (verdict, *extra) for rule in v.rules if rule.action == BLOCK]
+            if held:
+                logger.info("inspector: block rule %s matched a streamed answer that already went out: alert only",
+                            ", ".join(map(str, held)))
         self._alerts(alerts)
         tx.record = record
         self.metrics.inspection.labels(phase).observe(time.perf_counter() - started)
@@ -395,7 +393,7 @@ class LiveInspector:
     # -- anomalies and the uninspectable policy -------------------------------------------------
 
     def record_anomalies(self, tx: Transaction, anomalies: list[SessionAnomaly], layer_anomalies: list, *,
-                   evaluate: bool = True) -> list:
+                         evaluate: bool = True, enforce: bool = True) -> list:
         """Write the anomalies not yet written for this transaction; their verdicts."""
         found = [(a.layer, a.event, a.message) for a in anomalies]
         found += layer_anomalies
@@ -412,7 +410,7 @@ class LiveInspector:
             if self.settings.log_transactions:
                 self.write(anomaly)
             if evaluate:
-                verdicts.append(self.engine.process(anomaly, tx.ts))
+                verdicts.append(self.engine.process(anomaly, tx.ts, enforce=enforce))
         return verdicts
 
     def _cut_for_block_rules(self, exchange: HttpExchange, layer_anomalies: list) -> str:
