@@ -39,7 +39,7 @@ from inspector.http import TO_CLIENT, TO_SERVER, SessionAnomaly
 from inspector.limits import Limits
 from inspector.protocols.bytereader import BEGIN_1, WAIT, Begin, ParseError, Skip, StreamReader
 from inspector.protocols.nccl import decode_unique_id
-from inspector.protocols.picklescan_lite import MAX_GLOBALS, looks_like_pickle, scan_pickle
+from inspector.protocols.picklescan_lite import MAX_GLOBALS, OLD_PROTOCOL_STARTS, looks_like_pickle, scan_pickle
 from inspector.rawtcp import SWAPPED, Transaction
 
 APP_PROTO = "tcpstore"
@@ -49,7 +49,7 @@ VALIDATE_MAGIC = 0x3C85F7CE
 VALIDATE_PREFIX = b"\x00" + struct.pack("<I", VALIDATE_MAGIC)
 
 #: The libuv server's own limits (the default backend since torch 2.4); the legacy server has
-#: none: longer keys and values are reported, counted and skipped.
+#: none: longer keys and values are reported (once per connection for each), counted and skipped.
 LIBUV_MAX_KEY_BYTES = 8 * 1024
 LIBUV_MAX_VALUE_BYTES = 8 * 1024 * 1024
 #: Parsing caps (Limits' defaults): past them a length is not believed and the direction is lost.
@@ -129,6 +129,9 @@ _PRINTABLE_KEY = re.compile(rb"[\x20-\x7e]*")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _INTEGER = re.compile(rb"-?[0-9]{1,20}")
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]+")
+_NOT_BASE64_DATA = re.compile(rb"[^A-Za-z0-9+/]+")
+#: Base64 data characters decoded first to tell whether a value can be base64 of a pickle.
+HEAD_BASE64_CHARS = 16
 
 
 # -- values --------------------------------------------------------------------------------------
@@ -179,7 +182,7 @@ def _base64_pickle(prefix: bytes, complete: bool) -> bytes | None:
     """The decoded bytes when `prefix` is base64 of a pickle (torch.rendezvous.* state), read as
     torch reads it: `base64.b64decode` without validation, which drops every byte outside the
     alphabet (newlines of `encodebytes`, spaces, anything an author slips in)."""
-    if len(prefix) < 8:
+    if len(prefix) < 8 or not _may_be_base64_pickle(prefix, complete):
         return None
     usable = _NOT_BASE64.sub(b"", prefix)
     if len(usable) < 8:
@@ -191,6 +194,26 @@ def _base64_pickle(prefix: bytes, complete: bool) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
     return decoded if looks_like_pickle(decoded, complete) else None
+
+
+def _may_be_base64_pickle(prefix: bytes, complete: bool) -> bool:
+    """False when `prefix` cannot decode to a pickle, from its first HEAD_BASE64_CHARS data
+    characters alone (most values, read in a few hundred bytes instead of all of them).
+
+    The decoder emits bytes as it reads characters and ignores "=" except where padding ends
+    the data early, so a full decode that succeeds starts with the decode of these characters
+    ("=" dropped, 12 bytes) for as many bytes as it has; looks_like_pickle decides on the first
+    10 bytes, except for protocol 0/1, whose first byte must still be one of the starts."""
+    end = HEAD_BASE64_CHARS * 4
+    while True:
+        head = _NOT_BASE64_DATA.sub(b"", prefix[:end])
+        if len(head) >= HEAD_BASE64_CHARS:
+            break
+        if end >= len(prefix):
+            return True  # too few data characters to tell: the full decode decides
+        end *= 4
+    start = base64.b64decode(head[:HEAD_BASE64_CHARS])
+    return looks_like_pickle(start) or (complete and start[0] in OLD_PROTOCOL_STARTS)
 
 
 def _as_text(prefix: bytes, complete: bool) -> str | None:
@@ -380,6 +403,7 @@ class Session:
         self._ts = 0.0
         self._start_seen = True
         self._current: tuple[dict[str, Any], float] | None = None  # the query being read, and its time
+        self._over_libuv: set[str] = set()  # "key", "value": over_libuv_limit already reported
 
     def picked_up_midstream(self) -> None:
         """The capture holds no handshake of this connection: whether it opened with VALIDATE is
@@ -555,7 +579,8 @@ class Session:
             event = "key_too_long" if is_key else "value_too_large"
             raise ParseError(event, f"{what} length {length} (cap {cap})")
         libuv = LIBUV_MAX_KEY_BYTES if is_key else LIBUV_MAX_VALUE_BYTES
-        if length > libuv:
+        if length > libuv and what not in self._over_libuv:  # once per connection (a MULTI_SET can hold thousands)
+            self._over_libuv.add(what)
             self._anomaly(f"{what}_over_libuv_limit", f"{what} of {length} bytes: the libuv server refuses more "
                           f"than {libuv}, the legacy server takes it (skipped, not kept)", direction)
         return length

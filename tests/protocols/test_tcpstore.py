@@ -4,9 +4,12 @@ pipeline, crafted old-numbering and malformed traffic, splits, detection, fields
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 import pickle
+import random
+import re
 import shutil
 import struct
 import subprocess
@@ -25,6 +28,7 @@ from inspector.lab.ncclcaps import NcclWire
 from inspector.lab.tcpstorecaps import NEW, OLD, StoreWire
 from inspector.limits import DEFAULT_LIMITS
 from inspector.protocols import tcpstore
+from inspector.protocols.picklescan_lite import looks_like_pickle
 from inspector.protocols.tcpstore import Session, describe_value, detect, guess_numbering
 from inspector.rawtcp import SWAPPED
 from inspector.rules import Config, load_config, load_rules
@@ -363,6 +367,58 @@ def test_describe_values():
     assert describe_value(big[:1001], len(big))["pickle_globals"] == ["builtins.eval"]
 
 
+def _base64_pickle_reference(prefix: bytes, complete: bool) -> bytes | None:
+    """`_base64_pickle` before its head check: strip and decode every kept byte."""
+    if len(prefix) < 8:
+        return None
+    usable = re.sub(rb"[^A-Za-z0-9+/=]+", b"", prefix)
+    if len(usable) < 8:
+        return None
+    if not complete:
+        usable = usable[:len(usable) // 4 * 4]
+    try:
+        decoded = base64.b64decode(usable)
+    except (binascii.Error, ValueError):
+        return None
+    return decoded if looks_like_pickle(decoded, complete) else None
+
+
+_PICKLES = [pickle.dumps(obj, protocol=protocol) for protocol in range(6)
+            for obj in (_Evil(), [1, "a"], {"k": b"v"}, 7, None, "x" * 300)]
+
+
+@st.composite
+def _maybe_base64_values(draw) -> bytes:
+    """Base64 of pickles or of pickle-like starts, with junk and "=" slipped in, cut or not; or
+    bytes from an alphabet of base64 characters, padding and junk."""
+    if draw(st.booleans()):
+        raw = draw(st.sampled_from([*_PICKLES, b"\x95" + bytes(12), b"\x80\x06rest", b"(lp0\nI1\n."]))
+        raw = raw[:draw(st.integers(0, len(raw)))] + draw(st.binary(max_size=8))
+        encoded = bytearray(base64.b64encode(raw))
+        for _ in range(draw(st.integers(0, 6))):
+            at = draw(st.integers(0, len(encoded)))
+            encoded[at:at] = draw(st.sampled_from([b"=", b"==", b"\n", b" ", b"\x00", b"-_", b"\xff"]))
+        return bytes(encoded[:draw(st.integers(0, len(encoded)))])
+    alphabet = st.sampled_from(b"ABgo05+/===\n \x00\x80\x95(c.")
+    return bytes(draw(st.lists(alphabet, max_size=120)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_maybe_base64_values(), st.booleans())
+def test_base64_pickle_head_check_changes_nothing(value, complete):
+    assert tcpstore._base64_pickle(value, complete) == _base64_pickle_reference(value, complete)
+
+
+def test_base64_pickle_head_check_on_long_values():
+    rng = random.Random(7)
+    values = [os.urandom(65536), b"plain text, " * 5000, bytes(65536), b"\x00" * 4000 + b"gASV" * 100]
+    values += [base64.b64encode(p) * 3 + bytes([rng.randrange(256) for _ in range(100)]) for p in _PICKLES]
+    values += [b"=".join(base64.b64encode(p)[i:i + 3] for i in range(0, 400, 3)) for p in _PICKLES]
+    for value in values:
+        for complete in (True, False):
+            assert tcpstore._base64_pickle(value, complete) == _base64_pickle_reference(value, complete)
+
+
 @pytest.mark.parametrize("value,nccl_id", [
     (NcclWire.unique_id(0x0123456789ABCDEF, "10.0.0.1:29501"),
      {"root_addr": "10.0.0.1:29501", "magic": "efcdab8967452301", "layout": "2.23+"}),
@@ -540,3 +596,24 @@ def test_values_past_the_libuv_limit_are_skipped_not_blinding():
     assert [(r["query"], r.get("value_size")) for r in records] == [("VALIDATE", None), ("SET", 9 << 20),
                                                                       ("SET", len(evil))]
     assert records[2]["pickle_dangerous"] == ["builtins.eval"]
+
+
+def test_over_libuv_limit_reported_once_per_connection():
+    """A MULTI_SET of many oversized keys and values: one anomaly of each kind, the first's message."""
+    big_key, big_value = "k" * (9 << 10), bytes((8 << 20) + 1)
+    pairs = [(f"/{i}{big_key}", big_value if i in (1, 2) else b"v") for i in range(40)]
+    client = (StoreWire.validate() + StoreWire.code(NEW, "MULTI_SET") + struct.pack("<Q", len(pairs))
+              + b"".join(StoreWire.string(k) + StoreWire.string(v) for k, v in pairs)
+              + StoreWire.code(NEW, "SET") + StoreWire.string("/" + big_key * 2) + StoreWire.string("1"))
+    session = Session(DEFAULT_LIMITS)
+    out = []
+    for i in range(0, len(client), 1 << 20):
+        out += session.receive_data(0, client[i:i + (1 << 20)], 1.0)
+    anomalies = [(a.event, a.message) for a in out if not hasattr(a, "event_type")]
+    assert anomalies == [
+        ("key_over_libuv_limit", f"key of {len(pairs[0][0])} bytes: the libuv server refuses more than 8192, "
+         "the legacy server takes it (skipped, not kept)"),
+        ("value_over_libuv_limit", f"value of {len(big_value)} bytes: the libuv server refuses more than 8388608, "
+         "the legacy server takes it (skipped, not kept)")]
+    queries = [e.data for e in out if hasattr(e, "event_type")]
+    assert [(q["query"], q.get("key_count")) for q in queries] == [("VALIDATE", None), ("MULTI_SET", 40), ("SET", None)]
