@@ -109,6 +109,8 @@ COMPRESSION_SUFFIXES = frozenset({".gz", ".z", ".bz2", ".xz", ".lzma"})
 #: Memory the xz/lzma decoder may use (its dictionary): `xz -9` needs 65 MiB, more is refused.
 LZMA_MEMLIMIT = 128 * 1024 * 1024
 _XZ_MAGIC = b"\xfd7zXZ\x00"
+#: Decompressed bytes the pickle checks read (the protocol-0 GLOBAL pattern spans at most 260).
+PICKLE_PROBE_BYTES = 300
 #: bz2: "BZh", the block size digit, then a block header or the end-of-stream magic.
 _BZ2_BLOCK_MAGICS = (b"1AY&SY", b"\x17rE8P\x90")
 #: Compressions whose magic is strong enough to report a stream that cannot be read.
@@ -315,25 +317,42 @@ def compression_of(data: bytes) -> str | None:
     return None
 
 
+def _decoder(kind: str) -> Any:
+    if kind == "zlib":
+        return zlib.decompressobj(zlib.MAX_WBITS)
+    if kind == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if kind == "bz2":
+        return bz2.BZ2Decompressor()
+    fmt = lzma.FORMAT_XZ if kind == "xz" else lzma.FORMAT_ALONE
+    return lzma.LZMADecompressor(format=fmt, memlimit=LZMA_MEMLIMIT)
+
+
+def _decompress_more(decoder: Any, max_length: int) -> bytes:
+    """Up to `max_length` (> 0: zlib takes 0 for no limit) more bytes from a decoder whose last
+    call stopped at its output limit."""
+    if decoder.eof:
+        return b""
+    if hasattr(decoder, "unconsumed_tail"):  # zlib hands back the input it did not take
+        return decoder.decompress(decoder.unconsumed_tail, max_length)
+    # bz2, lzma keep the input themselves; needs_input is not asked (True with output still pending
+    # when the stream is cut)
+    return decoder.decompress(b"", max_length)
+
+
+def _ended(decoder: Any) -> bool:
+    return bool(decoder.eof) and not decoder.unused_data  # a second stream/member follows: not all seen
+
+
 def decompress_prefix(data: bytes, kind: str, cap: int) -> tuple[bytes, bool]:
     """At most `cap + 1` bytes of the stream `data` starts; (output, the stream ended in `data`).
 
     The output is capped whatever the ratio (a bomb costs `cap` bytes) and the work is bounded by
     `len(data)`. Raises zlib.error, OSError (bz2) or lzma.LZMAError on a corrupt stream.
     """
-    decoder: Any
-    if kind == "zlib":
-        decoder = zlib.decompressobj(zlib.MAX_WBITS)
-    elif kind == "gzip":
-        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    elif kind == "bz2":
-        decoder = bz2.BZ2Decompressor()
-    else:
-        fmt = lzma.FORMAT_XZ if kind == "xz" else lzma.FORMAT_ALONE
-        decoder = lzma.LZMADecompressor(format=fmt, memlimit=LZMA_MEMLIMIT)
+    decoder = _decoder(kind)
     inner = decoder.decompress(data, cap + 1)
-    ended = bool(decoder.eof) and not decoder.unused_data  # a second stream/member follows: not all seen
-    return inner, ended
+    return inner, _ended(decoder)
 
 
 def _compressed_pickle(data: bytes, complete: bool, cap: int, ext_format: str | None) -> ModelFile | _Unread | None:
@@ -341,30 +360,47 @@ def _compressed_pickle(data: bytes, complete: bool, cap: int, ext_format: str | 
 
     None when `data` does not start like a compressed stream, or starts like zlib/lzma-alone (weak
     magics) but does not decompress; `_Unread` when it is compressed but holds no readable pickle.
+    Only PICKLE_PROBE_BYTES are decompressed first (all the pickle checks read); the rest, up to
+    the cap, only when they show a pickle, or when a corrupt stream would be reported (a strong
+    magic under a model's name: the corruption can lie past the probe).
     """
     kind = compression_of(data)
     if kind is None:
         return None
     strong = kind in _STRONG_MAGIC
+    decoder = _decoder(kind)
     try:
-        inner, ended = decompress_prefix(data, kind, cap)
+        probe = min(PICKLE_PROBE_BYTES, cap + 1)
+        inner = decoder.decompress(data, probe)
+        is_pickle = is_pickle_magic(inner) or bool(_PROTOCOL0_GLOBAL.match(inner, 0, PICKLE_PROBE_BYTES))
+        if not is_pickle and (not strong or ext_format is None):
+            # a weak magic claims nothing unless a pickle comes out (safetensors can start 78 01);
+            # a strong one says "compressed, no pickle", which only a model's name reports
+            return _Unread(kind, None) if strong and inner else _unread_empty(kind, data, complete, decoder, strong)
+        if len(inner) == probe < cap + 1:
+            inner += _decompress_more(decoder, cap + 1 - probe)
+        ended = _ended(decoder)
     except (zlib.error, OSError, lzma.LZMAError, EOFError, ValueError, MemoryError) as exc:
         return _Unread(kind, f"corrupt {kind} stream: {exc}"[:MAX_NAME_CHARS], corrupt=True) if strong else None
-    is_pickle = is_pickle_magic(inner) or bool(_PROTOCOL0_GLOBAL.match(inner, 0, 300))
-    if not strong and not is_pickle:
-        return None  # a weak magic claims nothing unless a pickle comes out (safetensors can start 78 01)
     if not inner:
-        if ended:
-            return _Unread(kind, f"the {kind} stream is empty")
-        if complete:
-            return _Unread(kind, f"the {kind} stream ends before its first decompressed byte", corrupt=True)
-        return _Unread(kind, f"the kept {len(data)} bytes end before the {kind} stream's first decompressed byte")
+        return _unread_empty(kind, data, complete, decoder, strong)
     if not is_pickle:
         return _Unread(kind, None)
     truncated = len(inner) > cap or not ended or not complete
     model = _pickle(inner[:cap], not truncated, cap, ext_format)
     model.compression = kind
     return model
+
+
+def _unread_empty(kind: str, data: bytes, complete: bool, decoder: Any, strong: bool) -> _Unread | None:
+    """A stream that gave no byte (None for a weak magic: it claims nothing)."""
+    if not strong:
+        return None
+    if _ended(decoder):
+        return _Unread(kind, f"the {kind} stream is empty")
+    if complete:
+        return _Unread(kind, f"the {kind} stream ends before its first decompressed byte", corrupt=True)
+    return _Unread(kind, f"the kept {len(data)} bytes end before the {kind} stream's first decompressed byte")
 
 
 def _numpy(data: bytes, complete: bool, cap: int) -> ModelFile:

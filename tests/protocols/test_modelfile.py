@@ -29,6 +29,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inspector.protocols import modelfile
 from inspector.protocols.modelfile import (
     EXTENSION_FORMATS,
     decompress_prefix,
@@ -256,6 +257,69 @@ def test_bz2_and_xz_bombs_cost_the_scan_cap():
     for compress, name in ((bz2.compress, "m.pkl.bz2"), (lzma.compress, "m.pkl.xz")):
         model = inspect(compress(pickled), name, scan_cap=64 * 1024)
         assert (model.pickle.status, model.pickle.scanned_bytes) == ("partial", 64 * 1024)
+
+
+def _compressed_pickle_reference(data: bytes, complete: bool, cap: int, ext_format: str | None):
+    """`_compressed_pickle` before its probe: decompress up to the cap, then look for a pickle."""
+    kind = modelfile.compression_of(data)
+    if kind is None:
+        return None
+    strong = kind in ("gzip", "bz2", "xz")
+    try:
+        inner, ended = decompress_prefix(data, kind, cap)
+    except (zlib.error, OSError, lzma.LZMAError, EOFError, ValueError, MemoryError) as exc:
+        return modelfile._Unread(kind, f"corrupt {kind} stream: {exc}"[:256], corrupt=True) if strong else None
+    is_pickle = modelfile.is_pickle_magic(inner) or bool(modelfile._PROTOCOL0_GLOBAL.match(inner, 0, 300))
+    if not strong and not is_pickle:
+        return None
+    if not inner:
+        if ended:
+            return modelfile._Unread(kind, f"the {kind} stream is empty")
+        if complete:
+            return modelfile._Unread(kind, f"the {kind} stream ends before its first decompressed byte", corrupt=True)
+        return modelfile._Unread(kind, f"the kept {len(data)} bytes end before the {kind} stream's first "
+                                 "decompressed byte")
+    if not is_pickle:
+        return modelfile._Unread(kind, None)
+    truncated = len(inner) > cap or not ended or not complete
+    model = modelfile._pickle(inner[:cap], not truncated, cap, ext_format)
+    model.compression = kind
+    return model
+
+
+_LZMA_ALONE = {"format": lzma.FORMAT_ALONE}
+_COMPRESSORS = [zlib.compress, gzip.compress, bz2.compress, lzma.compress, lambda d: lzma.compress(d, **_LZMA_ALONE)]
+_PAYLOADS = [b"", b"N.", pickle.dumps(EvalOnLoad(), protocol=0), pickle.dumps(ShellOnLoad(), protocol=2),
+             pickle.dumps([EvalOnLoad(), *range(3000)], protocol=4), b"cposix\nsystem\n" + b"x" * 2000,
+             b"\x80\x04\x95" + bytes(8) + b"N" * 5000, random.Random(3).randbytes(3000), bytes(20000),
+             b"c" + b"a" * 200 + b"\nb\n"]
+_BODIES = [compress(payload) for payload in _PAYLOADS for compress in _COMPRESSORS]
+
+
+@st.composite
+def _compressed_bodies(draw) -> bytes:
+    body = bytearray(draw(st.sampled_from(_BODIES)))
+    if draw(st.booleans()) and body:
+        at = draw(st.integers(0, len(body) - 1))
+        body[at] ^= draw(st.integers(1, 255))
+    if draw(st.booleans()):
+        body += draw(st.sampled_from([b"junk", gzip.compress(b"second"), bz2.compress(b"second")]))
+    return bytes(body[:draw(st.integers(0, len(body)))])
+
+
+@settings(max_examples=400, deadline=None)
+@given(_compressed_bodies(), st.booleans(), st.sampled_from([1, 2, 299, 300, 301, 1000, 1 << 20]),
+       st.sampled_from([None, "pickle", "joblib"]))
+def test_decompression_probe_changes_nothing(body, complete, cap, ext_format):
+    """Same result as decompressing up to the cap first; under no model name, a compressed stream
+    with no pickle is reported as such whatever follows the probe (the name-less _Unread is dropped)."""
+    found = modelfile._compressed_pickle(body, complete, cap, ext_format)
+    expected = _compressed_pickle_reference(body, complete, cap, ext_format)
+    if ext_format is None and isinstance(expected, modelfile._Unread):
+        assert isinstance(found, modelfile._Unread) and found.compression == expected.compression
+        assert inspect_model(body, name="x", body_complete=complete, scan_cap=cap) is None
+    else:
+        assert found == expected
 
 
 def test_legacy_torch_file_scans_its_five_pickles_not_the_storage():
