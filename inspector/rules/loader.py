@@ -34,8 +34,9 @@ NOT_RULE_FILES = frozenset({"known-false-positives.yaml"})
 PathArg = str | Path | Iterable[str | Path]
 
 
-def rule_files(paths: PathArg) -> tuple[list[Path], list[RuleError]]:
-    """The rule files under `paths` (sorted per directory), and the paths that do not exist.
+def rule_files(paths: PathArg, empty: list[str | Path] | None = None) -> tuple[list[Path], list[RuleError]]:
+    """The rule files under `paths` (sorted per directory), and the paths that do not exist;
+    directories that hold no rule file are added to `empty` when it is given.
 
     In a directory, hidden files and directories are skipped: editors' temporary files, and the
     `..data` / `..<timestamp>` directories a Kubernetes ConfigMap volume keeps its files in
@@ -48,10 +49,13 @@ def rule_files(paths: PathArg) -> tuple[list[Path], list[RuleError]]:
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*")
-                                if p.suffix.lower() in RULE_SUFFIXES and p.name not in NOT_RULE_FILES
-                                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                                and p.is_file()))
+            found = sorted(p for p in path.rglob("*")
+                           if p.suffix.lower() in RULE_SUFFIXES and p.name not in NOT_RULE_FILES
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                           and p.is_file())
+            if not found and empty is not None:
+                empty.append(entry)  # as given
+            files.extend(found)
         elif path.is_file():
             files.append(path)
         else:
@@ -76,7 +80,8 @@ def load_rules(paths: PathArg, config: Config | None = None, *,
     if isinstance(paths, str | Path):
         paths = [paths]
     paths = list(paths)
-    files, errors = rule_files(paths)
+    empty: list[str | Path] = []
+    files, errors = rule_files(paths, empty)
     known_events = known_event_types(catalogue)
     rules: list[Rule] = []
     for file in files:
@@ -92,15 +97,15 @@ def load_rules(paths: PathArg, config: Config | None = None, *,
     errors.extend(_duplicates(rules))
     if errors:
         raise RuleLoadError(errors)
-    warnings = _empty_directories(paths) + _unknown_suppressed_sids(config, rules)
+    warnings = _empty_directories(empty) + _unknown_suppressed_sids(config, rules)
     return RuleSet(tuple(sorted(rules, key=lambda r: r.sid)), config, tuple(warnings))
 
 
-def _empty_directories(paths: list[str | Path]) -> list[RuleError]:
+def _empty_directories(directories: list[str | Path]) -> list[RuleError]:
     """A warning for each directory given that holds no rule file (a wrong path runs no rule)."""
     return [RuleError(str(path), 0, f"no rule files ({', '.join('*' + s for s in RULE_SUFFIXES)}) in this "
                                     "directory: it adds no rule")
-            for path in paths if Path(path).is_dir() and not rule_files([path])[0]]
+            for path in directories]
 
 
 def _unknown_suppressed_sids(config: Config, rules: list[Rule]) -> list[RuleError]:
