@@ -49,8 +49,7 @@ def load_ruleset(rules: tuple[str, ...], config: str | None) -> RuleSet:
 
     ruleset = load_rules(rule_paths(rules), load_config(config))
     for warning in ruleset.warnings:
-        where = f"{warning.file}:{warning.line}" if warning.line else warning.file
-        logger.warning("inspector rules: %s: warning: %s", where, warning.message)
+        logger.warning("inspector rules: %s: warning: %s", warning.where, warning.message)
     return ruleset
 
 

@@ -98,8 +98,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def print_warnings(console: Console, ruleset: RuleSet) -> None:
     """The set's warnings (RuleSet.warnings), one a line: `file:line: warning: ...`."""
     for warning in ruleset.warnings:
-        where = f"{warning.file}:{warning.line}" if warning.line else warning.file
-        console.print(f"[yellow]{escape(where)}: warning: {escape(warning.message)}[/yellow]")
+        console.print(f"[yellow]{escape(warning.where)}: warning: {escape(warning.message)}[/yellow]")
 
 
 def _load(args: argparse.Namespace, console: Console) -> RuleSet | None:

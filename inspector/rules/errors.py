@@ -14,10 +14,13 @@ class RuleError:
     line: int
     message: str
 
+    @property
+    def where(self) -> str:
+        """`file:line`, or the file alone when the problem is the whole file's."""
+        return f"{self.file}:{self.line}" if self.line else self.file
+
     def __str__(self) -> str:
-        if self.line:
-            return f"{self.file}:{self.line}: {self.message}"
-        return f"{self.file}: {self.message}"
+        return f"{self.where}: {self.message}"
 
 
 class RuleLoadError(Exception):
