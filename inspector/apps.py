@@ -61,6 +61,10 @@ class LayerContext:
     record: dict[str, Any]
     anomalies: list[tuple[str, str, str]] = field(default_factory=list)  # (layer, event, message)
     layer: str = ""
+    #: Per-exchange routing memo of :func:`inspector.protocols.webapi.route_request`: the routing
+    #: path per (merge_slashes, decode_slash), and whether a layer already noted the path's routing.
+    routed_paths: dict[tuple[bool, bool], str] | None = None
+    routing_noted: bool = False
 
     def anomaly(self, event: str, message: str) -> None:
         self.anomalies.append((self.layer, event, message))

@@ -241,6 +241,10 @@ def _grpc_request(decoder: _Decoder, api: str, payload: bytes) -> dict[str, Any]
 # --- the layer --------------------------------------------------------------------------------------
 
 
+def _rest_api(path: str, _unquote: Any) -> str | None:
+    return _REST.get(path)
+
+
 def build(ctx: Any) -> dict[str, Any] | None:
     """The `feast` object of an exchange, or None when it is not a Feast call."""
     request = ctx.exchange.request
@@ -258,8 +262,8 @@ def build(ctx: Any) -> dict[str, Any] | None:
             payload, truncated = first
             obj.update(_grpc_request(_Decoder(ctx, truncated), api, payload))
         return prune(obj)
-    path = webapi.routing_path(request.path)
-    api = _REST.get(path)
+    # Starlette routes the decoded path; one that matches as sent has nothing to decode.
+    api, path, hidden = webapi.route_request(ctx, _rest_api)
     if api is None:
         if path == "/health" and request.method == "GET" and ctx.record.get("dest_port") == DEFAULT_PORT:
             return {"api": "health", "transport": "rest"}
@@ -267,7 +271,7 @@ def build(ctx: Any) -> dict[str, Any] | None:
     if request.method != "POST":
         return None
     obj = {"api": api, "transport": "rest"}
-    webapi.note_routing(ctx, LAYER, request.path, path, obj, _REST.get(webapi.path_only(request.path)) != api)
+    webapi.note_routing(ctx, LAYER, obj, path, hidden)
     body = webapi.json_object(webapi.read_json(request, ctx.anomaly, "feast_request"), ctx.anomaly,
                               "feast_request")
     if body is not None:

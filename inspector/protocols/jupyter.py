@@ -81,6 +81,8 @@ def _contents(method: str, rest: str, unquote: Callable[[str], str]) -> tuple[st
 
 
 def _route(method: str, path: str, unquote: Callable[[str], str]) -> tuple[str, dict[str, Any]] | None:
+    if "api/" not in path and "terminals/" not in path:  # most paths: no need for the pattern
+        return None
     match = _ROUTE.fullmatch(path)
     if match is None:
         return None
@@ -160,23 +162,18 @@ def build(ctx: Any) -> dict[str, Any] | None:
     request = ctx.exchange.request
     if request is None or "s3" in ctx.record:  # an S3 call whatever its path (bucket `models`, ...)
         return None
-    path = webapi.path_only(request.path)
-    routed = webapi.routing_path(request.path, merge_slashes=True)
-    if "api/" not in routed and "terminals/" not in routed:
-        return None
     # Tornado matches the path as sent and unquotes the captured names; the routed path (decoded,
     # slashes merged) is the fallback, so an encoded or doubled route is still seen (and 404s there).
-    route = _route(request.method, path, webapi.unquote_path)
-    hidden = route is None
-    if route is None:
-        route = _route(request.method, routed, webapi.as_is)
+    method = request.method
+    route, routed, hidden = webapi.route_request(ctx, lambda path, unquote: _route(method, path, unquote),
+                                                 merge_slashes=True)
     if route is None:
         return None
     api, fields = route
     token_in_url = "token" in webapi.query_params(request.path)
     obj: dict[str, Any] = {"api": api, **fields, "token_in_url": token_in_url,
                            "credentials_present": _credentials(request, token_in_url)}
-    webapi.note_routing(ctx, LAYER, request.path, routed, obj, hidden)
+    webapi.note_routing(ctx, LAYER, obj, routed, hidden)
     upgrade = (request.header("upgrade") or "").lower()
     if upgrade:
         obj["websocket"] = upgrade == "websocket"

@@ -372,15 +372,8 @@ def build(ctx: Any) -> dict[str, Any] | None:
     request = ctx.exchange.request
     if request is None or request.method != "POST" or "s3" in ctx.record:
         return None
-    path = webapi.path_only(request.path)
-    route = _route(path)
-    routed, hidden = path, False
-    if route is None:  # as the server routes it: percent-decoded (Starlette, axum, Go all decode)
-        routed = webapi.routing_path(request.path)
-        if routed != path:
-            route = _route(routed, webapi.as_is)
-            hidden = route is not None
-            path = routed
+    # As sent, else as the server routes it: percent-decoded (Starlette, axum, Go all decode).
+    route, path, hidden = webapi.route_request(ctx, _route)
     body_value = None
     if route is None:
         if path not in _BODY_DISPATCHED or not webapi.looks_like_json(request):
@@ -401,8 +394,7 @@ def build(ctx: Any) -> dict[str, Any] | None:
         api = "generate_stream"
     model = text(body.get("model"), NAME_CHARS * 2) or path_model
     obj: dict[str, Any] = {"api": api, "dialect": dialect, "model": model}
-    if "ollama" not in ctx.record:  # the ollama layer already said it, in its own object
-        webapi.note_routing(ctx, LAYER, request.path, routed, obj, hidden)
+    webapi.note_routing(ctx, LAYER, obj, path, hidden)  # not again on an Ollama call: its object says it
     if body:
         obj.update(_prompt(dialect, api, body).object())
         obj.update(_parameters(dialect, body))

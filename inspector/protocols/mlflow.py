@@ -59,8 +59,13 @@ _VALUES = (
 _URLS = ("source", "artifact_location", "run_link")
 
 
-def _route(path: str) -> tuple[str, str | None, bool, str | None, str] | None:
-    """(endpoint, artifact path, ajax, api version, static prefix) of a routed MLflow path, or None."""
+_Route = tuple[str, str | None, bool, str | None, str]
+
+
+def _route(path: str, _unquote: Any = None) -> _Route | None:
+    """(endpoint, artifact path, ajax, api version, static prefix) of a routed MLflow path, or None.
+
+    Werkzeug decodes the whole path before routing: nothing is left to decode in a segment."""
     download = _DOWNLOADS.fullmatch(path)
     if download is not None:
         return download.group(2), None, False, None, download.group(1)
@@ -120,20 +125,23 @@ def _answer(ctx: Any, obj: dict[str, Any]) -> None:
         obj["experiment_id"] = scalar_text(experiment_id, NAME_CHARS)
 
 
+def _same_route(as_sent: _Route, routed: _Route) -> bool:
+    """Whether the path as sent, read literally, names the route the server takes (endpoint and prefix)."""
+    return as_sent[0] == routed[0] and as_sent[4] == routed[4]
+
+
 def build(ctx: Any) -> dict[str, Any] | None:
     """The `mlflow` object of an exchange, or None when it is not an MLflow call."""
     request = ctx.exchange.request
     if request is None or "s3" in ctx.record:  # an S3 call whatever its path (bucket `models`, ...)
         return None
-    routed = webapi.routing_path(request.path, merge_slashes=True)
-    route = _route(routed)
+    route, routed, hidden = webapi.route_request(ctx, _route, merge_slashes=True, same=_same_route)
     if route is None:
         return None
     endpoint, artifact_path, ajax, version, prefix = route
     obj: dict[str, Any] = {"endpoint": endpoint, "ajax": ajax, "api_version": version, "path": artifact_path,
                            "prefix": prefix[:NAME_CHARS] or None}
-    raw = _route(webapi.path_only(request.path))
-    webapi.note_routing(ctx, LAYER, request.path, routed, obj, raw is None or raw[0] != endpoint or raw[4] != prefix)
+    webapi.note_routing(ctx, LAYER, obj, routed, hidden)
     params = webapi.query_params(request.path)
     if params:
         _copy_values(params, obj)

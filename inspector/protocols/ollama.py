@@ -223,14 +223,9 @@ def build(ctx: Any) -> dict[str, Any] | None:
     request = ctx.exchange.request
     if request is None or "s3" in ctx.record:  # an S3 call whatever its path (bucket `models`, ...)
         return None
-    path = webapi.path_only(request.path)
-    routed = webapi.routing_path(request.path)
-    obj = _claim(ctx, request, path, webapi.unquote_path)
-    hidden = obj is None
-    if obj is None and routed != path:
-        obj = _claim(ctx, request, routed, webapi.as_is)
+    obj, routed, hidden = webapi.route_request(ctx, lambda path, unquote: _claim(ctx, request, path, unquote))
     if obj is not None:
-        webapi.note_routing(ctx, LAYER, request.path, routed, obj, hidden)
+        webapi.note_routing(ctx, LAYER, obj, routed, hidden)
     return obj
 
 

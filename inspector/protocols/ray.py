@@ -180,11 +180,9 @@ def build(ctx: Any) -> dict[str, Any] | None:
     request = ctx.exchange.request
     if request is None or "s3" in ctx.record:  # an S3 call whatever its path (bucket `models`, ...)
         return None
-    routed = webapi.routing_path(request.path, decode_slash=False)
-    route = _route(request.method, webapi.path_only(request.path), webapi.unquote_path)
-    hidden = route is None
-    if route is None:
-        route = _route(request.method, routed, webapi.as_is)
+    method = request.method
+    route, routed, hidden = webapi.route_request(ctx, lambda path, unquote: _route(method, path, unquote),
+                                                 decode_slash=False)
     if route is None:
         return None
     api, obj = route
@@ -197,7 +195,7 @@ def build(ctx: Any) -> dict[str, Any] | None:
         return None  # Ollama's /api/version, or an answer that does not say
     deferred.flush(ctx.anomaly)
     obj = {"api": api, **obj}
-    webapi.note_routing(ctx, LAYER, request.path, routed, obj, hidden)
+    webapi.note_routing(ctx, LAYER, obj, routed, hidden)
     if api in ("cpu_profile", "traceback", "gpu_profile", "memory_profile", "task_traceback",
                "task_cpu_profile") or api == "state_logs":
         params = webapi.query_params(request.path)

@@ -83,6 +83,8 @@ _NAME_FIELDS = {1: ("model_name", "str"), 2: ("model_version", "str")}
 
 
 def _rest_route(method: str, path: str, unquote: Callable[[str], str]) -> tuple[str, dict[str, Any]] | None:
+    if not path.startswith(_PREFIXES) and path != "/":
+        return None
     match = _MODELS.fullmatch(path)
     if match is not None:
         name, version, set_default = match.groups()
@@ -193,14 +195,8 @@ def build(ctx: Any) -> dict[str, Any] | None:
         if grpc.get("service") not in (_MANAGEMENT_SERVICE, _INFERENCE_SERVICE):
             return None
         return prune(_grpc(ctx, grpc.get("method")))
-    path = webapi.path_only(request.path)
-    routed = webapi.routing_path(request.path)
-    route = None
-    if path.startswith(_PREFIXES) or path == "/":
-        route = _rest_route(request.method, path, webapi.unquote_path)
-    hidden = route is None
-    if route is None and routed != path and (routed.startswith(_PREFIXES) or routed == "/"):
-        route = _rest_route(request.method, routed, webapi.as_is)
+    method = request.method
+    route, routed, hidden = webapi.route_request(ctx, lambda path, unquote: _rest_route(method, path, unquote))
     if route is None:
         return None
     api, fields = route
@@ -220,7 +216,7 @@ def build(ctx: Any) -> dict[str, Any] | None:
     if api in _ANSWER_DECIDES and not torchserve_answer:  # read-only calls on common paths
         return None
     deferred.flush(ctx.anomaly)
-    webapi.note_routing(ctx, LAYER, request.path, routed, obj, hidden)
+    webapi.note_routing(ctx, LAYER, obj, routed, hidden)
     return prune(obj)
 
 

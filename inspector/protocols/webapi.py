@@ -12,17 +12,20 @@ number 0.5, `"true"`/`"yes"`/`"1"` are true. Values copied into records go throu
 body or a query (a model archive URL, an artifact location) through :func:`redact_inner_url`,
 which hides user-info passwords and secret query values the way `http.url` is redacted.
 
-Routing: every path-routed layer matches its routes on :func:`routing_path`, the path the server
-behind it routes on, not only on the path as sent. uvicorn/Starlette (Feast), Flask/Werkzeug
-(MLflow), Netty (TorchServe) and Go (Ollama) percent-decode the path before routing, `%2F` too;
-aiohttp (Ray) decodes all but `%2F`; only Werkzeug merges repeated slashes. So
+Routing: every path-routed layer matches its routes through :func:`route_request` on
+:func:`routing_path`, the path the server behind it routes on, not only on the path as sent (each
+variant decoded at most once per exchange, and only for a path with `%` or, merged, `//`).
+uvicorn/Starlette (Feast), Flask/Werkzeug (MLflow), Netty (TorchServe) and Go (Ollama)
+percent-decode the path before routing, `%2F` too; aiohttp (Ray) decodes all but `%2F`; only
+Werkzeug merges repeated slashes. So
 `/%61pi/2.0/mlflow//experiments%2Fcreate` is `experiments/create` to MLflow and must be to the
 inspector. Dot segments are kept, as those servers keep them (a `..` inside an artifact path
 stays visible to the rules). When the
 path as sent, matched literally, would not reach the route the server takes, the layer's record
 carries `<layer>.routed_path` (a space sent as `%20` inside a name is not that), and an encoded
 unreserved character (`%61` for `a`, `%2D` for `-`: no client needs to encode those)
-raises the anomaly `<layer>_path_obfuscated` (`mlflow_path_obfuscated`, ...).
+raises the anomaly `<layer>_path_obfuscated` (`mlflow_path_obfuscated`, ...), both said once per
+exchange (:func:`note_routing`: on an Ollama chat, by the `ollama` object, not again by `llm`).
 """
 
 from __future__ import annotations
@@ -101,18 +104,76 @@ def path_obfuscation(target: str) -> str | None:
         "the route is hidden from exact-match filters"
 
 
-def note_routing(ctx: Any, layer: str, target: str, routed: str, obj: dict[str, Any], hidden: bool) -> None:
-    """Say how the path as sent hid its route.
+def _routed(ctx: Any, raw: str, merge_slashes: bool, decode_slash: bool) -> str:
+    """:func:`routing_path` of the request path `raw` (already without its query), once per exchange
+    and variant (memo on the `LayerContext`: several layers route the same exchange); `raw` itself
+    when there is nothing to decode or merge."""
+    if "%" not in raw and not (merge_slashes and "//" in raw):
+        return raw
+    key = (merge_slashes, decode_slash)
+    memo = ctx.routed_paths
+    if memo is None:
+        memo = ctx.routed_paths = {}
+    routed = memo.get(key)
+    if routed is None:
+        routed = memo[key] = routing_path(raw, merge_slashes=merge_slashes, decode_slash=decode_slash)
+    return routed
 
-    `hidden`: the path as sent, matched literally, does not reach the route the server takes; the
-    record then keeps the routed path in `routed_path`. An encoded unreserved character raises the
-    anomaly `<layer>_path_obfuscated` either way.
+
+def route_request[R](ctx: Any, route: Callable[[str, Callable[[str], str]], R | None], *,
+                     merge_slashes: bool = False, decode_slash: bool = True,
+                     same: Callable[[R, R], bool] | None = None) -> tuple[R | None, str, bool]:
+    """(route, path, hidden): the exchange's request routed as the server behind a layer routes it.
+
+    `route(path, unquote)` is the layer's route of `path`, or None; `unquote` decodes a segment it
+    takes from `path` (:func:`unquote_path` on the path as sent, :func:`as_is` on a routing path,
+    already decoded). `merge_slashes`, `decode_slash`: the server's :func:`routing_path`.
+
+    By default the path as sent is routed first (Tornado matches it and unquotes the captures; a
+    path that routes as sent has nothing to decode for the others); when it does not route, its
+    routing path, only if that differs. With `same`, the server routes only the routing path
+    (Werkzeug): the path as sent is routed too, only when it differs, and `same(as_sent, routed)`
+    says whether it reaches that route read literally.
+
+    `path`: the path as sent when it routes so, else the routing path. `hidden`: the path as sent,
+    read literally, does not reach the route (for :func:`note_routing`).
     """
+    raw = path_only(ctx.exchange.request.path)
+    if same is None:
+        found = route(raw, unquote_path)
+        if found is not None:
+            return found, raw, False
+        routed = _routed(ctx, raw, merge_slashes, decode_slash)
+        if routed == raw:
+            return None, raw, False
+        found = route(routed, as_is)
+        return found, routed, found is not None
+    routed = _routed(ctx, raw, merge_slashes, decode_slash)
+    found = route(routed, as_is)
+    if found is None or routed == raw:
+        return found, routed, False
+    literal = route(raw, unquote_path)
+    return found, routed, literal is None or not same(literal, found)
+
+
+def note_routing(ctx: Any, layer: str, obj: dict[str, Any], routed: str, hidden: bool) -> None:
+    """Say how the path as sent hid its route, once per exchange (the layer below already did:
+    the `llm` object of an Ollama chat leaves it to the `ollama` object).
+
+    `hidden`, `routed`: from :func:`route_request`; the record then keeps the routed path in
+    `routed_path`. An encoded unreserved character raises the anomaly `<layer>_path_obfuscated`
+    either way.
+    """
+    if ctx.routing_noted:
+        return
+    ctx.routing_noted = True
     if hidden:
         obj["routed_path"] = routed[:DEFAULT_TEXT_CHARS]
-    reason = path_obfuscation(target)
-    if reason is not None:
-        ctx.anomaly(f"{layer}_path_obfuscated", reason)
+    target = ctx.exchange.request.path
+    if "%" in target:
+        reason = path_obfuscation(target)
+        if reason is not None:
+            ctx.anomaly(f"{layer}_path_obfuscated", reason)
 
 
 def query_params(target: str) -> dict[str, str]:

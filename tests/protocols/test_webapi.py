@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from httpapi_support import exchange
 from hypothesis import given
 from hypothesis import strategies as st
 
+from inspector.apps import LayerContext, transaction_record
 from inspector.protocols import webapi
 
 
@@ -140,3 +142,83 @@ def test_routing_path_leaves_an_oversized_path_alone():
 def test_routing_helpers_never_raise(target):
     webapi.routing_path(target)
     webapi.path_obfuscation(target)
+
+
+def _ctx(target: str) -> LayerContext:
+    return LayerContext(exchange("POST", target, {}, status=None), {})
+
+
+def _recorder(routes: dict[str, str]):
+    calls: list[tuple[str, object]] = []
+
+    def route(path, unquote):
+        calls.append((path, unquote))
+        return routes.get(path)
+
+    return route, calls
+
+
+def test_route_request_routes_a_plain_path_once_without_decoding(monkeypatch):
+    monkeypatch.setattr(webapi, "routing_path", None)  # must not be needed
+    route, calls = _recorder({"/api/pull": "pull"})
+    ctx = _ctx("/api/pull?x=%61")
+    assert webapi.route_request(ctx, route) == ("pull", "/api/pull", False)
+    assert webapi.route_request(ctx, route, same=lambda a, b: a == b) == ("pull", "/api/pull", False)
+    assert webapi.route_request(ctx, route, merge_slashes=True) == ("pull", "/api/pull", False)
+    assert calls == [("/api/pull", webapi.unquote_path), ("/api/pull", webapi.as_is),
+                     ("/api/pull", webapi.unquote_path)]
+    assert webapi.route_request(_ctx("/other"), route) == (None, "/other", False)
+    assert ctx.routed_paths is None
+
+
+def test_route_request_tries_the_routing_path_only_when_it_differs(monkeypatch):
+    decoded = []
+    real = webapi.routing_path
+    monkeypatch.setattr(webapi, "routing_path", lambda path, **kw: decoded.append((path, kw)) or real(path, **kw))
+    route, calls = _recorder({"/api/pull": "pull"})
+    ctx = _ctx("/api%2F%70ull")
+    assert webapi.route_request(ctx, route) == ("pull", "/api/pull", True)
+    assert webapi.route_request(ctx, route) == ("pull", "/api/pull", True)  # another layer: memo
+    assert webapi.route_request(ctx, route, decode_slash=False) == (None, "/api%2Fpull", False)
+    assert calls[:2] == [("/api%2F%70ull", webapi.unquote_path), ("/api/pull", webapi.as_is)]
+    assert len(decoded) == 2  # one per variant
+    calls.clear()
+    assert webapi.route_request(_ctx("/api/pu%zz"), route) == (None, "/api/pu%zz", False)
+    assert calls == [("/api/pu%zz", webapi.unquote_path)]  # decoding changes nothing: not routed twice
+
+
+def test_route_request_on_the_routing_path_only():
+    routes = {"/api/x/create": ("x/create", ""), "/api/x%2Fcreate": ("x%2Fcreate", ""), "//api/x/create": None,
+              "/api/x/cre%61te": ("cre%61te", "/api/x")}
+    route, calls = _recorder(routes)
+    same = lambda a, b: a == b  # noqa: E731
+    assert webapi.route_request(_ctx("/api/x%2Fcreate"), route, same=same) == \
+        (("x/create", ""), "/api/x/create", True)
+    assert webapi.route_request(_ctx("//api/x/create"), route, merge_slashes=True, same=same) == \
+        (("x/create", ""), "/api/x/create", True)
+    assert webapi.route_request(_ctx("/api/x/cre%61te"), route, same=same)[2] is True
+    assert webapi.route_request(_ctx("/api/x/cre%61te"), route, same=lambda a, b: True) == \
+        (("x/create", ""), "/api/x/create", False)  # `same` decides
+    calls.clear()
+    assert webapi.route_request(_ctx("/api/x/create"), route, same=same) == (("x/create", ""), "/api/x/create", False)
+    assert len(calls) == 1
+
+
+def test_note_routing_is_said_once_per_exchange():
+    ctx = _ctx("/api/%67enerate")
+    first: dict = {}
+    second: dict = {}
+    ctx.layer = "ollama"
+    webapi.note_routing(ctx, "ollama", first, "/api/generate", True)
+    ctx.layer = "llm"
+    webapi.note_routing(ctx, "llm", second, "/api/generate", True)
+    assert first == {"routed_path": "/api/generate"} and second == {}
+    assert [event for _, event, _ in ctx.anomalies] == ["ollama_path_obfuscated"]
+
+
+def test_an_encoded_ollama_chat_is_noted_by_the_ollama_object_only():
+    record, found = transaction_record(None, exchange("POST", "/api/%67enerate", {"model": "m", "prompt": "hi"},
+                                                      status=None))
+    assert record["event_type"] == "llm" and record["ollama"]["routed_path"] == "/api/generate"
+    assert "routed_path" not in record["llm"]
+    assert [event for _, event, _ in found if event.endswith("path_obfuscated")] == ["ollama_path_obfuscated"]
