@@ -213,6 +213,11 @@ class Http2Session:
             self._streams[1] = _Stream(1, to_server=CLOSED)
             self._max_client_stream = 1
 
+    @property
+    def counters(self) -> dict[str, int]:
+        """The run's stats this connection adds to (the stream router merges them)."""
+        return {"http2_gaps_stepped_over": self.gaps_stepped_over} if self.gaps_stepped_over else {}
+
     # --- entry points ---------------------------------------------------------------------------
 
     def receive_data(self, direction: int, data: bytes, ts: float) -> list[SessionEvent]:

@@ -71,7 +71,8 @@ class RecordSink(Protocol):
 
 
 class StreamSession(Protocol):
-    """What the router drives: a sans-IO session over both directions of a stream."""
+    """What the router drives: a sans-IO session over both directions of a stream. A session may
+    also have `counters` (name -> count), added to the run's stats when the flow ends."""
 
     def receive_data(self, direction: int, data: bytes, ts: float) -> list: ...
     def receive_gap(self, direction: int, length: int, ts: float) -> list: ...
@@ -219,7 +220,7 @@ def _tls_record_chain(data: bytes) -> tuple[int, int] | None:
         version = data[pos + 2]
         count += 1
         pos += 5 + length
-    if 0 < len(data) - pos < 5 and data[pos:pos + 1] and not 20 <= data[pos] <= 23:
+    if 0 < len(data) - pos < 5 and not 20 <= data[pos] <= 23:
         return None
     return count, version
 
@@ -345,7 +346,7 @@ class StreamRouter:
         # Input held while detecting, replayed into the session: bytes, or (int) bytes missing.
         self._pending: list[tuple[int, bytes | int, float]] = []
         self._pending_bytes = [b"", b""]
-        self._lost = [0, 0]  # bytes of each direction missing before its protocol was told
+        self._lost = [False, False]  # each direction: bytes missing before its protocol was told
         self._session: StreamSession | None = None
         self._builder: ExchangeBuilder | None = None
         self._gave_up = False
@@ -390,7 +391,7 @@ class StreamRouter:
             self._parser_failed(exc, ts)
 
     def _hold_gap(self, direction: int, length: int, ts: float) -> None:
-        self._lost[direction] += length
+        self._lost[direction] = True
         pending = self._pending
         if pending and pending[-1][0] == direction and isinstance(pending[-1][1], int):
             pending[-1] = (direction, pending[-1][1] + length, pending[-1][2])
@@ -456,13 +457,12 @@ class StreamRouter:
                         self._inner.on_eof(direction, ts)
         if self._inner is not None:
             self._inner.finish(ts)
-        if self._tls is not None:
-            for name, count in self._tls.counters.items():
-                self._stats[name] = self._stats.get(name, 0) + count
-        stepped = getattr(session, "gaps_stepped_over", 0)
-        if stepped:  # HTTP/2: capture gaps inside DATA the connection was parsed past
-            name = self._stat_prefix + "http2_gaps_stepped_over"
-            self._stats[name] = self._stats.get(name, 0) + stepped
+        if session is not None:
+            # A session's own counts (`counters`, optional): the TLS session's under their own names
+            # wherever it runs, the others under this router's stat prefix.
+            prefix = "" if session is self._tls else self._stat_prefix
+            for name, count in getattr(session, "counters", {}).items():
+                self._stats[prefix + name] = self._stats.get(prefix + name, 0) + count
         if self._builder is not None:
             self._emit_results(self._builder.finish(ts), ts)
 

@@ -87,6 +87,7 @@ def test_a_gap_inside_a_data_payload_is_stepped_over():
     assert [(e.direction, e.complete) for e in events if isinstance(e, MessageEnded)] == [
         (TO_SERVER, True), (TO_CLIENT, True)]  # the session ends it; the exchange builder marks the hole
     assert session.gaps_stepped_over == 1
+    assert session.counters == {"http2_gaps_stepped_over": 1}  # what the router adds to the stats
 
 
 def test_a_gap_over_a_frame_header_still_stops_the_direction():
@@ -96,7 +97,7 @@ def test_a_gap_over_a_frame_header_still_stops_the_direction():
     session = Http2Session()
     events = _run(session, [client[:hole_at], 100, client[hole_at + 100:]])
     assert [e.event for e in events if isinstance(e, SessionAnomaly)] == ["gap"]
-    assert session.gaps_stepped_over == 0
+    assert session.gaps_stepped_over == 0 and session.counters == {}
 
 
 def test_the_exchange_counts_the_hole_and_ends_the_message_incomplete():

@@ -79,6 +79,9 @@ def test_decrypted_tls_inside_socks5(tmp_path):
     assert exchange["http"]["status"] == 204 and exchange["decrypted"]["sni"] == "models.internal"
     assert [handshake["tx_id"], exchange["tx_id"]] == [0, 1]
     assert analyzer.stats.detection["tunnel_app_tls"] == 1
+    # the TLS session's counters keep their names in a tunnel (no tunnel_ prefix)
+    assert analyzer.stats.detection["tls_handshakes_decrypted"] == 1
+    assert not any(name.startswith("tunnel_tls_") for name in analyzer.stats.detection)
     schema = build_schema()  # tls, decrypted and tunnel objects are declared fields: the records validate
     for record in records:
         jsonschema.validate(record, schema)
