@@ -496,13 +496,11 @@ class TlsSession:
         self._open(direction, side, header, fragment, ts)
 
     def _open(self, direction: int, side: _Side, header: bytes, fragment: bytes, ts: float) -> None:
-        if side.renegotiated:  # under keys of a renegotiated session, which are not derived
-            side.after_renegotiation += 1
-            if side.opened:
-                self._gap(direction, fragment, ts)
-            return
-        if self._keys_state != "ready" or (side.keys is None and not any(side.epoch_keys)):
-            side.not_decrypted += 1
+        if side.renegotiated or self._keys_state != "ready" or (side.keys is None and not any(side.epoch_keys)):
+            if side.renegotiated:  # under keys of a renegotiated session, which are not derived
+                side.after_renegotiation += 1
+            else:
+                side.not_decrypted += 1
             if side.opened:
                 self._gap(direction, fragment, ts)
             return
