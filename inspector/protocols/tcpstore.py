@@ -440,7 +440,7 @@ class Session:
         if reader is not None and not reader.finished:
             self._anomaly("stream_gap", f"{length} bytes missing from the capture; direction no longer parsed",
                           direction)
-            if direction == TO_SERVER and not reader.idle:
+            if direction == TO_SERVER:  # the query being read, if any (a server gap leaves it whole)
                 self._cut_query()
             self._lose(direction)
         return events
@@ -585,12 +585,19 @@ class Session:
                           f"than {libuv}, the legacy server takes it (skipped, not kept)", direction)
         return length
 
-    def _string(self, what: str, direction: int, begin: bool = False):
-        """(length, kept prefix) of a `u64 len` + bytes argument (`begin`: it starts a reply)."""
+    def _string(self, what: str, direction: int, begin: bool = False, keep: int | None = None,
+                size_to: tuple[dict[str, Any], str] | None = None):
+        """(length, kept prefix) of a `u64 len` + bytes argument (`begin`: it starts a reply). `keep`:
+        bytes kept (default: a key's, or the value keep size); `size_to` (record, field): where the
+        length goes as soon as it is read, before the bytes."""
         length = yield from self._length(what, direction, begin)
+        if size_to is not None:
+            size_to[0][size_to[1]] = length
         if not length:
             return 0, b""
-        prefix = yield Skip(length, LIBUV_MAX_KEY_BYTES if what == "key" else self._keep)
+        if keep is None:
+            keep = LIBUV_MAX_KEY_BYTES if what == "key" else self._keep
+        prefix = yield Skip(length, keep)
         return length, prefix
 
     def _count(self):
@@ -634,15 +641,10 @@ class Session:
                 elif arg == "key":
                     _, raw = yield from self._string("key", TO_SERVER)
                     data.update(_key_fields(key_text(raw)))
-                elif arg == "expected":
-                    size = yield from self._length("value", TO_SERVER)
-                    data["expected_size"] = size
-                    if size:
-                        yield Skip(size, 0)
+                elif arg == "expected":  # sizes known before the bytes: a query cut short still says them
+                    yield from self._string("value", TO_SERVER, keep=0, size_to=(data, "expected_size"))
                 elif arg == "value":
-                    size = yield from self._length("value", TO_SERVER)
-                    data["value_size"] = size  # known before the bytes: a query cut short still says it
-                    prefix = (yield Skip(size, self._keep)) if size else b""
+                    size, prefix = yield from self._string("value", TO_SERVER, size_to=(data, "value_size"))
                     data.update(describe_value(prefix, size))
                 else:  # keys, pairs
                     key_count = yield from self._count()

@@ -263,6 +263,31 @@ def test_gap_gives_the_direction_up():
     assert events[2].data["reply_missing"] is True
 
 
+def test_a_server_gap_leaves_the_query_being_read_whole():
+    """The client's query in progress is not the server direction's: a gap there does not cut it."""
+    query = bytes([NEW["SET"]]) + StoreWire.string("/k") + StoreWire.string("hello world")
+    session = Session(DEFAULT_LIMITS)
+    events = session.receive_data(0, StoreWire.validate() + query[:14], 1.0)
+    events += session.receive_gap(1, 10, 2.0)
+    events += session.receive_data(0, query[14:], 3.0)
+    events += session.receive_eof(0, 4.0) + session.receive_eof(1, 4.0)
+    records = [e.data for e in events if hasattr(e, "data")]
+    assert [r["query"] for r in records] == ["VALIDATE", "SET"]
+    assert "truncated" not in records[1] and records[1]["value_text"] == "hello world"
+
+
+@pytest.mark.parametrize("cut,fields", [
+    (15, {}),  # inside the expected value's length: neither size known yet
+    (21, {"expected_size": 4}),  # inside the expected value
+    (35, {"expected_size": 4, "value_size": 9}),  # inside the new value: both sizes said
+])
+def test_compare_set_cut_short_says_the_sizes_read(cut, fields):
+    query = bytes([NEW["COMPARE_SET"]]) + StoreWire.string("/k") + StoreWire.string("old!") \
+        + StoreWire.string("new value")
+    events = run_session(Session, [(0, StoreWire.validate() + query[:cut], 1.0)])
+    assert events[-1][2] == q("COMPARE_SET", **key("/k"), **fields, truncated=True)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 1), st.binary(max_size=64)), max_size=20))
 def test_random_bytes_never_raise(pieces):
