@@ -220,7 +220,7 @@ class Analyzer:
         result = FileResult(str(path))
         self.stats.files.append(result)
         try:
-            reader = open_capture(path)
+            reader = self._open_capture(path)
         except CaptureFormatError as exc:
             result.error = str(exc)
             self._capture_damaged(result, 0.0)  # no packet of its own to date it: 1970, as an empty run
@@ -269,11 +269,17 @@ class Analyzer:
                 packet = decoder.decode(frame)
                 if packet is not None:
                     table.packet(packet)
+                else:  # no packet, but its time counts, as in a flow-sharded run (the other
+                    table.tick(frame.ts)  # workers' frames are times there): flows idle out alike
             except Exception as exc:
                 self._frame_failed(exc, frame)
             if not packets & 0xFF:
                 self._decode_anomalies(decoder)
         return packets, frame_bytes, last_ts
+
+    def _open_capture(self, path: str | Path) -> Any:
+        """The reader of one capture (CaptureReader's interface; a sharded run's workers are fed)."""
+        return open_capture(path)
 
     def _frame_failed(self, exc: Exception, frame: Any) -> None:
         """An exception out of the decoder or the flow table on one frame (a bug: they must not

@@ -2,14 +2,16 @@
 
 Flows are sharded by a symmetric hash of their addresses and ports (:func:`flow_shard`), so every
 packet of a flow, and all per-flow state (reassembly, sessions, policy checks), lives in one
-worker. Every worker reads every capture, but the reader skips the frames of other workers'
-flows before copying or decoding them: a pcap record loop hashes the common frame itself
-(:class:`inspector.capture.reader.ShardSkip`), and :func:`frame_shard` reads the addresses and
-ports of the others in place. Only their capture time is used, so flows idle out and
-linger-close at the same frames as in one process. Frames whose flow cannot be told from the raw bytes (fragments, IPv6
-extension headers, ICMP and other transports, short or odd headers, pcapng simple packet
-blocks) go through a second decoder in every worker and the flow's owner keeps the packet;
-worker 0 alone counts and reports what that decoder finds.
+worker. One reading process reads every capture once (:func:`feed_capture`) and feeds each
+worker, through its own pipe, the frames of its flows: a pcap's record loop places the common
+frame itself (CaptureReader.routing), :func:`frame_shard` reads the addresses and ports of the
+others in place. Frames whose flow cannot be told from the raw bytes (fragments, IPv6 extension
+headers, ICMP and other transports, short or odd headers) go to every worker, through a second
+decoder there, and the flow's owner keeps the packet; worker 0 alone counts and reports what
+that decoder finds. Of the other workers' frames a worker is told only the time of those at
+which its flow table looks for idle flows (every frame's time counts in every flow table, so
+where it looks follows from the frame times alone and is worked out once, by the reader), so
+flows idle out and linger-close at the same frames as in one process.
 
 Workers run the rules, except that a rate rule cannot decide alone: its window may hold events
 of flows in other workers. A worker therefore lets every rate-rule match through as a candidate
@@ -30,7 +32,10 @@ runs the rate windows there. The order key of a record is
 So the merged stream, and every rate verdict, equal a single process's; the EVE file holds the
 same records in the same order. The rule engine's counters (the `stats` record's `detect`) are
 merged the same way: matches and suppressions from the workers (each record is evaluated in one
-worker), rate-window counters from the parent, which decides them.
+worker), rate-window counters from the parent, which decides them. Before a worker waits for
+frames it sends what it has and a watermark (the key no later record of its will come before),
+so the merge can go on with the other workers' records: the reader may be waiting for them to
+make room in their pipes, and the waiting worker's next record for the reader.
 
 Several capture files (a rotated capture set) are split by file instead when that balances
 (:func:`plan_files`): each file is its own run in one process too (flows do not continue across
@@ -41,10 +46,13 @@ says when a file is done; the parent writes the files' records in file order as 
 
 Where sharded runs and one process can differ: a flow table or rate table at its cap (each
 flow-sharding worker has the whole cap for its share, so sharded runs evict later), and
-`--baseline` anomaly detection, whose state spans flows (it runs in one process). Records cross
-processes pickled in batches; the parent reads a flow-sharding worker's batches as they come and
-holds at most `_Inbox.MAX_QUEUED_BATCHES` of them, so memory stays flat; a file's spool waits on
-disk only until the files before it are written.
+`--baseline` anomaly detection, whose state spans flows (it runs in one process), and a frame
+whose decoding raises (a bug the run contains and reports): its time is not counted by the flow
+table of the worker that decoded it, as in one process, but is by the others'. Frames and records
+cross processes pickled in batches; a worker's pipe holds at most `PIPE_BYTES` of frames, the
+parent reads a flow-sharding worker's batches as they come and holds at most
+`_Inbox.MAX_QUEUED_BATCHES` of them, so memory stays flat; a file's spool waits on disk only
+until the files before it are written.
 """
 
 from __future__ import annotations
@@ -87,14 +95,16 @@ from inspector.capture.decode import (
     PacketDecoder,
 )
 from inspector.capture.flows import Flow, FlowTable
-from inspector.capture.packet import IPPROTO_TCP, IPPROTO_UDP
-from inspector.capture.reader import ETH_IPV4_TCP, ShardSkip
+from inspector.capture.packet import IPPROTO_TCP, IPPROTO_UDP, Frame
+from inspector.capture.reader import ETH_IPV4_TCP, ETH_IPV6_TCP, CaptureFormatError, open_capture
 from inspector.engine import Engine
 from inspector.rules.rate import MemoryRateStore, RateResult
 from inspector.sinks.eve import encode_record
 
 #: Records per message from a worker to the parent.
 BATCH_RECORDS = 512
+#: Frames the reading process of a flow-sharded run reads between two messages to each worker.
+FEED_FRAMES = 1024
 #: Splitting by file is chosen when no worker gets more than this times an even share of the bytes.
 FILE_BALANCE = 1.25
 SHARD_MODES = ("auto", "flows", "files")
@@ -141,6 +151,10 @@ def frame_shard(buf: bytes, start: int, stop: int, linktype: int, workers: int) 
         if ethertype == ETHERTYPE_IPV4 and vihl == 0x45 and not frag & 0x3FFF and total >= 28 \
                 and proto == IPPROTO_TCP and offset >= 0x50:
             return hash((src ^ dst, sport ^ dport)) % workers
+        if ethertype == ETHERTYPE_IPV6 and stop - start >= 74:
+            version, proto, src_high, src_low, dst_high, dst_low, sport, dport, offset = ETH_IPV6_TCP(buf, start)
+            if version >> 4 == 6 and proto == IPPROTO_TCP and offset >= 0x50:
+                return hash((src_high ^ src_low ^ dst_high ^ dst_low, sport ^ dport)) % workers
     if linktype == LINKTYPE_ETHERNET:
         if stop - start < 34:
             return UNKNOWN
@@ -215,12 +229,141 @@ class DeferredRateStore:
         return 0
 
 
+def feed_capture(path: Path, workers: int, send: Callable[[int, tuple], None]) -> None:
+    """Read one capture of a flow-sharded run, once, and tell each worker (`send(index, message)`)
+    what it needs of it, in frame order:
+
+        ("open", format, compressed), or ("unreadable", errno or None, why) and nothing more
+        ("frames", bytes read, secrets blocks new since the last message, entries, last frame number)
+                                                                        every FEED_FRAMES frames
+        ("end", frames, wire bytes, last time, damage or None, frames the capture says were dropped)
+
+    A worker's entries: its own frames (Frame's five fields), the frames whose flow only a full
+    decode can tell (a 1-tuple holding one: every worker decodes them and the flow's owner keeps
+    the packet) and, of the other workers' frames, (time, number) of those its flow table checks
+    for idle flows at and of every 256th (the workers drain decode anomalies there). Every frame's
+    time counts in every worker's flow table (a packet, or `FlowTable.tick`), so where the table
+    checks depends on frame times alone and is worked out here, once, as the table does it."""
+    try:
+        reader = open_capture(path)
+    except CaptureFormatError as exc:
+        _send_all(send, workers, ("unreadable", None, str(exc)))
+        return
+    except OSError as exc:
+        _send_all(send, workers, ("unreadable", exc.errno, exc.strerror or str(exc)))
+        return
+    with reader:
+        _send_all(send, workers, ("open", reader.format, reader.compressed))
+        routing = FrameRouting(workers, reader, send)
+        reader.routing = routing
+        for frame in reader:  # a pcap's record loop routes its frames itself and yields none
+            routing.route(frame[:], frame_shard(frame[2], 0, len(frame[2]), frame[1], workers))
+        routing.send_batches(reader.packets)
+    _send_all(send, workers, ("end", reader.packets, reader.wire_bytes, reader.last_ts, reader.error, reader.dropped))
+
+
+class FrameRouting:
+    """The frames of one capture put in each worker's entries as :func:`feed_capture` says, a batch
+    sent to every worker each FEED_FRAMES frames (CaptureReader.routing)."""
+
+    def __init__(self, workers: int, reader: Any, send: Callable[[int, tuple], None]) -> None:
+        self.workers = workers
+        self.place = frame_shard
+        self._reader = reader
+        self._send = send
+        self._secrets = 0  # the reader's secrets blocks sent so far
+        self._now = self._next_check = float("-inf")
+        self._new_batches()
+
+    def _new_batches(self) -> None:
+        self._entries: list[list[tuple]] = [[] for _ in range(self.workers)]
+        self._appends = [batch.append for batch in self._entries]
+        self._others = [[append for i, append in enumerate(self._appends) if i != owner]
+                        for owner in range(self.workers)]
+
+    def route(self, frame: tuple, owner: int) -> None:
+        """One frame (Frame's fields), owned by worker `owner` (negative: only a decode can tell)."""
+        ts = frame[0]
+        number = frame[4]
+        clock = not number & 0xFF
+        if ts > self._now:  # FlowTable.packet and .tick: when the table looks for idle flows
+            self._now = ts
+            if ts >= self._next_check:
+                self._next_check = ts + 1.0
+                clock = True
+        if owner >= 0:
+            self._appends[owner](frame)
+            if clock:
+                mark = (ts, number)
+                for append in self._others[owner]:
+                    append(mark)
+        else:
+            shared = (frame,)
+            for append in self._appends:
+                append(shared)
+        if not number % FEED_FRAMES:
+            self.send_batches(number)
+
+    def send_batches(self, last: int) -> None:
+        """Each worker its entries so far, which cover the frames up to number `last`."""
+        reader = self._reader
+        secrets = reader.secrets[self._secrets:]
+        self._secrets = len(reader.secrets)
+        for index, batch in enumerate(self._entries):
+            self._send(index, ("frames", reader.bytes_read, secrets, batch, last))
+        self._new_batches()
+
+
+def _send_all(send: Callable[[int, tuple], None], workers: int, message: tuple) -> None:
+    for index in range(workers):
+        send(index, message)
+
+
+class FedCapture:
+    """One capture as a flow-sharded worker sees it, told by :func:`feed_capture` through
+    `receive()` (its next message): CaptureReader's attributes (the counts once the capture is
+    done) and :meth:`batches`, the worker's entries. An unreadable capture raises as
+    `open_capture` would have."""
+
+    def __init__(self, receive: Callable[[], tuple]) -> None:
+        message = receive()
+        if message[0] == "unreadable":
+            _, errno, why = message
+            raise CaptureFormatError(why) if errno is None else OSError(errno, why)
+        _, self.format, self.compressed = message
+        self._receive = receive
+        self.secrets: list[Any] = []  # grows as the batches come, as a reader's does
+        self.bytes_read = 0
+        self.packets = 0
+        self.wire_bytes = 0
+        self.last_ts = 0.0
+        self.error: Any = None
+        self.dropped = 0
+
+    def batches(self) -> Iterator[tuple[list[tuple], int]]:
+        """(entries, number of the last frame they cover) until the capture ends."""
+        while True:
+            message = self._receive()
+            if message[0] == "end":
+                _, self.packets, self.wire_bytes, self.last_ts, self.error, self.dropped = message
+                return
+            _, self.bytes_read, secrets, entries, last = message
+            self.secrets.extend(secrets)
+            yield entries, last
+
+    def close(self) -> None:
+        pass
+
+
 class ShardAnalyzer(Analyzer):
     """One worker: the flows of its shard, records tagged with their place in the single-process order."""
 
     def __init__(self, index: int, workers: int, send: Callable[[list], None], rate_sids: frozenset[int],
-                 rate_store: DeferredRateStore | None, *, encode: bool = True, **kwargs: Any) -> None:
+                 rate_store: DeferredRateStore | None, *, encode: bool = True,
+                 feed: Callable[[], tuple] | None = None, **kwargs: Any) -> None:
+        """`feed()`: the next message of the reading process (feed_capture), when `workers` > 1."""
         super().__init__(self._collect, **kwargs)
+        self._feed = feed
         self._encode = encode  # send EVE lines (made here, in parallel) rather than dicts
         self._undecided_flows: set[Any] = set()  # flows with rate-rule candidate alerts
         self.index = index
@@ -236,6 +379,9 @@ class ShardAnalyzer(Analyzer):
         self._frame = 0
         self._stage = 1
         self._sub: tuple[int, int] = (0, 0)
+        #: No record this worker sends from now on comes before this key: what the parent may
+        #: write of the other workers' records while this one waits for frames.
+        self._watermark: tuple = (0, 0, 0, 0)
 
     # -- output --------------------------------------------------------------------------------
 
@@ -268,6 +414,13 @@ class ShardAnalyzer(Analyzer):
             self._send(self._batch)
             self._batch = []
 
+    def waiting(self) -> None:
+        """About to wait for the reading process: the records so far go to the parent, with the
+        watermark (an item without payload), so the merge need not wait for this worker's next
+        record to write the others' (the reading process may be waiting for them to read on)."""
+        self._batch.append((self._watermark, None, None, None))
+        self.flush()
+
     # -- files ---------------------------------------------------------------------------------
 
     def analyze_files(self, files: list[Path], numbers: Sequence[int] | None = None,
@@ -278,84 +431,90 @@ class ShardAnalyzer(Analyzer):
         of it read) as the reading goes."""
         for self._file, path in zip(numbers if numbers is not None else range(len(files)), files, strict=True):
             self._phase, self._frame, self._stage, self._sub = 0, 0, 1, (0, 0)
+            self._watermark = (self._file, 0, 0, 0)
             number = self._file
             self.analyze_file(path, None if progress is None else lambda done, n=number: progress(n, done))
             self.flush()
             if file_done is not None:
                 file_done(self._file)
 
+    def _open_capture(self, path: str | Path) -> Any:
+        if self.workers == 1 or self._feed is None:  # a whole file (split by file)
+            return super()._open_capture(path)
+        return FedCapture(self._feed)
+
     def _run(self, reader: Any, decoder: PacketDecoder, table: FlowTable,
              progress: Callable[[int], None] | None) -> tuple[int, int, float]:
         if self.workers == 1:  # a whole file (split by file): nothing to skip, records come in order
             return super()._run(reader, decoder, table, progress)
-        index, workers = self.index, self.workers
+        index = self.index
         shared = PacketDecoder(self._limits)  # frames every worker decodes; worker 0 reports them
         self._shared = shared
         table.on_flow_ending = self._flow_ending
-        selected = 0  # number of the last frame `select` let through, and whether this worker owns it
-        selected_owned = False
-
-        def passed(ts: float, number: int) -> None:
-            """Another shard's frame: only its time matters here."""
-            if ts >= table.next_expiry_check:
-                self._frame = number
-                self._stage = 0
-                table.tick(ts)
-                skip.due = table.next_expiry_check
-            if not number & 0xFF:
-                self._frame = number
-                self._drain(decoder, shared)
-
-        def select(buf: bytes, start: int, stop: int, linktype: int, ts: float, number: int, wire_len: int) -> bool:
-            nonlocal selected, selected_owned
-            owner = frame_shard(buf, start, stop, linktype, workers)
-            if owner in (index, UNKNOWN):
-                selected, selected_owned = number, owner == index
-                return True
-            passed(ts, number)
-            return False
-
-        skip = ShardSkip(index, workers, passed, frame_shard)
-        reader.select = select
-        reader.shard_skip = skip
-        for count, frame in enumerate(reader, 1):
-            number = frame.number
-            self._frame = number
-            if progress is not None and not count & 0x1FF:
+        new_frame = tuple.__new__
+        decode, tick, packet_in = decoder.decode, table.tick, table.packet
+        for entries, last in reader.batches():
+            for entry in entries:
+                size = len(entry)
+                if size == 2:  # another worker's frame: its time, where the table checks, or a drain
+                    ts, number = entry
+                    self._frame = number
+                    self._stage = 0
+                    tick(ts)
+                    if not number & 0xFF:
+                        self._drain(decoder, shared)
+                    continue
+                if size == 5:  # this worker's
+                    frame = new_frame(Frame, entry)
+                    number = entry[4]
+                    self._frame = number
+                    try:
+                        packet = decode(frame)
+                        if entry[0] >= table.next_expiry_check:  # what its time expires comes first (stage 0)
+                            self._stage = 0
+                            tick(entry[0])
+                        if packet is not None:
+                            self._stage = 1
+                            self._sub = (0, 0)
+                            packet_in(packet)
+                    except Exception as exc:
+                        self._stage = 1
+                        self._frame_failed(exc, frame)
+                else:
+                    frame = new_frame(Frame, entry[0])
+                    number = frame.number
+                    self._frame = number
+                    self._shared_frame(frame, shared, table)
+                if not number & 0xFF:
+                    self._drain(decoder, shared)
+            self._watermark = (self._file, 0, last, 3)  # past every stage of frame `last`
+            if progress is not None:
                 progress(reader.bytes_read)
-            mine = number == skip.owned or (number == selected and selected_owned)
-            try:
-                if mine:
-                    packet = decoder.decode(frame)
-                else:  # a frame `select` could not place, or a block type that does not pass it
-                    packet = shared.decode(frame)
-                    mine = packet is not None and flow_shard(packet.src, packet.dst, packet.sport, packet.dport,
-                                                             workers) == index
-                    if packet is not None and not mine:
-                        self._stage = 0
-                        table.tick(packet.ts)
-                        packet = None
-                if packet is not None:
-                    if packet.ts >= table.next_expiry_check:  # what its time expires comes first (stage 0)
-                        self._stage = 0
-                        table.tick(packet.ts)
-                    self._stage = 1
-                    self._sub = (0, 0)
-                    table.packet(packet)
-            except Exception as exc:
-                if mine or index == 0:  # a frame every worker decodes fails in each: worker 0 reports
-                    self._stage = 1
-                    self._frame_failed(exc, frame)
-                elif not self._contain_errors:
-                    raise
-            if not number & 0xFF:
-                self._drain(decoder, shared)
-            skip.due = table.next_expiry_check
-        if progress is not None:
-            progress(reader.bytes_read)
         if index != 0:  # worker 0 counts the frames
             return 0, 0, reader.last_ts
         return reader.packets, reader.wire_bytes, reader.last_ts
+
+    def _shared_frame(self, frame: Frame, shared: PacketDecoder, table: FlowTable) -> None:
+        """A frame whose flow only a full decode tells: every worker decodes it, its owner keeps the
+        packet, the others take its time; worker 0 reports what fails."""
+        mine = False
+        try:
+            packet = shared.decode(frame)
+            mine = packet is not None and flow_shard(packet.src, packet.dst, packet.sport, packet.dport,
+                                                     self.workers) == self.index
+            if frame.ts >= table.next_expiry_check:
+                self._stage = 0
+                table.tick(frame.ts)
+            if mine:
+                self._stage = 1
+                self._sub = (0, 0)
+                table.packet(packet)
+        except Exception as exc:
+            if mine or self.index == 0:  # a frame every worker decodes fails in each: worker 0 reports
+                self._stage = 1
+                self._frame_failed(exc, frame)
+            elif not self._contain_errors:
+                raise
 
     def _flow_ending(self, flow: Flow, reason: str) -> None:
         if self._phase == 2:
@@ -438,16 +597,62 @@ def spool_path(directory: str, number: int) -> str:
     return os.path.join(directory, f"{number}.records")
 
 
-def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options: dict[str, Any],
-                 others: list[Any], numbers: list[int] | None = None, spool: str | None = None, *,
-                 parent: int | None = None) -> None:
-    """One worker. Flow mode: shard `index` of `workers` over every file, batches sent on `conn`.
-    File mode (`numbers`, `spool`): the whole of its files (the run's files `numbers`), spooled."""
+def _child_start(others: list[Any], parent: int | None) -> None:
+    """A forked process's first steps: the pipe ends of the others closed (so that when one process
+    dies, its pipes end at once), SIGTERM stopping it (the parent's handler raises), and death
+    with the parent."""
     for end in others:
         end.close()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a worker told to stop stops (the parent's handler raises)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     _die_with_parent(parent)
+
+
+def _reader_main(files: list[Path], feeds: list[Any], others: list[Any], *, parent: int | None = None) -> None:
+    """The reading process of a flow-sharded run: every capture read once, fed to the workers."""
+    _child_start(others, parent)
+
+    def send(index: int, message: tuple) -> None:
+        feeds[index].send_bytes(pickle.dumps(message, protocol=5))
+
+    try:
+        for path in files:
+            feed_capture(path, len(feeds), send)
+    except BaseException:  # the workers fail the run with it
+        failure = pickle.dumps(("error", traceback.format_exc()), protocol=5)
+        for feed in feeds:
+            with contextlib.suppress(OSError):
+                feed.send_bytes(failure)
+    finally:
+        for feed in feeds:
+            feed.close()
+
+
+def _fed_by(feed: Any, analyzer: Callable[[], ShardAnalyzer]) -> Callable[[], tuple]:
+    """A worker's `feed()`: the reading process's next message. Before waiting for one, the
+    worker's records so far go to the parent (`ShardAnalyzer.waiting`)."""
+
+    def receive() -> tuple:
+        if not feed.poll():
+            analyzer().waiting()
+        try:
+            message = pickle.loads(feed.recv_bytes())
+        except EOFError:
+            raise RuntimeError("the reading process exited before the end of the captures") from None
+        if message[0] == "error":
+            raise RuntimeError(f"the reading process failed:\n{message[1]}")
+        return message
+
+    return receive
+
+
+def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options: dict[str, Any],
+                 others: list[Any], numbers: list[int] | None = None, spool: str | None = None, *,
+                 parent: int | None = None, feed: Any = None) -> None:
+    """One worker. Flow mode: shard `index` of `workers` over every file, fed by the reading
+    process on `feed`, batches sent on `conn`. File mode (`numbers`, `spool`): the whole of its
+    files (the run's files `numbers`), spooled."""
+    _child_start(others, parent)
     try:
         options = dict(options)
         engine = options.pop("engine", None)
@@ -460,7 +665,8 @@ def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options
         report = _ProgressSender(conn)
         if spool is None:
             analyzer = ShardAnalyzer(index, workers, lambda batch: conn.send_bytes(pickle.dumps(batch, protocol=5)),
-                                     rate_sids, rate_store, engine=engine, **options)
+                                     rate_sids, rate_store, engine=engine, feed=_fed_by(feed, lambda: analyzer),
+                                     **options)
             analyzer.analyze_files(files, progress=report if index == 0 else None)  # one reader tells
         else:  # the only worker of its files: shard 0 of 1 (counts every frame, reports everything)
             spooler = _FileSpool(spool, conn)
@@ -527,21 +733,31 @@ def _widen_pipe(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def _workers(jobs: list[tuple[list[Path], tuple]], options: dict[str, Any]) -> Iterator[list[Any]]:
-    """Fork one worker per job (its files, and _worker_main's file-mode arguments or ()); yields the
-    receiving ends of their pipes. If the parent fails, every worker is killed (the others would
-    wait for a reader that is gone); they are reaped on the way out."""
+def _workers(jobs: list[tuple[list[Path], tuple]], options: dict[str, Any],
+             feed: list[Path] | None = None) -> Iterator[list[Any]]:
+    """Fork one worker per job (its files, and _worker_main's file-mode arguments or ()), and with
+    `feed` the reading process that feeds them those captures; yields the receiving ends of the
+    workers' pipes. If the parent fails, every process is killed (the others would wait for a
+    reader that is gone); they are reaped on the way out."""
     context = multiprocessing.get_context("fork")
     pipes = [context.Pipe(duplex=False) for _ in jobs]
-    for receiver, _ in pipes:
+    feeds = [context.Pipe(duplex=False) for _ in jobs] if feed is not None else []
+    for receiver, _ in pipes + feeds:
         _widen_pipe(receiver.fileno())
+    ends = [end for pair in pipes + feeds for end in pair]
     processes = []
     parent = os.getpid()
     for index, (files, extra) in enumerate(jobs):
-        # A worker keeps only its own sending end: when one dies, its pipe ends (EOF) at once.
-        others = [end for i, pair in enumerate(pipes) for end in pair if i != index] + [pipes[index][0]]
+        # A process keeps only its own ends: when one dies, its pipes end (EOF, EPIPE) at once.
+        own = [pipes[index][1]] + ([feeds[index][0]] if feeds else [])
         processes.append(context.Process(target=_worker_main, daemon=True,
-                                         args=(index, len(jobs), files, pipes[index][1], options, others, *extra),
+                                         args=(index, len(jobs), files, pipes[index][1], options,
+                                               [end for end in ends if end not in own], *extra),
+                                         kwargs={"parent": parent, "feed": feeds[index][0] if feeds else None}))
+    if feed is not None:
+        senders = [sender for _, sender in feeds]
+        processes.append(context.Process(target=_reader_main, daemon=True,
+                                         args=(feed, senders, [end for end in ends if end not in senders]),
                                          kwargs={"parent": parent}))
     # Forked with the parent's objects (rules, engine, modules) frozen out of the collector, so the
     # workers' garbage collections do not write to, and copy, the pages they share.
@@ -555,8 +771,8 @@ def _workers(jobs: list[tuple[list[Path], tuple]], options: dict[str, Any]) -> I
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         gc.unfreeze()
-    for _, sender in pipes:
-        sender.close()
+    for end in [sender for _, sender in pipes] + [end for pair in feeds for end in pair]:
+        end.close()
     try:
         yield [receiver for receiver, _ in pipes]
     except BaseException:
@@ -743,11 +959,12 @@ class ParallelAnalyzer:
 
     def _analyze_by_flow(self, files: list[Path]) -> None:
         summaries: list[dict[str, Any]] = [{} for _ in range(self.workers)]
-        with _workers([(files, ()) for _ in range(self.workers)], self._options) as receivers:
+        with _workers([(files, ()) for _ in range(self.workers)], self._options, feed=files) as receivers:
             inbox = _Inbox(receivers, lambda index, receiver: self._next(index, receiver, summaries))
             streams = [inbox.stream(index) for index in range(len(receivers))]
             for _, payload, meta, hit in heapq.merge(*streams, key=lambda item: item[0]):
-                self._write_merged(payload, meta, hit)
+                if payload is not None:  # None: a worker's watermark
+                    self._write_merged(payload, meta, hit)
         self._add_summaries(summaries)
 
     def _write_merged(self, payload: Any, meta: tuple, hit: Any) -> None:

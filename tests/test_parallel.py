@@ -17,6 +17,7 @@ from inspector.engine import Engine
 from inspector.lab import network as net
 from inspector.lab.recorder import Lab
 from inspector.lab.traffic_triton import Tensor, rest_infer, rest_infer_response
+from inspector.limits import DEFAULT_LIMITS
 from inspector.parallel import (
     UNKNOWN,
     CandidateAlert,
@@ -112,48 +113,66 @@ def _relinked(path: Path, out: Path, link: str) -> Path:
     return out
 
 
+def _expiry_checks(frames: list) -> set[int]:
+    """Numbers of the frames at which a flow table seeing every frame's time looks for idle flows."""
+    from inspector.capture.flows import FlowTable
+
+    table = FlowTable(DEFAULT_LIMITS, lambda flow: None, lambda flow: None)
+    checks = set()
+    for frame in frames:
+        before = table.next_expiry_check
+        table.tick(frame.ts)
+        if table.next_expiry_check != before:
+            checks.add(frame.number)
+    return checks
+
+
 @pytest.mark.parametrize("link", ["ethernet", "vlan", "qinq", "sll", "sll2", "pcapng"])
-def test_the_readers_in_loop_skip_agrees_with_frame_shard(tmp_path, link):
-    """The pcap record loop hashes the common frame itself (no call per frame): every frame it
-    keeps is the worker's, every frame it passes over another's, the rest goes to `select`; the
-    reader's totals count skipped frames too. Ethernet with or without one 802.1Q tag and Linux
-    cooked captures are read in the loop (two tags go to `select`); a pcapng's enhanced packet
-    blocks are placed by one call of frame_shard each."""
-    from inspector.capture.reader import ShardSkip, open_capture
+def test_the_reading_process_gives_each_worker_its_frames_and_the_times_it_needs(tmp_path, link):
+    """feed_capture reads a capture once: each frame goes to the worker frame_shard names (the pcap
+    record loop places the common Ethernet frame itself, agreeing with it), a frame it cannot
+    place goes to every worker, and each worker gets (time, number) of the other workers' frames
+    where its flow table checks for idle flows and at every 256th frame; batches cover the frames
+    in order, and the end carries the reader's totals."""
+    from inspector.capture.reader import open_capture
+    from inspector.parallel import FEED_FRAMES, feed_capture
 
     paths = [LAB / "mixed.pcap", *sorted((REPO / "pcaps" / "core").glob("*.pcap"))]
     if link == "pcapng":
         paths = [_rewritten(path, tmp_path / f"{path.stem}.pcapng", "pcapng") for path in paths]
     elif link != "ethernet":
         paths = [_relinked(path, tmp_path / f"{path.stem}.{link}.pcap", link) for path in paths]
+    placed = Counter()
     for path in paths:
         with open_capture(path) as reader:
-            frames = {frame.number: frame for frame in reader}
-            wire_bytes, last_ts = sum(f.wire_len for f in frames.values()), frames[max(frames)].ts
-        placed = Counter()
-        for index in range(3):
-            kept, passed, selected = set(), set(), set()
-            with open_capture(path) as reader:
-                skip = ShardSkip(index, 3, lambda ts, number, into=passed: into.add(number), frame_shard)
-                skip.due = float("-inf")  # report every passed-over frame
-                reader.select = lambda buf, start, stop, linktype, ts, number, wire_len, into=selected: \
-                    into.add(number) is None
-                reader.shard_skip = skip
-                for frame in reader:
-                    if frame.number == skip.owned:
-                        kept.add(frame.number)
-                assert (reader.wire_bytes, reader.last_ts) == (wire_bytes, last_ts)
-            assert kept | passed | selected == set(frames) and not kept & passed and not selected & (kept | passed)
-            for number in kept | passed:
-                frame = frames[number]
-                owner = frame_shard(frame.data, 0, len(frame.data), frame.linktype, 3)
-                assert (owner == index) == (number in kept) and owner != UNKNOWN
-            placed.update(kept=len(kept), passed=len(passed), selected=len(selected))
-        assert placed["passed"] == 2 * placed["kept"]  # each frame kept by one of 3
-        if link == "qinq":  # not read in the loop: every frame to select
-            assert not placed["kept"] and placed["selected"] == 3 * len(frames)
-        else:
-            assert placed["kept"] > 0.9 * len(frames)  # all but the odd frames (UDP, fragments, ...)
+            frames = list(reader)
+            totals = (reader.packets, reader.wire_bytes, reader.last_ts)
+        checks = _expiry_checks(frames)
+        messages: list[list[tuple]] = [[], [], []]
+        feed_capture(path, 3, lambda index, message, into=messages: into[index].append(message))
+        for index, told in enumerate(messages):
+            assert told[0][0] == "open" and told[-1][:4] == ("end", *totals)
+            batches = [message for message in told if message[0] == "frames"]
+            lasts = [message[4] for message in batches]
+            assert lasts == sorted(lasts) and lasts[-1] == len(frames)
+            assert all(last % FEED_FRAMES == 0 for last in lasts[:-1])
+            own, shared, marks = [], [], []
+            for message in batches:
+                for entry in message[3]:
+                    {5: own, 1: shared, 2: marks}[len(entry)].append(entry)
+            for entry in own:
+                frame = frames[entry[4] - 1]
+                assert entry == tuple(frame)
+                assert frame_shard(frame.data, 0, len(frame.data), frame.linktype, 3) == index
+            assert [entry[0] for entry in shared] == [tuple(frame) for frame in frames
+                                                      if frame_shard(frame.data, 0, len(frame.data),
+                                                                     frame.linktype, 3) == UNKNOWN]
+            others = {f.number for f in frames} - {entry[4] for entry in own} - {entry[0][4] for entry in shared}
+            assert [number for _, number in marks] == sorted(n for n in others if n in checks or not n & 0xFF)
+            assert all(ts == frames[number - 1].ts for ts, number in marks)
+            placed.update(own=len(own), shared=len(shared) if index == 0 else 0, marks=len(marks))
+    assert placed["own"] > 0.9 * (placed["own"] + placed["shared"])  # all but the odd frames (fragments, ...)
+    assert placed["marks"] > 0
 
 
 def _rewritten(path: Path, out: Path, kind: str) -> Path:
@@ -368,6 +387,59 @@ try:
         [Path({str(LAB / "mixed.pcap")!r}), Path({str(LAB / "shadowray.pcap")!r})])
 except WorkerFailed as exc:
     print("FAILED", "zone lookup exploded" in str(exc))
+else:
+    print("NO FAILURE")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "FAILED True", done.stdout + done.stderr
+
+
+def test_a_worker_waiting_for_frames_lets_the_merge_go_on():
+    """With the smallest buffers (4 KiB pipes, two frames a feed, a record a batch, one batch
+    queued per worker), the reading process waits on one worker's full pipe, that worker on the
+    parent, and the parent's merge on the other worker's next record, which that worker cannot
+    make until it is fed: unless, before it waits for frames, a worker sends what it has and how
+    far it has come (its watermark). The run ends, with one process's records. In a child process
+    (no threads to fork)."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+import inspector.parallel as parallel
+from inspector.analyze import Analyzer
+from inspector.sinks.eve import encode_record
+
+parallel.PIPE_BYTES = 4096
+parallel.FEED_FRAMES = 2
+parallel.BATCH_RECORDS = 1
+parallel._Inbox.MAX_QUEUED_BATCHES = 1
+capture = Path({str(LAB / "mixed.pcap")!r})
+one, two = [], []
+Analyzer(lambda record: one.append(encode_record(record))).analyze_file(capture)
+parallel.ParallelAnalyzer(lambda record: two.append(encode_record(record)), 2, shard="flows").analyze_files([capture])
+print(len(one), one == two)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    count, same = done.stdout.split()
+    assert int(count) > 500 and same == "True", done.stderr
+
+
+def test_a_failing_reading_process_fails_the_run_with_its_reason():
+    """The reading process's exception reaches the parent through the workers it fed."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+import inspector.parallel as parallel
+
+def broken(path, workers, send):
+    raise RuntimeError("capture shelf collapsed")
+
+parallel.feed_capture = broken
+try:
+    parallel.ParallelAnalyzer(lambda record: None, 2, shard="flows").analyze_files([Path({str(LAB / "mixed.pcap")!r})])
+except parallel.WorkerFailed as exc:
+    print("FAILED", "the reading process failed" in str(exc) and "capture shelf collapsed" in str(exc))
 else:
     print("NO FAILURE")
 """

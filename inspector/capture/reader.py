@@ -18,37 +18,23 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from inspector.capture.decode import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
 from inspector.capture.packet import Frame
 from inspector.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["CaptureDamage", "CaptureFormatError", "CaptureReader", "DecryptionSecret", "ShardSkip", "open_capture"]
+__all__ = ["CaptureDamage", "CaptureFormatError", "CaptureReader", "DecryptionSecret", "open_capture"]
 
 CHUNK_BYTES = 1024 * 1024  # read size
-_IPV4_TCP = "BxHxxHxB2xIIHH8xB"  # version/IHL, total length, fragment word, protocol, addresses, ports, TCP offset
-_IPV6_TCP = "B5xBxQQQQHH8xB"  # version byte, next header, addresses (in 64-bit halves), ports, TCP offset
-#: Ethernet, a 20-byte IPv4 header and TCP in one unpack: ethertype, version/IHL, total length,
-#: fragment word, protocol, source, destination, ports, TCP data offset (also inspector.parallel's).
-ETH_IPV4_TCP = struct.Struct("!12xH" + _IPV4_TCP).unpack_from
-#: The link layers whose common frame the pcap loop's shard skip reads in place: (IPv4 unpack with
-#: the link's ethertype or protocol field first, bytes it needs, IPv6 unpack, bytes it needs, the
-#: same two after one 802.1Q/802.1ad tag or None). Linux cooked captures (`tcpdump -i any`) name
-#: the protocol in their own header, 802.1Q-tagged Ethernet after the tag.
-_SHARD_LINKS = {
-    LINKTYPE_ETHERNET: (ETH_IPV4_TCP, 54, struct.Struct("!14x" + _IPV6_TCP).unpack_from, 74,
-                         (struct.Struct("!16xH" + _IPV4_TCP).unpack_from, 58,
-                          struct.Struct("!18x" + _IPV6_TCP).unpack_from, 78)),
-    LINKTYPE_LINUX_SLL: (struct.Struct("!14xH" + _IPV4_TCP).unpack_from, 56,
-                          struct.Struct("!16x" + _IPV6_TCP).unpack_from, 76, None),
-    LINKTYPE_LINUX_SLL2: (struct.Struct("!H18x" + _IPV4_TCP).unpack_from, 60,
-                           struct.Struct("!20x" + _IPV6_TCP).unpack_from, 80, None),
-}
-_VLAN_TAGS = frozenset((0x8100, 0x88A8))
+_LINKTYPE_ETHERNET = 1
+#: A routed pcap's common frame in one unpack (see CaptureReader.routing): ethertype, version/IHL,
+#: total length, fragment word, protocol, addresses, ports, TCP data offset; and for IPv6 the
+#: version byte, next header, the addresses in 64-bit halves, ports, TCP data offset.
+ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2xIIHH8xB").unpack_from
+ETH_IPV6_TCP = struct.Struct("!14xB5xBxQQQQHH8xB").unpack_from
 MAX_BLOCK_BYTES = 16 * 1024 * 1024  # a larger pcapng non-packet block (names, secrets, ...) is damage
 PACKET_BLOCK_OVERHEAD = 64 * 1024  # header + options allowed around a packet's bytes in one pcapng block
 
@@ -174,34 +160,6 @@ def open_capture(path: str | Path, *, limits: Limits = DEFAULT_LIMITS) -> Captur
         raise
 
 
-class ShardSkip:
-    """A flow-sharded run's skip of other workers' frames inside the pcap record loop.
-
-    With ``CaptureReader.shard_skip`` set, a pcap record of the common frame (Ethernet, with or
-    without one 802.1Q/802.1ad tag, or a Linux cooked header (SLL, SLL2: `tcpdump -i any`), then a
-    20-byte unfragmented IPv4 header or an IPv6 header without extensions, then TCP) has its flow
-    hashed in place, as
-    :func:`inspector.parallel.flow_shard` does: another worker's frame is passed over with no call,
-    copy or Frame, and the worker's own is yielded with :attr:`owned` set to its number. Of the
-    frames passed over, `passed(ts, number)` is called only for those whose time reaches
-    :attr:`due` and those whose number is a multiple of 256 (the run's clock and its periodic
-    drain). Other frames go to ``select`` as before. In a pcapng file an enhanced packet block's
-    frame is placed by one call of `frame_owner(buf, start, stop, linktype, workers)` (the worker
-    owning it, or a negative number when only a full decode can tell: then ``select``), and passed
-    over as above."""
-
-    def __init__(self, index: int, workers: int, passed: Callable[[float, int], None],
-                 frame_owner: Callable[[bytes, int, int, int, int], int]) -> None:
-        self.index = index
-        self.workers = workers
-        self.passed = passed
-        self.frame_owner = frame_owner
-        #: A passed-over frame at or after this time is reported (the flow table's next expiry check).
-        self.due = float("-inf")
-        #: Number of the last frame this test found in the worker's own shard.
-        self.owned = 0
-
-
 class CaptureReader:
     """Iterate the frames of one capture. Build with :func:`open_capture` or :meth:`from_fileobj`.
 
@@ -227,15 +185,15 @@ class CaptureReader:
         #: run from the start of the capture: the last one of an interface holds them all).
         self._drops: dict[tuple[int, int], int] = {}
         self.error: CaptureDamage | None = None
-        #: Optional filter, set before iterating: ``select(buf, start, stop, linktype, ts, number,
-        #: wire_len)`` sees each packet record's bytes in place (``buf[start:stop]``) and returns
-        #: False to skip it without a copy or a Frame (a sharded run, inspector.parallel).
-        #: Enhanced packet blocks and pcap records go through it; other pcapng packet blocks do not.
-        self.select: Callable[[bytes, int, int, int, float, int, int], bool] | None = None
-        #: Optional, set before iterating: see :class:`ShardSkip`.
-        self.shard_skip: ShardSkip | None = None
-        #: Wire bytes and capture time of every frame read (skipped ones too), set when the
-        #: iteration ends.
+        #: Optional, set before iterating (a flow-sharded run's reading process): an object whose
+        #: `route(frame, owner)` takes each frame of a pcap (Frame's fields as a plain tuple, and
+        #: the worker owning its flow, or a negative number when only a full decode can tell)
+        #: instead of it being yielded. The record loop places the common frame itself (Ethernet,
+        #: a 20-byte unfragmented IPv4 header or an IPv6 header without extensions, then TCP), as
+        #: inspector.parallel.flow_shard does, with `workers` from the object, and asks its
+        #: `place(buf, start, stop, linktype, workers)` for the others. pcapng frames are yielded.
+        self.routing: Any = None
+        #: Wire bytes and capture time of every frame read, set when the iteration ends.
         self.wire_bytes = 0
         self.last_ts = 0.0
         self._fileobj = fileobj
@@ -372,17 +330,11 @@ class CaptureReader:
                       linktype: int, swap: int) -> Iterator[Frame]:
         unpack_record = struct.Struct(order + "IIII").unpack_from
         max_caplen = self.limits.max_packet_bytes
-        select = self.select
         new_frame = tuple.__new__
-        skip = self.shard_skip
-        link = _SHARD_LINKS.get(linktype) if skip is not None else None
-        if link is None:
-            skip = None
-        else:
-            shard_index, shard_workers = skip.index, skip.workers
-            ipv4_tcp, ipv4_bytes, ipv6_tcp, ipv6_bytes, tagged = link
-            tags = _VLAN_TAGS if tagged is not None else frozenset()
-            tagged_ipv4, tagged_bytes, tagged_ipv6, tagged_ipv6_bytes = tagged or (ipv4_tcp, 0, ipv6_tcp, 0)
+        routing = self.routing
+        if routing is not None:
+            route, place, workers = routing.route, routing.place, routing.workers
+            ethernet = linktype == _LINKTYPE_ETHERNET
         off = 24
         end = len(buf)
         number = 0
@@ -420,34 +372,23 @@ class CaptureReader:
                 self.packets = number
                 wire_bytes += wire_len
                 ts = sec + frac / divisor
-                if skip is not None and caplen >= ipv4_bytes:
-                    ethertype, vihl, total, frag, proto, src, dst, sport, dport, tcp_offset = ipv4_tcp(buf, start)
-                    if ethertype in tags and caplen >= tagged_bytes:  # the same after an 802.1Q tag
-                        ethertype, vihl, total, frag, proto, src, dst, sport, dport, tcp_offset = \
-                            tagged_ipv4(buf, start)
-                        ipv6_at, ipv6_needs = tagged_ipv6, tagged_ipv6_bytes
-                    else:
-                        ipv6_at, ipv6_needs = ipv6_tcp, ipv6_bytes
-                    if ethertype == 0x0800:
-                        plain = vihl == 0x45 and not frag & 0x3FFF and total >= 28
-                    elif ethertype == 0x86DD and caplen >= ipv6_needs:
-                        version, proto, src, src_low, dst, dst_low, sport, dport, tcp_offset = ipv6_at(buf, start)
-                        src ^= src_low ^ dst_low  # the four 64-bit halves folded, as flow_shard does
-                        plain = version >> 4 == 6
-                    else:
-                        plain = False
-                    if plain and proto == 6 and tcp_offset >= 0x50:
-                        if hash((src ^ dst, sport ^ dport)) % shard_workers != shard_index:
-                            if ts >= skip.due or not number & 0xFF:
-                                skip.passed(ts, number)
-                            off = stop
-                            continue
-                        skip.owned = number
-                        yield new_frame(Frame, (ts, linktype, buf[start:stop], wire_len, number))
-                        off = stop
-                        continue
-                if select is None or select(buf, start, stop, linktype, ts, number, wire_len):
+                if routing is None:
                     yield new_frame(Frame, (ts, linktype, buf[start:stop], wire_len, number))
+                    off = stop
+                    continue
+                owner = -1
+                if ethernet and caplen >= 54:
+                    ethertype, vihl, total, frag, proto, src, dst, sport, dport, tcp_offset = ETH_IPV4_TCP(buf, start)
+                    if ethertype == 0x0800:
+                        if vihl == 0x45 and not frag & 0x3FFF and total >= 28 and proto == 6 and tcp_offset >= 0x50:
+                            owner = hash((src ^ dst, sport ^ dport)) % workers
+                    elif ethertype == 0x86DD and caplen >= 74:
+                        version, proto, src, src_low, dst, dst_low, sport, dport, tcp_offset = ETH_IPV6_TCP(buf, start)
+                        if version >> 4 == 6 and proto == 6 and tcp_offset >= 0x50:
+                            owner = hash((src ^ src_low ^ dst ^ dst_low, sport ^ dport)) % workers
+                if owner < 0:
+                    owner = place(buf, start, stop, linktype, workers)
+                route((ts, linktype, buf[start:stop], wire_len, number), owner)
                 off = stop
         except _Damage as damage:
             self._record_damage(damage)
@@ -460,11 +401,7 @@ class CaptureReader:
         """Walk pcapng blocks; a section header sets the byte order and starts a new interface list."""
         max_caplen = self.limits.max_packet_bytes
         max_packet_block = max_caplen + PACKET_BLOCK_OVERHEAD
-        select = self.select
         new_frame = tuple.__new__
-        skip = self.shard_skip
-        if skip is not None:
-            shard_index, shard_workers, frame_owner = skip.index, skip.workers, skip.frame_owner
         interfaces: list[tuple[int, int, int, int]] = []  # (linktype, tick divisor, tsoffset, snaplen)
         buf = self._buf
         self._buf = b""
@@ -542,23 +479,7 @@ class CaptureReader:
                     number += 1
                     self.packets = number
                     wire_bytes += wire_len
-                    if skip is not None:
-                        owner = frame_owner(buf, off + 28, off + 28 + caplen, linktype, shard_workers)
-                        if owner == shard_index:
-                            skip.owned = number
-                            yield new_frame(Frame, (last_ts, linktype, buf[off + 28:off + 28 + caplen], wire_len,
-                                                    number))
-                            off = stop
-                            continue
-                        if owner >= 0:
-                            if last_ts >= skip.due or not number & 0xFF:
-                                skip.passed(last_ts, number)
-                            off = stop
-                            continue
-                    if select is None or select(buf, off + 28, off + 28 + caplen, linktype, last_ts, number,
-                                                wire_len):
-                        yield new_frame(Frame, (last_ts, linktype, buf[off + 28:off + 28 + caplen], wire_len,
-                                                number))
+                    yield new_frame(Frame, (last_ts, linktype, buf[off + 28:off + 28 + caplen], wire_len, number))
                 elif btype == _BT_IDB:
                     if blen < 20:
                         raise _Damage(f"interface description block too short ({blen} bytes)",
