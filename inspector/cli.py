@@ -12,7 +12,6 @@ import contextlib
 import gc
 import os
 import signal
-import stat
 import sys
 import time
 from pathlib import Path
@@ -98,14 +97,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     except OSError as exc:
         errors.print(f"[red]error:[/red] cannot write EVE to {escape(args.eve)}: {escape(exc.strerror or str(exc))}")
         return EXIT_USAGE
-    workers = args.workers
-    streams = [str(f) for f in files if not _regular_file(f)]
-    if workers > 1 and streams:
-        # Each worker reads every file (flows) or some of them (files): a pipe or a device can be
-        # read once, so it is read by one process.
-        errors.print(f"[yellow]note:[/yellow] {escape(', '.join(streams))} is not a regular file (a pipe or a "
-                     "device is read once): analyzed in one process, not with --workers")
-        workers = 1
+    workers = args.workers  # with several, each capture is still read once (a pipe can be sharded)
     analyzer = Analyzer(writer.write, engine=engine or None, flow_records=not args.no_flow_records,
                         policy=monitor or None, keylog=keylog, baseline=baseline, egress=allowlists)
     if workers > 1:
@@ -169,13 +161,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
-
-
-def _regular_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return True  # open_capture says what is wrong with it
 
 
 def _output_problem(args: argparse.Namespace, files: list[Path]) -> str:
@@ -457,8 +442,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                          help="processes to shard flows across (default 1; auto: one per usable CPU); same "
                          "records and alerts as one process (docs/offline.md)")
     analyze.add_argument("--shard", choices=("auto", "flows", "files"), default="auto",
-                         help="how --workers divides the run: flows (by flow hash, every worker reads every "
-                         "file), files (whole files per worker: rotated capture sets), auto (default: files "
+                         help="how --workers divides the run: flows (by flow hash; one more process reads the "
+                         "files once and feeds the workers), files (whole files per worker: rotated capture "
+                         "sets), auto (default: files "
                          "when several files balance across the workers, else flows)")
     analyze.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     analyze.set_defaults(func=cmd_analyze)

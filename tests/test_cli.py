@@ -210,25 +210,23 @@ def test_an_unreadable_capture_is_an_anomaly_record_and_said_even_quiet(tmp_path
     assert f"{text}: not a pcap, pcapng or gzip capture" in capsys.readouterr().err
 
 
-def test_a_pipe_is_read_once_even_with_workers(tmp_path, capsys):
-    import os
-    import threading
+def test_a_pipe_is_sharded_across_workers_read_once(tmp_path):
+    """A capture on standard input (a pipe: read once) analyzed with --workers 2 gives the EVE of
+    the same capture read from its file by one process. In a child process (a fork, no threads)."""
+    import subprocess
+    import sys
 
-    fifo = tmp_path / "live.pcap"
-    os.mkfifo(fifo)
-    data = (CORE / "grpc.pcap").read_bytes()
-
-    def feed() -> None:
-        with open(fifo, "wb") as pipe:
-            pipe.write(data)
-
-    writer = threading.Thread(target=feed)
-    writer.start()
-    assert main(["analyze", str(fifo), "--workers", "2", "--eve", str(tmp_path / "piped.json"), "-q"]) == 0
-    writer.join()
-    assert "not a regular file" in capsys.readouterr().err
-    assert main(["analyze", str(CORE / "grpc.pcap"), "--eve", str(tmp_path / "file.json"), "-q"]) == 0
-    assert len(eve(tmp_path / "piped.json")) == len(eve(tmp_path / "file.json")) == 13
+    capture = REPO / "pcaps" / "lab" / "mixed.pcap"
+    args = ["analyze", "--config", str(REPO / "pcaps" / "lab" / "site.yaml"), "-q"]
+    one = subprocess.run([sys.executable, "-m", "inspector.cli", *args, str(capture), "--eve",
+                          str(tmp_path / "one.json")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    with subprocess.Popen(["cat", str(capture)], stdout=subprocess.PIPE) as cat:
+        piped = subprocess.run([sys.executable, "-m", "inspector.cli", *args, "/dev/stdin", "--workers", "2",
+                                "--eve", str(tmp_path / "piped.json")],
+                               cwd=REPO, stdin=cat.stdout, capture_output=True, text=True, timeout=120)
+    assert one.returncode == piped.returncode == 0, piped.stderr
+    assert "not a regular file" not in piped.stderr
+    assert (tmp_path / "one.json").read_bytes() == (tmp_path / "piped.json").read_bytes()
 
 
 def test_identical_decode_anomalies_are_capped_per_capture(tmp_path):
