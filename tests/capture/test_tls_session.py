@@ -194,6 +194,15 @@ def test_keys_from_a_pcapng_decryption_secrets_block(tmp_path):
     _, records = analyze(tmp_path / "c.pcapng")
     (exchange,) = of_type(records, "http")
     assert exchange["decrypted"]["keys"] == "pcapng" and exchange["http"]["status"] == 200
+    # sharded, the reading process passes the block on to the workers with the frames after it
+    import subprocess
+    import sys
+
+    sharded = subprocess.run([sys.executable, "-m", "inspector.cli", "analyze", str(tmp_path / "c.pcapng"), "-q",
+                              "--workers", "2", "--shard", "flows", "--eve", str(tmp_path / "eve.json")],
+                             cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
+    assert sharded.returncode == 0, sharded.stderr
+    assert '"keys":"pcapng"' in (tmp_path / "eve.json").read_text()
 
 
 def test_capture_keys_read_blocks_as_the_reader_meets_them():
