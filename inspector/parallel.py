@@ -233,7 +233,8 @@ def feed_capture(path: Path, workers: int, send: Callable[[int, tuple], None]) -
     """Read one capture of a flow-sharded run, once, and tell each worker (`send(index, message)`)
     what it needs of it, in frame order:
 
-        ("open", format, compressed), or ("unreadable", errno or None, why) and nothing more
+        ("open", format, compressed), or ("unreadable", errno, why) and nothing more (errno: the
+        OSError's, -1 for a file that is not a capture)
         ("frames", bytes read, secrets blocks new since the last message, entries, last frame number)
                                                                         every FEED_FRAMES frames
         ("end", frames, wire bytes, last time, damage or None, frames the capture says were dropped)
@@ -247,7 +248,7 @@ def feed_capture(path: Path, workers: int, send: Callable[[int, tuple], None]) -
     try:
         reader = open_capture(path)
     except CaptureFormatError as exc:
-        _send_all(send, workers, ("unreadable", None, str(exc)))
+        _send_all(send, workers, ("unreadable", -1, str(exc)))
         return
     except OSError as exc:
         _send_all(send, workers, ("unreadable", exc.errno, exc.strerror or str(exc)))
@@ -329,7 +330,7 @@ class FedCapture:
         message = receive()
         if message[0] == "unreadable":
             _, errno, why = message
-            raise CaptureFormatError(why) if errno is None else OSError(errno, why)
+            raise CaptureFormatError(why) if errno == -1 else OSError(errno, why)
         _, self.format, self.compressed = message
         self._receive = receive
         self.secrets: list[Any] = []  # grows as the batches come, as a reader's does

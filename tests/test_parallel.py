@@ -424,6 +424,25 @@ print(len(one), one == two)
     assert int(count) > 500 and same == "True", done.stderr
 
 
+def test_a_capture_the_reader_cannot_open_is_the_same_error_in_the_workers(tmp_path):
+    """What open_capture raises in the reading process is raised again in each worker, so the
+    file's error and its capture_damaged record are one process's."""
+    from inspector.analyze import Analyzer
+    from inspector.parallel import feed_capture
+
+    text = tmp_path / "notes.pcap"
+    text.write_text("hello, not a capture\n")
+    for path in (text, tmp_path / "absent.pcap"):
+        alone = Analyzer(lambda record: None)
+        alone.analyze_file(path)
+        messages: list[tuple] = []
+        feed_capture(path, 2, lambda index, message, into=messages: into.append(message) if index == 0 else None)
+        worker = ShardAnalyzer(0, 2, lambda batch: None, frozenset(), None, feed=iter(messages).__next__)
+        worker.analyze_files([path])
+        assert worker.stats.files[0].error == alone.stats.files[0].error
+        assert alone.stats.files[0].error.startswith(str(path) if path == text else "cannot read: ")
+
+
 def test_a_failing_reading_process_fails_the_run_with_its_reason():
     """The reading process's exception reaches the parent through the workers it fed."""
     script = f"""
