@@ -461,7 +461,11 @@ class ShardAnalyzer(Analyzer):
                     ts, number = entry
                     self._frame = number
                     self._stage = 0
-                    tick(ts)
+                    try:
+                        tick(ts)
+                    except Exception as exc:  # contained as one process contains it at that frame
+                        self._stage = 1
+                        self._frame_failed(exc, Frame(ts, 0, b"", 0, number))
                     if not number & 0xFF:
                         self._drain(decoder, shared)
                     continue

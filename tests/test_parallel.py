@@ -443,6 +443,34 @@ def test_a_capture_the_reader_cannot_open_is_the_same_error_in_the_workers(tmp_p
         assert alone.stats.files[0].error.startswith(str(path) if path == text else "cannot read: ")
 
 
+def test_an_expiry_failing_at_another_workers_frame_is_contained(monkeypatch):
+    """A flow table that raises while it looks for idle flows at a frame of another worker's
+    (a bug) costs that frame a `parser_error`, as at the worker's own frames, not the run."""
+    from inspector.capture.flows import FlowTable
+    from inspector.parallel import feed_capture
+
+    messages: list[tuple] = []
+    feed_capture(LAB / "mixed.pcap", 2, lambda index, message: messages.append(message) if index == 1 else None)
+    marks = [entry[1] for message in messages if message[0] == "frames" for entry in message[3] if len(entry) == 2]
+    tick = FlowTable.tick
+    failing = marks[len(marks) // 2]
+
+    def tick_failing_once(table, ts):
+        if ts == next(e[0] for m in messages if m[0] == "frames" for e in m[3] if len(e) == 2 and e[1] == failing):
+            raise RuntimeError("expiry exploded")
+        tick(table, ts)
+
+    monkeypatch.setattr(FlowTable, "tick", tick_failing_once)
+    records: list = []
+    worker = ShardAnalyzer(1, 2, records.extend, frozenset(), None, feed=iter(messages).__next__, encode=False)
+    worker.analyze_files([LAB / "mixed.pcap"])
+    failed = [payload for _, payload, _, _ in records
+              if payload is not None and payload.get("anomaly", {}).get("event") == "parser_error"]
+    assert [record["anomaly"]["packet"] for record in failed] == [failing]
+    assert worker.stats.detection["frame_errors"] == 1
+    assert sum(1 for _, payload, _, _ in records if payload is not None and payload["event_type"] == "flow") > 10
+
+
 def test_a_failing_reading_process_fails_the_run_with_its_reason():
     """The reading process's exception reaches the parent through the workers it fed."""
     script = f"""
