@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from inspector.capture.decode import LINKTYPE_ETHERNET
 from inspector.capture.packet import Frame
 from inspector.limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["CaptureDamage", "CaptureFormatError", "CaptureReader", "DecryptionSecret", "open_capture"]
 
 CHUNK_BYTES = 1024 * 1024  # read size
-_LINKTYPE_ETHERNET = 1
 #: A routed pcap's common frame in one unpack (see CaptureReader.routing): ethertype, version/IHL,
 #: total length, fragment word, protocol, addresses, ports, TCP data offset; and for IPv6 the
 #: version byte, next header, the addresses in 64-bit halves, ports, TCP data offset.
@@ -334,7 +334,7 @@ class CaptureReader:
         routing = self.routing
         if routing is not None:
             route, place, workers = routing.route, routing.place, routing.workers
-            ethernet = linktype == _LINKTYPE_ETHERNET
+            ethernet = linktype == LINKTYPE_ETHERNET
         off = 24
         end = len(buf)
         number = 0
