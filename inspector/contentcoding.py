@@ -5,9 +5,10 @@ for its codings (gzip / x-gzip, deflate with or without its zlib header, br, zst
 them such as ``gzip, br``, removed last coding first, as RFC 9110 §8.4 orders them), or a
 :class:`Unsupported` naming the coding it cannot remove. `identity` is no coding; a body framed
 `aws-chunked` (S3's signed chunks) is left to the S3 layer. A gzip body of several members, or a
-zstd body of several frames, is decoded whole; bytes after the last gzip member, zstd frame or
-deflate stream that start no other are ignored, as decoders do (data after a br stream does not
-decode: brotli refuses it).
+zstd body of several frames, is decoded whole up to MAX_MEMBERS of them (past them it counts as
+capped); bytes after the last gzip member, zstd frame or deflate stream that start no other, or a
+member that breaks after whole ones, are ignored, as decoders do, wherever the chunks of the body
+fall (data after a br stream does not decode: brotli refuses it).
 
 A decoder is fed the encoded bytes as they come and gives at most `limit` decoded bytes per
 call: decompression bombs never cost more than the cap, at every stage of a stack. `capped`
@@ -30,6 +31,10 @@ except ImportError:  # pragma: no cover - which one is present depends on the Py
 
 #: Codings stacked deeper than this are not decoded (no client sends more than two).
 MAX_CODINGS = 3
+#: gzip members or zstd frames decoded in one body (concatenated files: a handful; each costs a
+#: decoder and a copy of the input left, so thousands of empty ones would cost quadratic time);
+#: past them the body counts as capped.
+MAX_MEMBERS = 64
 _ZLIB_WBITS = {"gzip": 47, "x-gzip": 47, "deflate": 15}  # 47: a gzip or a zlib header
 _NAMES = {"x-gzip": "gzip"}
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -47,38 +52,42 @@ class Unsupported:
 
 
 class _Zlib:
-    """gzip (every member of a body of several, RFC 1952 §2.2) or deflate (one stream). Bytes
-    after the last stream that start no gzip member are ignored, as decoders do (curl, browsers):
-    what decoded before them stays."""
+    """gzip (every member of a body of several, RFC 1952 §2.2, up to MAX_MEMBERS) or deflate (one
+    stream). Bytes after the last stream that start no gzip member, or a member that breaks after
+    whole ones, are ignored, as decoders do (curl, browsers): what decoded before them stays."""
 
-    __slots__ = ("coding", "decoder", "ended", "out", "raw_tried")
+    __slots__ = ("coding", "decoder", "ended", "members", "out", "raw_tried", "stopped")
 
     def __init__(self, coding: str) -> None:
         self.coding = coding
         self.decoder = zlib.decompressobj(_ZLIB_WBITS[coding])
         self.out = 0
         self.raw_tried = False
+        self.members = 1  # streams started
         self.ended = False  # the body's streams are over: what follows is ignored
+        self.stopped = False  # MAX_MEMBERS reached with input left: capped there
 
     def decompress(self, data: bytes, limit: int) -> bytes:
         limit = max(limit, 1)
         if self.ended:
             return b""
-        decoded = self._inflate(data, limit)  # after the end of a stream, zlib keeps `data` as unused
+        decoded = [self._inflate(data, limit)]  # after the end of a stream, zlib keeps `data` as unused
+        size = len(decoded[0])
         # Each turn starts a member on what the last one left, so it consumes input (a member's
         # header at least) even when it decodes nothing; the cap ends it, the rest held back.
-        while self.decoder.eof and self.decoder.unused_data and len(decoded) < limit:
+        while self.decoder.eof and self.decoder.unused_data and size < limit and not self.ended:
             rest = self.decoder.unused_data
             if self.coding == "deflate" or not _GZIP_MAGIC.startswith(rest[:2]):
                 self.ended = True
                 break
-            self.decoder = zlib.decompressobj(_ZLIB_WBITS[self.coding])
-            try:
-                decoded += self._inflate(rest, limit - len(decoded))
-            except DecodeError:  # a broken member after whole ones: ignored as trailing bytes
-                self.ended = True
+            if self.members >= MAX_MEMBERS:
+                self.ended = self.stopped = True
                 break
-        return decoded
+            self.members += 1
+            self.decoder = zlib.decompressobj(_ZLIB_WBITS[self.coding])
+            decoded.append(self._inflate(rest, limit - size))
+            size += len(decoded[-1])
+        return b"".join(decoded)
 
     def _inflate(self, data: bytes, limit: int) -> bytes:
         try:
@@ -89,13 +98,16 @@ class _Zlib:
                 self.raw_tried = True
                 self.decoder = zlib.decompressobj(-15)
                 return self._inflate(data, limit)
+            if self.members > 1:  # a broken member after whole ones: ignored as trailing bytes
+                self.ended = True
+                return b""
             raise DecodeError(str(exc)) from None
         self.out += len(decoded)
         return decoded
 
     def unconsumed(self) -> int:
         if self.ended:
-            return 0
+            return int(self.stopped)
         # The ended stream's unused data is input held back too (the members the cap stopped).
         return len(self.decoder.unconsumed_tail) + len(self.decoder.unused_data)
 
@@ -127,48 +139,57 @@ class _Brotli:
 
 
 class _Zstd:
-    """zstd, every frame of a body of several (RFC 8878 §3.1); bytes after the last frame that
-    start no frame are ignored, as for gzip."""
+    """zstd, every frame of a body of several (RFC 8878 §3.1, up to MAX_MEMBERS); bytes after the
+    last frame that start no frame, or a frame that breaks after whole ones, are ignored, as for
+    gzip."""
 
-    __slots__ = ("decoder", "ended", "pending")
+    __slots__ = ("decoder", "ended", "members", "stopped")
 
     def __init__(self) -> None:
         self.decoder = ZstdDecompressor()
+        self.members = 1
         self.ended = False
-        self.pending = b""  # input after a frame the cap stopped at (a decompressor at its end takes none)
+        self.stopped = False
 
     def decompress(self, data: bytes, limit: int) -> bytes:
         limit = max(limit, 1)
         if self.ended:
             return b""
-        decoded = b""
-        if not self.decoder.eof:
-            try:
-                decoded = self.decoder.decompress(data, limit)
-            except ZstdError as exc:
-                raise DecodeError(str(exc)) from None
+        decoded: list[bytes] = []
+        size = 0
+        if not self.decoder.eof:  # a decompressor at the end of its frame takes no input
+            decoded.append(self._decompress(data, limit))
+            size = len(decoded[0])
             data = b""
         # As for gzip members: each turn consumes a frame header at least, the cap ends it.
-        while self.decoder.eof and len(decoded) < limit:
-            rest = self.pending + self.decoder.unused_data + data
-            self.pending = data = b""
+        while self.decoder.eof and size < limit and not self.ended:
+            rest = self.decoder.unused_data + data
+            data = b""
             if not rest:
                 break
-            self.decoder = ZstdDecompressor()
-            try:
-                decoded += self.decoder.decompress(rest, limit - len(decoded))
-            except ZstdError:  # no frame: trailing bytes, ignored
-                self.ended = True
+            if self.members >= MAX_MEMBERS:
+                self.ended = self.stopped = True
                 break
-        if data:
-            self.pending += data
-        return decoded
+            self.members += 1
+            self.decoder = ZstdDecompressor()
+            decoded.append(self._decompress(rest, limit - size))
+            size += len(decoded[-1])
+        return b"".join(decoded)
+
+    def _decompress(self, data: bytes, limit: int) -> bytes:
+        try:
+            return self.decoder.decompress(data, limit)
+        except ZstdError as exc:
+            if self.members > 1:  # no frame, or a broken one, after whole frames: trailing bytes
+                self.ended = True
+                return b""
+            raise DecodeError(str(exc)) from None
 
     def unconsumed(self) -> int:
         if self.ended:
-            return 0
+            return int(self.stopped)
         if self.decoder.eof:
-            return len(self.pending) + len(self.decoder.unused_data)  # the frames the cap stopped
+            return len(self.decoder.unused_data)  # the frames the cap stopped
         return 0 if self.decoder.needs_input else 1
 
 

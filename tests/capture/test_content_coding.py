@@ -12,7 +12,7 @@ import brotli
 import pytest
 
 from inspector.analyze import Analyzer
-from inspector.contentcoding import ContentDecoder, DecodeError, Unsupported, content_decoder
+from inspector.contentcoding import MAX_MEMBERS, ContentDecoder, DecodeError, Unsupported, content_decoder
 from inspector.engine import Engine
 from inspector.exchange import ExchangeBuilder
 from inspector.http import TO_CLIENT, BodyReceived, HeadReceived, HttpExchange, HttpMessage, MessageEnded
@@ -161,9 +161,34 @@ def test_members_stop_at_the_cap_and_count_as_held_back(coding, encode):
     exchange, anomalies = _decoded(coding, encode(b"\0" * (2 << 20)) * 64, Limits(body_keep_bytes=1 << 20))
     assert exchange.response.body == b"\0" * (1 << 20) and exchange.response.body_truncated
     assert anomalies == ["decompression_bomb"]
-    many = b"".join(encode(b"") for _ in range(2000))  # members that decode to nothing: input consumed
+    many = b"".join(encode(b"") for _ in range(MAX_MEMBERS))  # members that decode to nothing: input consumed
     exchange, anomalies = _decoded(coding, many)
     assert exchange.response.body == b"" and not exchange.response.body_truncated and anomalies == []
+
+
+@pytest.mark.parametrize("coding,encode", [("gzip", gzip.compress), ("zstd", zstd.compress)])
+def test_members_past_the_cap_are_not_decoded_and_the_body_counts_as_cut(coding, encode):
+    """Each member costs a decoder and a copy of the input left: 50,000 empty ones in a 1 MB body
+    would cost seconds. Past MAX_MEMBERS the body is cut there, what decoded kept."""
+    body = encode(b"kept") + b"".join(encode(b"") for _ in range(50_000)) + encode(b"never")
+    decoder = content_decoder(coding)
+    assert isinstance(decoder, ContentDecoder)
+    assert decoder.decompress(body, 1 << 20) == b"kept"
+    assert decoder.capped and decoder.unconsumed() == 1
+    assert decoder.decompress(encode(b"more"), 1 << 20) == b""
+    exchange, anomalies = _decoded(coding, body)
+    assert exchange.response.body == b"kept" and exchange.response.body_truncated and anomalies == []
+
+
+@pytest.mark.parametrize("coding,encode", [("gzip", gzip.compress), ("zstd", zstd.compress)])
+def test_a_broken_member_after_whole_ones_is_ignored_wherever_the_chunks_fall(coding, encode):
+    broken = encode(b"second")[:6] + b"garbage that is no member at all"
+    whole = encode(b"first")
+    for cut in range(1, len(broken)):
+        decoder = content_decoder(coding)
+        assert isinstance(decoder, ContentDecoder)
+        out = decoder.decompress(whole + broken[:cut], 1 << 20) + decoder.decompress(broken[cut:], 1 << 20)
+        assert out.startswith(b"first") and not decoder.capped
 
 
 @pytest.mark.parametrize("coding,encode", [
