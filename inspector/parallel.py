@@ -3,15 +3,15 @@
 Flows are sharded by a symmetric hash of their addresses and ports (:func:`flow_shard`), so every
 packet of a flow, and all per-flow state (reassembly, sessions, policy checks), lives in one
 worker. One reading process reads every capture once (:func:`feed_capture`) and feeds each
-worker, through its own pipe, the frames of its flows: a pcap's record loop places the common
-frame itself (CaptureReader.routing), :func:`frame_shard` reads the addresses and ports of the
-others in place. Frames whose flow cannot be told from the raw bytes (fragments, IPv6 extension
-headers, ICMP and other transports, short or odd headers) go to every worker, through a second
-decoder there, and the flow's owner keeps the packet; worker 0 alone counts and reports what
-that decoder finds. Of the other workers' frames a worker is told only the time of those at
-which its flow table looks for idle flows (every frame's time counts in every flow table, so
-where it looks follows from the frame times alone and is worked out once, by the reader), so
-flows idle out and linger-close at the same frames as in one process.
+worker, through its own pipe, the frames of its flows, placed by :func:`frame_shard` (addresses
+and ports read in place; a pcap's record loop hands each frame over without a generator step,
+CaptureReader.routing). Frames whose flow cannot be told from the raw bytes (fragments, IPv6
+extension headers, ICMP and other transports, short or odd headers) go to every worker, through
+a second decoder there, and the flow's owner keeps the packet; worker 0 alone counts and
+reports what that decoder finds. Of the other workers' frames a worker is told only the time of
+those at which its flow table looks for idle flows (every frame's time counts in every flow
+table, so where it looks follows from the frame times alone and is worked out once, by the
+reader), so flows idle out and linger-close at the same frames as in one process.
 
 Workers run the rules, except that a rate rule cannot decide alone: its window may hold events
 of flows in other workers. A worker therefore lets every rate-rule match through as a candidate
@@ -94,9 +94,9 @@ from inspector.capture.decode import (
     LINKTYPE_RAW,
     PacketDecoder,
 )
-from inspector.capture.flows import Flow, FlowTable
+from inspector.capture.flows import EXPIRY_CHECK_INTERVAL, Flow, FlowTable
 from inspector.capture.packet import IPPROTO_TCP, IPPROTO_UDP, Frame
-from inspector.capture.reader import ETH_IPV4_TCP, ETH_IPV6_TCP, CaptureFormatError, open_capture
+from inspector.capture.reader import CaptureFormatError, open_capture
 from inspector.engine import Engine
 from inspector.rules.rate import MemoryRateStore, RateResult
 from inspector.sinks.eve import encode_record
@@ -110,6 +110,12 @@ FILE_BALANCE = 1.25
 SHARD_MODES = ("auto", "flows", "files")
 UNKNOWN = -1
 
+#: The common frame in one unpack: Ethernet, a 20-byte IPv4 header and TCP (ethertype,
+#: version/IHL, total length, fragment word, protocol, addresses, ports, TCP data offset), or an
+#: IPv6 header without extensions and TCP (version byte, next header, the addresses in 64-bit
+#: halves, ports, TCP data offset).
+_ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2xIIHH8xB").unpack_from
+_ETH_IPV6_TCP = struct.Struct("!14xB5xBxQQQQHH8xB").unpack_from
 _U16 = struct.Struct("!H").unpack_from
 _U32_LE = struct.Struct("<I").unpack_from
 _U32_BE = struct.Struct("!I").unpack_from
@@ -147,12 +153,12 @@ def frame_shard(buf: bytes, start: int, stop: int, linktype: int, workers: int) 
     full decode can tell (anything but a plain, whole IPv4 or IPv6 TCP/UDP header).
     Agrees with :func:`flow_shard` on the decoded packet."""
     if linktype == LINKTYPE_ETHERNET and stop - start >= 54:  # the common frame in one unpack
-        ethertype, vihl, total, frag, proto, src, dst, sport, dport, offset = ETH_IPV4_TCP(buf, start)
+        ethertype, vihl, total, frag, proto, src, dst, sport, dport, offset = _ETH_IPV4_TCP(buf, start)
         if ethertype == ETHERTYPE_IPV4 and vihl == 0x45 and not frag & 0x3FFF and total >= 28 \
                 and proto == IPPROTO_TCP and offset >= 0x50:
             return hash((src ^ dst, sport ^ dport)) % workers
         if ethertype == ETHERTYPE_IPV6 and stop - start >= 74:
-            version, proto, src_high, src_low, dst_high, dst_low, sport, dport, offset = ETH_IPV6_TCP(buf, start)
+            version, proto, src_high, src_low, dst_high, dst_low, sport, dport, offset = _ETH_IPV6_TCP(buf, start)
             if version >> 4 == 6 and proto == IPPROTO_TCP and offset >= 0x50:
                 return hash((src_high ^ src_low ^ dst_high ^ dst_low, sport ^ dport)) % workers
     if linktype == LINKTYPE_ETHERNET:
@@ -258,7 +264,7 @@ def feed_capture(path: Path, workers: int, send: Callable[[int, tuple], None]) -
         routing = FrameRouting(workers, reader, send)
         reader.routing = routing
         for frame in reader:  # a pcap's record loop routes its frames itself and yields none
-            routing.route(frame[:], frame_shard(frame[2], 0, len(frame[2]), frame[1], workers))
+            routing.route(frame[:])
         routing.send_batches(reader.packets)
     _send_all(send, workers, ("end", reader.packets, reader.wire_bytes, reader.last_ts, reader.error, reader.dropped))
 
@@ -269,7 +275,6 @@ class FrameRouting:
 
     def __init__(self, workers: int, reader: Any, send: Callable[[int, tuple], None]) -> None:
         self.workers = workers
-        self.place = frame_shard
         self._reader = reader
         self._send = send
         self._secrets = 0  # the reader's secrets blocks sent so far
@@ -282,15 +287,17 @@ class FrameRouting:
         self._others = [[append for i, append in enumerate(self._appends) if i != owner]
                         for owner in range(self.workers)]
 
-    def route(self, frame: tuple, owner: int) -> None:
-        """One frame (Frame's fields), owned by worker `owner` (negative: only a decode can tell)."""
+    def route(self, frame: tuple) -> None:
+        """One frame (Frame's fields) to the worker owning its flow (to every worker when only a
+        decode can tell), and its time to the others where their flow tables look for idle flows."""
         ts = frame[0]
         number = frame[4]
+        owner = frame_shard(frame[2], 0, len(frame[2]), frame[1], self.workers)
         clock = not number & 0xFF
         if ts > self._now:  # FlowTable.packet and .tick: when the table looks for idle flows
             self._now = ts
             if ts >= self._next_check:
-                self._next_check = ts + 1.0
+                self._next_check = ts + EXPIRY_CHECK_INTERVAL
                 clock = True
         if owner >= 0:
             self._appends[owner](frame)
@@ -363,6 +370,8 @@ class ShardAnalyzer(Analyzer):
                  rate_store: DeferredRateStore | None, *, encode: bool = True,
                  feed: Callable[[], tuple] | None = None, **kwargs: Any) -> None:
         """`feed()`: the next message of the reading process (feed_capture), when `workers` > 1."""
+        if workers > 1 and feed is None:
+            raise ValueError("a flow-sharded worker reads what the reading process feeds it")
         super().__init__(self._collect, **kwargs)
         self._feed = feed
         self._encode = encode  # send EVE lines (made here, in parallel) rather than dicts
@@ -440,7 +449,7 @@ class ShardAnalyzer(Analyzer):
                 file_done(self._file)
 
     def _open_capture(self, path: str | Path) -> Any:
-        if self.workers == 1 or self._feed is None:  # a whole file (split by file)
+        if self._feed is None:  # a whole file (split by file)
             return super()._open_capture(path)
         return FedCapture(self._feed)
 

@@ -129,9 +129,8 @@ def _expiry_checks(frames: list) -> set[int]:
 
 @pytest.mark.parametrize("link", ["ethernet", "vlan", "qinq", "sll", "sll2", "pcapng"])
 def test_the_reading_process_gives_each_worker_its_frames_and_the_times_it_needs(tmp_path, link):
-    """feed_capture reads a capture once: each frame goes to the worker frame_shard names (the pcap
-    record loop places the common Ethernet frame itself, agreeing with it), a frame it cannot
-    place goes to every worker, and each worker gets (time, number) of the other workers' frames
+    """feed_capture reads a capture once: each frame goes to the worker frame_shard names, a frame
+    it cannot place goes to every worker, and each worker gets (time, number) of the other workers' frames
     where its flow table checks for idle flows and at every 256th frame; batches cover the frames
     in order, and the end carries the reader's totals."""
     from inspector.capture.reader import open_capture

@@ -134,6 +134,11 @@ class Flow:
             self.streams[0].direction, self.streams[1].direction = TO_SERVER, TO_CLIENT
 
 
+#: Capture seconds between two looks for idle and linger-closed flows (at the first frame at or
+#: past the time; inspector.parallel works the same schedule out for its workers).
+EXPIRY_CHECK_INTERVAL = 1.0
+
+
 class FlowTable:
     """Flows by canonical 5-tuple, least recently active first."""
 
@@ -165,7 +170,7 @@ class FlowTable:
             self._now = ts
             if ts >= self.next_expiry_check:
                 self._expire(ts)
-                self.next_expiry_check = ts + 1.0
+                self.next_expiry_check = ts + EXPIRY_CHECK_INTERVAL
         a = (p.src, p.sport)
         b = (p.dst, p.dport)
         key = (a, b, p.proto) if a <= b else (b, a, p.proto)
@@ -269,7 +274,7 @@ class FlowTable:
             self._now = ts
             if ts >= self.next_expiry_check:
                 self._expire(ts)
-                self.next_expiry_check = ts + 1.0
+                self.next_expiry_check = ts + EXPIRY_CHECK_INTERVAL
 
     def _end(self, key: tuple, flow: Flow, reason: str) -> None:
         if self.on_flow_ending is not None:

@@ -23,18 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from inspector.capture.decode import LINKTYPE_ETHERNET
 from inspector.capture.packet import Frame
 from inspector.limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["CaptureDamage", "CaptureFormatError", "CaptureReader", "DecryptionSecret", "open_capture"]
 
 CHUNK_BYTES = 1024 * 1024  # read size
-#: A routed pcap's common frame in one unpack (see CaptureReader.routing): ethertype, version/IHL,
-#: total length, fragment word, protocol, addresses, ports, TCP data offset; and for IPv6 the
-#: version byte, next header, the addresses in 64-bit halves, ports, TCP data offset.
-ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2xIIHH8xB").unpack_from
-ETH_IPV6_TCP = struct.Struct("!14xB5xBxQQQQHH8xB").unpack_from
 MAX_BLOCK_BYTES = 16 * 1024 * 1024  # a larger pcapng non-packet block (names, secrets, ...) is damage
 PACKET_BLOCK_OVERHEAD = 64 * 1024  # header + options allowed around a packet's bytes in one pcapng block
 
@@ -186,12 +180,8 @@ class CaptureReader:
         self._drops: dict[tuple[int, int], int] = {}
         self.error: CaptureDamage | None = None
         #: Optional, set before iterating (a flow-sharded run's reading process): an object whose
-        #: `route(frame, owner)` takes each frame of a pcap (Frame's fields as a plain tuple, and
-        #: the worker owning its flow, or a negative number when only a full decode can tell)
-        #: instead of it being yielded. The record loop places the common frame itself (Ethernet,
-        #: a 20-byte unfragmented IPv4 header or an IPv6 header without extensions, then TCP), as
-        #: inspector.parallel.flow_shard does, with `workers` from the object, and asks its
-        #: `place(buf, start, stop, linktype, workers)` for the others. pcapng frames are yielded.
+        #: `route(frame)` takes each frame of a pcap (Frame's fields as a plain tuple) instead of
+        #: it being yielded, with no generator step per frame. pcapng frames are yielded.
         self.routing: Any = None
         #: Wire bytes and capture time of every frame read, set when the iteration ends.
         self.wire_bytes = 0
@@ -332,9 +322,7 @@ class CaptureReader:
         max_caplen = self.limits.max_packet_bytes
         new_frame = tuple.__new__
         routing = self.routing
-        if routing is not None:
-            route, place, workers = routing.route, routing.place, routing.workers
-            ethernet = linktype == LINKTYPE_ETHERNET
+        route = routing.route if routing is not None else None
         off = 24
         end = len(buf)
         number = 0
@@ -372,23 +360,11 @@ class CaptureReader:
                 self.packets = number
                 wire_bytes += wire_len
                 ts = sec + frac / divisor
-                if routing is None:
+                if route is None:
                     yield new_frame(Frame, (ts, linktype, buf[start:stop], wire_len, number))
                     off = stop
                     continue
-                owner = -1
-                if ethernet and caplen >= 54:
-                    ethertype, vihl, total, frag, proto, src, dst, sport, dport, tcp_offset = ETH_IPV4_TCP(buf, start)
-                    if ethertype == 0x0800:
-                        if vihl == 0x45 and not frag & 0x3FFF and total >= 28 and proto == 6 and tcp_offset >= 0x50:
-                            owner = hash((src ^ dst, sport ^ dport)) % workers
-                    elif ethertype == 0x86DD and caplen >= 74:
-                        version, proto, src, src_low, dst, dst_low, sport, dport, tcp_offset = ETH_IPV6_TCP(buf, start)
-                        if version >> 4 == 6 and proto == 6 and tcp_offset >= 0x50:
-                            owner = hash((src ^ src_low ^ dst ^ dst_low, sport ^ dport)) % workers
-                if owner < 0:
-                    owner = place(buf, start, stop, linktype, workers)
-                route((ts, linktype, buf[start:stop], wire_len, number), owner)
+                route((ts, linktype, buf[start:stop], wire_len, number))
                 off = stop
         except _Damage as damage:
             self._record_damage(damage)
