@@ -224,7 +224,7 @@ class TlsSession:
         if side.stopped or not data:
             return self._drain()
         if (not self._handshake_seen and "handshake_missing" not in self._reported and self._keys is not None
-                and self._keys.available):  # `available` re-reads the key log: not once per segment
+                and self._keys.available):  # reported: `available` (new secrets blocks) not asked again
             self._anomaly_once("handshake_missing", "the capture does not have this connection's TLS handshake "
                                "(its records were recognised without it): nothing can be decrypted", ts)
         side.buf += data

@@ -97,6 +97,8 @@ def as_is(value: str) -> str:
 
 def path_obfuscation(target: str) -> str | None:
     """Why the path of `target` hides its route (an encoded unreserved character), or None."""
+    if "%" not in target:
+        return None
     found = _ENCODED_UNRESERVED.search(path_only(target)[:MAX_ROUTING_PATH])
     if found is None:
         return None
@@ -169,11 +171,9 @@ def note_routing(ctx: Any, layer: str, obj: dict[str, Any], routed: str, hidden:
     ctx.routing_noted = True
     if hidden:
         obj["routed_path"] = routed[:DEFAULT_TEXT_CHARS]
-    target = ctx.exchange.request.path
-    if "%" in target:
-        reason = path_obfuscation(target)
-        if reason is not None:
-            ctx.anomaly(f"{layer}_path_obfuscated", reason)
+    reason = path_obfuscation(ctx.exchange.request.path)
+    if reason is not None:
+        ctx.anomaly(f"{layer}_path_obfuscated", reason)
 
 
 def query_params(target: str) -> dict[str, str]:
