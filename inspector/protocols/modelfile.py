@@ -344,17 +344,6 @@ def _ended(decoder: Any) -> bool:
     return bool(decoder.eof) and not decoder.unused_data  # a second stream/member follows: not all seen
 
 
-def decompress_prefix(data: bytes, kind: str, cap: int) -> tuple[bytes, bool]:
-    """At most `cap + 1` bytes of the stream `data` starts; (output, the stream ended in `data`).
-
-    The output is capped whatever the ratio (a bomb costs `cap` bytes) and the work is bounded by
-    `len(data)`. Raises zlib.error, OSError (bz2) or lzma.LZMAError on a corrupt stream.
-    """
-    decoder = _decoder(kind)
-    inner = decoder.decompress(data, cap + 1)
-    return inner, _ended(decoder)
-
-
 def _compressed_pickle(data: bytes, complete: bool, cap: int, ext_format: str | None) -> ModelFile | _Unread | None:
     """A compressed stream holding a pickle (joblib's `compress=`, pandas `to_pickle`).
 

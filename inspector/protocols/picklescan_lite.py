@@ -49,7 +49,7 @@ DANGEROUS_GLOBALS = frozenset({
 
 
 #: First bytes of protocol 0/1 pickles (no PROTO opcode): MARK, GLOBAL, empty containers, scalars.
-OLD_PROTOCOL_STARTS = frozenset(b"(c]})INSVLFGJKMTUX")
+_OLD_PROTOCOL_STARTS = frozenset(b"(c]})INSVLFGJKMTUX")
 _FRAME = 0x95
 _U64 = struct.Struct("<Q")
 
@@ -76,13 +76,19 @@ def looks_like_pickle(data: bytes, complete: bool = False) -> bool:
         return True
     if len(data) >= 10 and data[0] == _FRAME and _U64.unpack_from(data, 1)[0] < 1 << 40 and data[9] in _OPCODE_BYTES:
         return True
-    if not complete or len(data) < 2 or data[0] not in OLD_PROTOCOL_STARTS:
+    if not complete or len(data) < 2 or data[0] not in _OLD_PROTOCOL_STARTS:
         return False
     try:
         pickletools.dis(data, out=io.StringIO())
     except Exception:  # pickletools raises several types on bytes that are not a pickle
         return False
     return True
+
+
+def may_start_pickle(head: bytes, complete: bool) -> bool:
+    """False when a value starting with `head` (its first 10 bytes or so) cannot be what
+    :func:`looks_like_pickle` accepts once the whole value is read (`complete`: it will be)."""
+    return looks_like_pickle(head) or (complete and bool(head) and head[0] in _OLD_PROTOCOL_STARTS)
 
 
 def is_dangerous(name: str) -> bool:

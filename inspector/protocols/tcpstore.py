@@ -39,7 +39,7 @@ from inspector.http import TO_CLIENT, TO_SERVER, SessionAnomaly
 from inspector.limits import Limits
 from inspector.protocols.bytereader import BEGIN_1, WAIT, Begin, ParseError, Skip, StreamReader
 from inspector.protocols.nccl import decode_unique_id
-from inspector.protocols.picklescan_lite import MAX_GLOBALS, OLD_PROTOCOL_STARTS, looks_like_pickle, scan_pickle
+from inspector.protocols.picklescan_lite import MAX_GLOBALS, looks_like_pickle, may_start_pickle, scan_pickle
 from inspector.rawtcp import SWAPPED, Transaction
 
 APP_PROTO = "tcpstore"
@@ -213,7 +213,7 @@ def _may_be_base64_pickle(prefix: bytes, complete: bool) -> bool:
             return True  # too few data characters to tell: the full decode decides
         end *= 4
     start = base64.b64decode(head[:HEAD_BASE64_CHARS])
-    return looks_like_pickle(start) or (complete and start[0] in OLD_PROTOCOL_STARTS)
+    return may_start_pickle(start, complete)
 
 
 def _as_text(prefix: bytes, complete: bool) -> str | None:

@@ -32,7 +32,6 @@ from hypothesis import strategies as st
 from inspector.protocols import modelfile
 from inspector.protocols.modelfile import (
     EXTENSION_FORMATS,
-    decompress_prefix,
     format_from_name,
     inspect_model,
     model_fields,
@@ -245,6 +244,14 @@ def test_a_compressed_body_that_cannot_be_read_says_so():
         "format": "pickle", "format_source": "extension", "confidence": "low", "compression": "gzip"}
     assert inspect_model(bz2.compress(b"plain text"), name="data.tar.bz2", body_complete=True) is None
     assert inspect_model(data[:20], name="notes.bz2", body_complete=True) is None
+
+
+def decompress_prefix(data: bytes, kind: str, cap: int) -> tuple[bytes, bool]:
+    """How the scan decompressed before its probe: at most `cap + 1` bytes of the stream `data`
+    starts, and whether the stream ended in `data` (the reference below reads it)."""
+    decoder = modelfile._decoder(kind)
+    inner = decoder.decompress(data, cap + 1)
+    return inner, modelfile._ended(decoder)
 
 
 def test_bz2_and_xz_bombs_cost_the_scan_cap():
