@@ -15,6 +15,7 @@ documents keep the generic parse's results and anomalies.
 
 from __future__ import annotations
 
+import json
 from typing import Any, NamedTuple
 
 import msgspec
@@ -22,7 +23,7 @@ import msgspec
 from inspector import jsonio
 from inspector.protocols.triton_tensors import BYTES, DATATYPE_SIZES, json_data_stats
 
-__all__ = ["DataCount", "infer_header"]
+__all__ = ["DataCount", "infer_header", "infer_json"]
 
 _ABSENT = msgspec.Raw()  # the default of a missing `data`: empty raw text
 
@@ -55,20 +56,39 @@ _JSON_SPACE = b" \t\r\n"
 def infer_header(document: bytes) -> dict[str, Any] | None:
     """The infer request's fields with each input's data counted; None: parse it generically."""
     try:
-        request = _decode(document)
-        inputs = request.inputs
-        items = None
-        if inputs is not None:
-            items = []
-            for tensor in inputs:
-                item = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape,
-                        "parameters": tensor.parameters}
-                raw = tensor.data
-                if len(raw):
-                    item["data"] = DataCount(_data_stats(bytes(raw), tensor.datatype))
-                items.append(item)
+        return _header(_decode(document))
     except (msgspec.MsgspecError, ValueError, RecursionError):
         return None
+
+
+def infer_json(document: bytes) -> Any:
+    """An infer request body as JSON: :func:`infer_header` when it has the request's shape, else
+    the value ``json.loads`` gives, or its exception (msgspec is asked once: a document it cannot
+    read at all goes straight to ``json``)."""
+    try:
+        request = _decode(document)
+    except msgspec.ValidationError:  # JSON of another shape, or a value msgspec refuses
+        return jsonio.loads(document)
+    except msgspec.DecodeError:
+        return json.loads(document)
+    try:
+        return _header(request)
+    except (ValueError, RecursionError):
+        return jsonio.loads(document)
+
+
+def _header(request: _Request) -> dict[str, Any]:
+    inputs = request.inputs
+    items = None
+    if inputs is not None:
+        items = []
+        for tensor in inputs:
+            item = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape,
+                    "parameters": tensor.parameters}
+            raw = tensor.data
+            if len(raw):
+                item["data"] = DataCount(_data_stats(bytes(raw), tensor.datatype))
+            items.append(item)
     return {"id": request.id, "parameters": request.parameters, "inputs": items, "outputs": request.outputs}
 
 

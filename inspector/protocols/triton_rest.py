@@ -33,7 +33,7 @@ from inspector.protocols.triton_common import (
     parameters_object,
     trace_settings_object,
 )
-from inspector.protocols.triton_infer_json import DataCount, infer_header
+from inspector.protocols.triton_infer_json import DataCount, infer_json
 from inspector.protocols.triton_tensors import BYTES, MAX_DIMS, TensorInput, json_data_stats, unsigned64
 
 
@@ -129,12 +129,8 @@ def _json(data: bytes, report: Reporter, what: str, *, complete: bool = True, in
     """`data` as JSON; `_NO_JSON` when it does not parse: invalid, or (`complete` False: the
     message stopped early, a capture gap or a connection cut mid-body) not inspected. `infer`:
     an infer request, whose inputs' data come counted (`DataCount`) when they can be."""
-    if infer:
-        header = infer_header(data)
-        if header is not None:
-            return header
     try:
-        return jsonio.loads(data)
+        return infer_json(data) if infer else jsonio.loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         if not complete:
             report("triton_body_not_inspected", f"{what}: the body stopped after {len(data)} bytes (message cut "
