@@ -78,7 +78,7 @@ def routing_path(target: str, *, merge_slashes: bool = False, decode_slash: bool
     Dot segments are kept: these servers route them as sent.
     """
     path = path_only(target)
-    if len(path) > MAX_ROUTING_PATH:
+    if len(path) > MAX_ROUTING_PATH or not _routing_changes(path, merge_slashes):
         return path
     if "%" in path:
         if decode_slash:
@@ -88,6 +88,11 @@ def routing_path(target: str, *, merge_slashes: bool = False, decode_slash: bool
     if merge_slashes and "//" in path:
         path = _REPEATED_SLASHES.sub("/", path)
     return path
+
+
+def _routing_changes(path: str, merge_slashes: bool) -> bool:
+    """Whether :func:`routing_path` can read `path` (without its query) as another path."""
+    return "%" in path or (merge_slashes and "//" in path)
 
 
 def as_is(value: str) -> str:
@@ -110,7 +115,7 @@ def _routed(ctx: Any, raw: str, merge_slashes: bool, decode_slash: bool) -> str:
     """:func:`routing_path` of the request path `raw` (already without its query), once per exchange
     and variant (memo on the `LayerContext`: several layers route the same exchange); `raw` itself
     when there is nothing to decode or merge."""
-    if "%" not in raw and not (merge_slashes and "//" in raw):
+    if not _routing_changes(raw, merge_slashes):
         return raw
     key = (merge_slashes, decode_slash)
     memo = ctx.routed_paths
