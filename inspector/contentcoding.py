@@ -12,8 +12,9 @@ fall (data after a br stream does not decode: brotli refuses it).
 
 A decoder is fed the encoded bytes as they come and gives at most `limit` decoded bytes per
 call: decompression bombs never cost more than the cap, at every stage of a stack. `capped`
-tells that the output stopped at the cap with input (or br output) left, and `unconsumed` how
-much of the input the outermost stage held back then (for the expansion ratio). A stream that
+tells that the output stopped at the cap with input (or br output) left, or at MAX_MEMBERS
+(`members_capped`), and `unconsumed` how much of the input the outermost stage held back then
+(for the expansion ratio). A stream that
 does not decode raises :class:`DecodeError`.
 """
 
@@ -202,13 +203,15 @@ def _stage(coding: str) -> _Zlib | _Brotli | _Zstd:
 class ContentDecoder:
     """Removes the codings of one body, outermost first, each stage's output capped."""
 
-    __slots__ = ("_stages", "capped", "name")
+    __slots__ = ("_stages", "capped", "members_capped", "name")
 
     def __init__(self, codings: list[str]) -> None:
         #: The codings removed, as a header would list them ("gzip", "gzip, br").
         self.name = ", ".join(_NAMES.get(c, c) for c in codings)
         self._stages = [_stage(c) for c in reversed(codings)]
         self.capped = False
+        #: MAX_MEMBERS gzip members or zstd frames decoded with more left: capped by their number.
+        self.members_capped = False
 
     def decompress(self, data: bytes, limit: int) -> bytes:
         """At most `limit` decoded bytes from `data` (and what earlier input left)."""
@@ -216,6 +219,8 @@ class ContentDecoder:
             data = stage.decompress(data, limit)
             if stage.unconsumed():
                 self.capped = True
+                if not isinstance(stage, _Brotli) and stage.stopped:
+                    self.members_capped = True
         return data
 
     def unconsumed(self) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from inspector.contentcoding import ContentDecoder, DecodeError, content_decoder
+from inspector.contentcoding import MAX_MEMBERS, ContentDecoder, DecodeError, content_decoder
 from inspector.http import (
     TO_SERVER,
     BodyGap,
@@ -269,6 +269,10 @@ class ExchangeBuilder:
             message.body_truncated = True
             produced = state.kept + len(decoded)
             consumed = state.encoded_in - decoder.unconsumed()
+            if decoder.members_capped:  # what follows the last member decoded is not seen
+                self._pending_anomaly(message, "content_members_capped",
+                                      f"Content-Encoding {message.decoded} body has more than {MAX_MEMBERS} "
+                                      f"gzip members or zstd frames: decoding stopped after {produced} bytes")
             if produced > limits.max_decompression_ratio * max(consumed, 1):
                 self._pending_anomaly(message, "decompression_bomb",
                                       f"{state.encoded_in} encoded bytes expand past {produced} bytes")

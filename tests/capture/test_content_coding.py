@@ -174,10 +174,14 @@ def test_members_past_the_cap_are_not_decoded_and_the_body_counts_as_cut(coding,
     decoder = content_decoder(coding)
     assert isinstance(decoder, ContentDecoder)
     assert decoder.decompress(body, 1 << 20) == b"kept"
-    assert decoder.capped and decoder.unconsumed() == 1
+    assert decoder.capped and decoder.members_capped and decoder.unconsumed() == 1
     assert decoder.decompress(encode(b"more"), 1 << 20) == b""
     exchange, anomalies = _decoded(coding, body)
-    assert exchange.response.body == b"kept" and exchange.response.body_truncated and anomalies == []
+    assert exchange.response.body == b"kept" and exchange.response.body_truncated
+    assert anomalies == ["content_members_capped"]  # a payload hidden past the cap is not silent
+    exchange, anomalies = _decoded(coding, b"".join(encode(b"x") for _ in range(MAX_MEMBERS)))
+    assert exchange.response.body == b"x" * MAX_MEMBERS and not exchange.response.body_truncated
+    assert anomalies == []
 
 
 @pytest.mark.parametrize("coding,encode", [("gzip", gzip.compress), ("zstd", zstd.compress)])
