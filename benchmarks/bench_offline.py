@@ -5,7 +5,7 @@ packets/s and MB/s of each, and the ratio inspector/dpkt (the goal is <= 2.5). P
 the analysis is measured in a child process (ru_maxrss), so the dpkt loop does not share it.
 
     python benchmarks/bench_offline.py CAPTURE [--rules PATH | --no-rules] [--repeat 3] [--tshark] [--workers N]
-                                       [--rotated K]
+                                       [--rotated K] [--independent]
     python benchmarks/bench_offline.py --make-capture /tmp/ml.pcap --megabytes 200
 """
 
@@ -121,6 +121,27 @@ def speedup(label: str, paths: list[Path], workers: int, repeat: int) -> None:
           f"({cpu_many / cpu_one:.2f}x one process's)  largest process peak {max(r['peak_mib'] for r in many):.0f} MiB")
     print(f"{label}: speed-up --workers {workers} / --workers 1: {single / sharded:.2f}x  (goal >= 1.7 with 2; "
           f"ceiling at this CPU on {cores} cores: {cores * cpu_one / cpu_many:.2f}x)")
+    pairs = ", ".join(f"{a['elapsed'] / b['elapsed']:.2f}x" for a, b in zip(one, many))
+    print(f"{label}: each alternating pair (this machine's spread): {pairs}")
+
+
+def independent_pair(path: Path, repeat: int) -> None:
+    """What this machine gives two processes that share nothing: `--workers 1` alone against two
+    `--workers 1` runs of the same file started together (alternating, medians). No split of one
+    run into two processes can beat this ratio on the same machine at the same time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    alone, together = [], []
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(repeat):
+            alone.append(cli_run([path], 1)["elapsed"])
+            started = time.perf_counter()
+            list(pool.map(lambda _: cli_run([path], 1), range(2)))
+            together.append(time.perf_counter() - started)
+    pairs = ", ".join(f"{2 * a / b:.2f}x" for a, b in zip(alone, together))
+    one, two = statistics.median(alone), statistics.median(together)
+    print(f"two independent processes at once: {two:8.2f} s for two runs against {one:.2f} s for one: "
+          f"{2 * one / two:.2f}x the work per second of one (each pair: {pairs})")
 
 
 def tshark_grpc(path: Path, ports: list[int]) -> tuple[float, float]:
@@ -183,6 +204,9 @@ def main() -> int:
     parser.add_argument("--grpc-port", type=int, action="append", help="gRPC ports for tshark (default 8001 50051 443)")
     parser.add_argument("--workers", type=int, default=0, metavar="N",
                         help="also time `inspector analyze --workers N` against `--workers 1` (the CLI, shipped rules)")
+    parser.add_argument("--independent", action="store_true",
+                        help="with --workers 2: also time two independent one-process runs at once, the "
+                        "most any split into two processes gets from this machine now")
     parser.add_argument("--rotated", type=int, default=0, metavar="K",
                         help="with --workers: also cut the capture into K files (a rotated capture set) and "
                         "time the set, which --workers splits by file")
@@ -223,6 +247,8 @@ def main() -> int:
         print(f"ratio inspector/tshark: {ours / shark:.2f}  (goal <= 1.0)")
     if args.workers > 1:
         speedup("one file (flows sharded)", [path], args.workers, args.repeat)
+        if args.independent:
+            independent_pair(path, args.repeat)
         if args.rotated > 1:
             import tempfile
 
