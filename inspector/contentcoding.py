@@ -14,8 +14,7 @@ A decoder is fed the encoded bytes as they come and gives at most `limit` decode
 call: decompression bombs never cost more than the cap, at every stage of a stack. `capped`
 tells that the output stopped at the cap with input (or br output) left, or at MAX_MEMBERS
 (`members_capped`), and `unconsumed` how much of the input the outermost stage held back then
-(for the expansion ratio). A stream that
-does not decode raises :class:`DecodeError`.
+(for the expansion ratio). A stream that does not decode raises :class:`DecodeError`.
 """
 
 from __future__ import annotations
@@ -115,6 +114,7 @@ class _Zlib:
 
 class _Brotli:
     __slots__ = ("decoder", "overran")
+    stopped = False  # one stream: never stopped by MAX_MEMBERS
 
     def __init__(self) -> None:
         self.decoder = brotli.Decompressor()
@@ -203,15 +203,13 @@ def _stage(coding: str) -> _Zlib | _Brotli | _Zstd:
 class ContentDecoder:
     """Removes the codings of one body, outermost first, each stage's output capped."""
 
-    __slots__ = ("_stages", "capped", "members_capped", "name")
+    __slots__ = ("_stages", "capped", "name")
 
     def __init__(self, codings: list[str]) -> None:
         #: The codings removed, as a header would list them ("gzip", "gzip, br").
         self.name = ", ".join(_NAMES.get(c, c) for c in codings)
         self._stages = [_stage(c) for c in reversed(codings)]
         self.capped = False
-        #: MAX_MEMBERS gzip members or zstd frames decoded with more left: capped by their number.
-        self.members_capped = False
 
     def decompress(self, data: bytes, limit: int) -> bytes:
         """At most `limit` decoded bytes from `data` (and what earlier input left)."""
@@ -219,9 +217,12 @@ class ContentDecoder:
             data = stage.decompress(data, limit)
             if stage.unconsumed():
                 self.capped = True
-                if not isinstance(stage, _Brotli) and stage.stopped:
-                    self.members_capped = True
         return data
+
+    @property
+    def members_capped(self) -> bool:
+        """MAX_MEMBERS gzip members or zstd frames decoded with more left, in some stage."""
+        return any(stage.stopped for stage in self._stages)
 
     def unconsumed(self) -> int:
         """Input bytes the outermost stage holds back because the cap stopped it (gzip and deflate
