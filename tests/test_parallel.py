@@ -4,6 +4,7 @@ workers and windows that span files."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import random
 import subprocess
@@ -395,7 +396,8 @@ else:
 
 def test_a_worker_waiting_for_frames_lets_the_merge_go_on():
     """With the smallest buffers (4 KiB pipes, two frames a feed, a record a batch, one batch
-    queued per worker), the reading process waits on one worker's full pipe, that worker on the
+    queued per worker, no feed queued in the reading process beyond the message being written:
+    checked to hang without watermarks), the reading process waits on one worker's full pipe, that worker on the
     parent, and the parent's merge on the other worker's next record, which that worker cannot
     make until it is fed: unless, before it waits for frames, a worker sends what it has and how
     far it has come (its watermark). The run ends, with one process's records. In a child process
@@ -411,6 +413,7 @@ from inspector.sinks.eve import encode_record
 parallel.PIPE_BYTES = 4096
 parallel.FEED_FRAMES = 2
 parallel.BATCH_RECORDS = 1
+parallel.FEED_QUEUE_BYTES = 0
 parallel._Inbox.MAX_QUEUED_BATCHES = 1
 capture = Path({str(LAB / "mixed.pcap")!r})
 one, two = [], []
@@ -549,6 +552,89 @@ def test_the_parent_reads_ahead_of_the_merge_up_to_its_cap():
     waiting.join(timeout=10)
     assert got == [((0, 0), "first")]
     assert [item[1] for item in inbox.stream(0)] == list(range(cap + 8))  # in order, to its end
+
+
+def test_a_feed_queue_holds_messages_for_a_worker_not_reading_up_to_its_limit():
+    """The reading process goes on while a worker's pipe is full, until `limit` bytes wait for it
+    (one message is always taken); the worker then gets every message, in order."""
+    import multiprocessing
+    import threading
+
+    from inspector.parallel import FeedQueue
+
+    receiver, sender = multiprocessing.Pipe(False)
+    message = 200_000  # over the pipe's capacity (1 MiB at most): the first write alone fills it
+    queue = FeedQueue(sender, limit=5 * message)
+    sent = []
+
+    def send_all():
+        for n in range(12):
+            queue.send(bytes([n]) * message)
+            sent.append(n)
+
+    sending = threading.Thread(target=send_all, daemon=True)
+    sending.start()
+    sending.join(timeout=2.0)  # nobody reads: the queue fills to its limit, then send waits
+    assert sending.is_alive()
+    assert 5 <= len(sent) <= 5 + 1_048_576 // message + 1  # the limit, plus what the pipe took
+    got = [receiver.recv_bytes() for _ in range(12)]
+    sending.join(timeout=10)
+    assert not sending.is_alive() and sent == list(range(12))
+    assert got == [bytes([n]) * message for n in range(12)]
+    queue.close()
+    with pytest.raises(EOFError):
+        receiver.recv_bytes()
+
+
+def test_one_workers_full_pipe_does_not_stop_the_others_frames():
+    """Nobody reads either worker's pipe and the capture is still read to its end, the messages
+    held in the reading process's queues; worker 1 gets every message while worker 0 has read
+    nothing, then worker 0 gets all of its own."""
+    import multiprocessing
+    import pickle
+    import threading
+
+    from inspector.parallel import FeedQueue, feed_capture
+
+    pipes = [multiprocessing.Pipe(False) for _ in range(2)]
+    queues = [FeedQueue(sender, limit=64 << 20) for _, sender in pipes]
+    held = [0, 0]
+
+    def send(index, message):
+        data = pickle.dumps(message)
+        held[index] += len(data)
+        queues[index].send(data)
+
+    reading = threading.Thread(target=feed_capture, args=(LAB / "mixed.pcap", 2, send), daemon=True)
+    reading.start()
+    reading.join(timeout=60)
+    assert not reading.is_alive()  # read to the end with nobody reading either pipe
+    pipe_bytes = 65536
+    if hasattr(fcntl, "F_GETPIPE_SZ"):
+        pipe_bytes = fcntl.fcntl(pipes[0][0].fileno(), fcntl.F_GETPIPE_SZ)
+    assert held[0] > pipe_bytes  # straight into the pipe, the reading would have stopped
+    kinds = []
+    while not kinds or kinds[-1] != "end":
+        kinds.append(pickle.loads(pipes[1][0].recv_bytes())[0])
+    assert kinds[0] == "open" and kinds.count("frames") > 1
+    first = [pickle.loads(pipes[0][0].recv_bytes())[0] for _ in range(len(kinds))]
+    assert first == kinds  # the same messages, held for worker 0 until it read
+    for queue in queues:
+        queue.close()
+
+
+def test_a_feed_queue_whose_worker_is_gone_raises():
+    import multiprocessing
+
+    from inspector.parallel import FeedQueue
+
+    receiver, sender = multiprocessing.Pipe(False)
+    queue = FeedQueue(sender, limit=1)
+    receiver.close()
+    with pytest.raises(OSError):
+        for _ in range(100):  # the write that fails is the queue's; a later send or close says so
+            queue.send(b"x" * 100_000)
+        queue.close()
 
 
 def test_worker_pipes_are_widened_where_the_system_allows():
