@@ -633,9 +633,9 @@ class FeedQueue:
     """One worker's feed in the reading process: messages queued here and written to the pipe by
     a thread of their own, so that the reader waits for a worker only once `limit` bytes are
     queued for it (beyond its pipe), not whenever its pipe is full. Measured on the 210 MB
-    capture, `--workers 2`: the workers waited for frames 1.0-1.1 s each of a 13 s run reading
-    straight into the pipes, 0.2-0.6 s with the queues; the run's wall time, 12 alternating
-    pairs, 9 of them faster, the median 4% (benchmarks/README.md).
+    capture, `--workers 2`: the workers waited for frames 0.5-1.0 s each of an 11-12 s run with
+    the reader writing straight into the pipes, 0.16-0.43 s with the queues; 12 alternating
+    pairs of runs, 10 of them faster, the median by 3.9% (benchmarks/README.md).
 
     A failed write (the worker is gone) is raised by the next `send` and by `close`."""
 
