@@ -50,8 +50,8 @@ flow-sharding worker has the whole cap for its share, so sharded runs evict late
 whose decoding raises (a bug the run contains and reports): its time is not counted by the flow
 table of the worker that decoded it, as in one process, but is by the others'. Frames and
 records cross processes pickled in batches; a worker's pipe holds at most `PIPE_BYTES` of frames
-and the reading process queues at most `FEED_QUEUE_BYTES` more for it (FeedQueue: a thread per
-worker writes its pipe, so one worker's full pipe does not stop the others' frames), the parent
+and the reading process queues at most its share of `FEED_QUEUE_BYTES` more (FeedQueue: a thread
+per worker writes its pipe, so one worker's full pipe does not stop the others' frames), the parent
 reads a flow-sharding worker's batches as they come and holds at most
 `_Inbox.MAX_QUEUED_BATCHES` of them, so memory stays flat; a file's spool waits on disk only
 until the files before it are written.
@@ -108,10 +108,11 @@ from inspector.sinks.eve import encode_record
 BATCH_RECORDS = 512
 #: Frames the reading process of a flow-sharded run reads between two messages to each worker.
 FEED_FRAMES = 1024
-#: Bytes of messages the reading process holds for one worker beyond what its pipe holds: the
-#: flows of a stretch of capture may all be one worker's, and reading on past them (instead of
-#: waiting for that worker to make room) keeps the others fed. A queue always takes one message.
-FEED_QUEUE_BYTES = 16 << 20
+#: Bytes of messages the reading process holds for the workers beyond what their pipes hold,
+#: split evenly between them (16 MiB each with two): the flows of a stretch of capture may all
+#: be one worker's, and reading on past them (instead of waiting for that worker to make room)
+#: keeps the others fed. A worker's queue always takes one message.
+FEED_QUEUE_BYTES = 32 << 20
 #: Splitting by file is chosen when no worker gets more than this times an even share of the bytes.
 FILE_BALANCE = 1.25
 SHARD_MODES = ("auto", "flows", "files")
@@ -696,7 +697,7 @@ class FeedQueue:
 def _reader_main(files: list[Path], feeds: list[Any], others: list[Any], *, parent: int | None = None) -> None:
     """The reading process of a flow-sharded run: every capture read once, fed to the workers."""
     _child_start(others, parent)
-    queues = [FeedQueue(feed, FEED_QUEUE_BYTES) for feed in feeds]
+    queues = [FeedQueue(feed, FEED_QUEUE_BYTES // len(feeds)) for feed in feeds]
 
     def send(index: int, message: tuple) -> None:
         queues[index].send(pickle.dumps(message, protocol=5))
