@@ -727,6 +727,8 @@ def _fed_by(feed: Any, analyzer: Callable[[], ShardAnalyzer]) -> Callable[[], tu
             message = pickle.loads(feed.recv_bytes())
         except EOFError:
             raise RuntimeError("the reading process exited before the end of the captures") from None
+        except OSError as exc:  # it died in the middle of a message
+            raise RuntimeError(f"the reading process exited before the end of the captures ({exc})") from None
         if message[0] == "error":
             raise RuntimeError(f"the reading process failed:\n{message[1]}")
         return message

@@ -496,6 +496,26 @@ else:
     assert done.stdout.strip() == "FAILED True", done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("cut", [0, 10])
+def test_a_reading_process_gone_mid_feed_is_named_as_such(cut):
+    """The reading process killed between two messages (EOF) or inside one (the pipe ends part
+    way through a message, as when SIGKILL stops its writer thread mid-write): the worker fails
+    with that reason, not with the pipe's error."""
+    import multiprocessing
+    import os
+    import struct
+
+    from inspector.parallel import _fed_by
+
+    receiver, sender = multiprocessing.Pipe(False)
+    if cut:  # a message that says 1000 bytes and brings 10
+        os.write(sender.fileno(), struct.pack("!i", 1000) + b"x" * cut)
+    sender.close()
+    feed = _fed_by(receiver, lambda: ShardAnalyzer(0, 2, lambda batch: None, frozenset(), None, feed=iter(()).__next__))
+    with pytest.raises(RuntimeError, match="the reading process exited before the end of the captures"):
+        feed()
+
+
 @pytest.mark.parametrize("shard", ["flows", "files"])
 def test_progress_is_told_as_the_workers_read(shard):
     """The bytes read so far reach the parent's progress callback (the CLI's progress bar), never
