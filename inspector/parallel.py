@@ -716,6 +716,11 @@ def _reader_main(files: list[Path], feeds: list[Any], others: list[Any], *, pare
                 queue.close()
 
 
+class ReaderGone(RuntimeError):
+    """The reading process died (killed, out of memory) before the end of the captures: the
+    worker it fed says so, without a traceback of its own (the worker has no bug to show)."""
+
+
 def _fed_by(feed: Any, analyzer: Callable[[], ShardAnalyzer]) -> Callable[[], tuple]:
     """A worker's `feed()`: the reading process's next message. Before waiting for one, the
     worker's records so far go to the parent (`ShardAnalyzer.waiting`)."""
@@ -726,9 +731,9 @@ def _fed_by(feed: Any, analyzer: Callable[[], ShardAnalyzer]) -> Callable[[], tu
         try:
             message = pickle.loads(feed.recv_bytes())
         except EOFError:
-            raise RuntimeError("the reading process exited before the end of the captures") from None
+            raise ReaderGone("the reading process exited before the end of the captures") from None
         except OSError as exc:  # it died in the middle of a message
-            raise RuntimeError(f"the reading process exited before the end of the captures ({exc})") from None
+            raise ReaderGone(f"the reading process exited before the end of the captures ({exc})") from None
         if message[0] == "error":
             raise RuntimeError(f"the reading process failed:\n{message[1]}")
         return message
@@ -768,6 +773,8 @@ def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options
         summary = {"stats": analyzer.stats, "policy": None if policy is None else policy.counts(),
                    "numbers": numbers}
         conn.send_bytes(pickle.dumps(("done", summary), protocol=5))
+    except ReaderGone as exc:
+        conn.send_bytes(pickle.dumps(("error", str(exc)), protocol=5))
     except BaseException:  # reported to the parent, which fails the run
         conn.send_bytes(pickle.dumps(("error", traceback.format_exc()), protocol=5))
     finally:
@@ -786,7 +793,8 @@ def _die_with_parent(parent: int | None) -> None:
 
 
 class WorkerFailed(RuntimeError):
-    """A worker process died or raised; its traceback is the message."""
+    """A worker process died or raised; its traceback is the message (or, when the reading
+    process died, what the worker saw of that)."""
 
 
 def plan_files(sizes: Sequence[int], workers: int, *, balance: float | None = FILE_BALANCE) -> list[list[int]] | None:

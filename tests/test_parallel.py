@@ -496,6 +496,32 @@ else:
     assert done.stdout.strip() == "FAILED True", done.stdout + done.stderr
 
 
+def test_a_reading_process_that_dies_fails_the_run_naming_it():
+    """The reading process dies (os._exit: no exception, no message): each worker it fed says
+    the reader is gone, without a traceback, and the run fails with that."""
+    script = f"""
+import os, sys
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+import inspector.parallel as parallel
+
+def dies(path, workers, send):
+    os._exit(9)
+
+parallel.feed_capture = dies
+try:
+    parallel.ParallelAnalyzer(lambda record: None, 2, shard="flows").analyze_files([Path({str(LAB / "mixed.pcap")!r})])
+except parallel.WorkerFailed as exc:
+    print(repr(str(exc)))
+else:
+    print("NO FAILURE")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    message = done.stdout.strip()
+    assert "the reading process exited before the end of the captures" in message, done.stdout + done.stderr
+    assert "Traceback" not in message
+
+
 @pytest.mark.parametrize("cut", [0, 10])
 def test_a_reading_process_gone_mid_feed_is_named_as_such(cut):
     """The reading process killed between two messages (EOF) or inside one (the pipe ends part
