@@ -4,7 +4,6 @@ workers and windows that span files."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import random
 import subprocess
@@ -473,42 +472,19 @@ def test_an_expiry_failing_at_another_workers_frame_is_contained(monkeypatch):
     assert sum(1 for _, payload, _, _ in records if payload is not None and payload["event_type"] == "flow") > 10
 
 
-def test_a_failing_reading_process_fails_the_run_with_its_reason():
-    """The reading process's exception reaches the parent through the workers it fed."""
-    script = f"""
-import sys
-sys.path.insert(0, {str(REPO)!r})
-from pathlib import Path
-import inspector.parallel as parallel
-
-def broken(path, workers, send):
-    raise RuntimeError("capture shelf collapsed")
-
-parallel.feed_capture = broken
-try:
-    parallel.ParallelAnalyzer(lambda record: None, 2, shard="flows").analyze_files([Path({str(LAB / "mixed.pcap")!r})])
-except parallel.WorkerFailed as exc:
-    print("FAILED", "the reading process failed" in str(exc) and "capture shelf collapsed" in str(exc))
-else:
-    print("NO FAILURE")
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip() == "FAILED True", done.stdout + done.stderr
-
-
-def test_a_reading_process_that_dies_fails_the_run_naming_it():
-    """The reading process dies (os._exit: no exception, no message): each worker it fed says
-    the reader is gone, without a traceback, and the run fails with that."""
+def _run_with_reading(feed_capture_source: str) -> str:
+    """A flow-sharded run, in a child process, whose reading process runs `feed_capture_source`
+    (a `def feed_capture(path, workers, send)`) instead of feed_capture: the run's WorkerFailed
+    message, or "NO FAILURE"."""
     script = f"""
 import os, sys
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
 import inspector.parallel as parallel
 
-def dies(path, workers, send):
-    os._exit(9)
+{feed_capture_source}
 
-parallel.feed_capture = dies
+parallel.feed_capture = feed_capture
 try:
     parallel.ParallelAnalyzer(lambda record: None, 2, shard="flows").analyze_files([Path({str(LAB / "mixed.pcap")!r})])
 except parallel.WorkerFailed as exc:
@@ -517,8 +493,22 @@ else:
     print("NO FAILURE")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    message = done.stdout.strip()
-    assert "the reading process exited before the end of the captures" in message, done.stdout + done.stderr
+    assert done.stdout.strip(), done.stderr
+    return done.stdout.strip()
+
+
+def test_a_failing_reading_process_fails_the_run_with_its_reason():
+    """The reading process's exception reaches the parent through the workers it fed."""
+    message = _run_with_reading("def feed_capture(path, workers, send):\n"
+                                "    raise RuntimeError('capture shelf collapsed')")
+    assert "the reading process failed" in message and "capture shelf collapsed" in message, message
+
+
+def test_a_reading_process_that_dies_fails_the_run_naming_it():
+    """The reading process dies (os._exit: no exception, no message): each worker it fed says
+    the reader is gone, without a traceback, and the run fails with that."""
+    message = _run_with_reading("def feed_capture(path, workers, send):\n    os._exit(9)")
+    assert "the reading process exited before the end of the captures" in message, message
     assert "Traceback" not in message
 
 
@@ -655,8 +645,10 @@ def test_one_workers_full_pipe_does_not_stop_the_others_frames():
     reading.start()
     reading.join(timeout=60)
     assert not reading.is_alive()  # read to the end with nobody reading either pipe
+    from inspector.parallel import fcntl
+
     pipe_bytes = 65536
-    if hasattr(fcntl, "F_GETPIPE_SZ"):
+    if fcntl is not None and hasattr(fcntl, "F_GETPIPE_SZ"):
         pipe_bytes = fcntl.fcntl(pipes[0][0].fileno(), fcntl.F_GETPIPE_SZ)
     assert held[0] > pipe_bytes  # straight into the pipe, the reading would have stopped
     kinds = []
