@@ -31,7 +31,7 @@ from inspector.capture.packet import IPPROTO_TCP, Packet
 from inspector.capture.reader import CaptureFormatError, CaptureReader
 from inspector.capture.router import StreamRouter
 from inspector.limits import DEFAULT_LIMITS, Limits
-from inspector.parallel import ShardAnalyzer, feed_capture
+from inspector.parallel import ShardAnalyzer, feed_capture, hash_placement
 from inspector.protocols import nccl, tcpstore
 from inspector.protocols.grpc import GrpcFramer
 from inspector.protocols.modelfile import inspect_model
@@ -85,7 +85,8 @@ def run_capture(data: bytes) -> Counter[str]:
     # the same file read for a flow-sharded run (the record loop's routing) and analyzed as its
     # worker 1 sees it
     messages: list[tuple] = []
-    feed_capture(path, 2, lambda index, message: messages.append(message) if index == 1 else None)
+    feed_capture(path, 2, lambda index, message: messages.append(message) if index == 1 else None,
+                 hash_placement(2, limits_for(data)))
     ShardAnalyzer(1, 2, lambda batch: None, frozenset(), None, feed=iter(messages).__next__,
                   limits=limits_for(data), contain_errors=False).analyze_files([path])
     try:  # the reader on its own, from a file object, as the library API offers it

@@ -109,7 +109,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             return EXIT_USAGE
 
         analyzer = ParallelAnalyzer(writer.write, workers, write_encoded=writer.write_encoded,
-                                    shard=args.shard, engine=engine or None, flow_records=not args.no_flow_records,
+                                    shard=args.shard, placement=args.placement, engine=engine or None,
+                                    flow_records=not args.no_flow_records,
                                     policy=monitor or None, keylog=keylog, egress=allowlists)
     started = time.perf_counter()
     # What is loaded by now (modules, rules, key logs) lives as long as the run: frozen out of the
@@ -442,10 +443,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                          help="processes to shard flows across (default 1; auto: one per usable CPU); same "
                          "records and alerts as one process (docs/offline.md)")
     analyze.add_argument("--shard", choices=("auto", "flows", "files"), default="auto",
-                         help="how --workers divides the run: flows (by flow hash; one more process reads the "
-                         "files once and feeds the workers), files (whole files per worker: rotated capture "
+                         help="how --workers divides the run: flows (worker 0 reads the files once and feeds "
+                         "the others their flows' frames), files (whole files per worker: rotated capture "
                          "sets), auto (default: files "
                          "when several files balance across the workers, else flows)")
+    analyze.add_argument("--placement", choices=("load", "hash"), default="load",
+                         help="with flows sharded, where a new flow goes: load (default: to a worker that is "
+                         "keeping up, else to worker 0, which also reads), hash (by flow hash alone: the same "
+                         "split every run)")
     analyze.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     analyze.set_defaults(func=cmd_analyze)
 

@@ -1,17 +1,22 @@
 """Offline analysis across processes: `inspector analyze --workers N`.
 
-Flows are sharded by a symmetric hash of their addresses and ports (:func:`flow_shard`), so every
-packet of a flow, and all per-flow state (reassembly, sessions, policy checks), lives in one
-worker. One reading process reads every capture once (:func:`feed_capture`) and feeds each
-worker, through its own pipe, the frames of its flows, placed by :func:`frame_shard` (addresses
-and ports read in place; a pcap's record loop hands each frame over without a generator step,
-CaptureReader.routing). Frames whose flow cannot be told from the raw bytes (fragments, IPv6
+Flows are sharded: every packet of a flow, and all per-flow state (reassembly, sessions, policy
+checks), lives in one worker. Worker 0 reads every capture once and feeds each other worker,
+through its own pipe, the frames of its flows (FrameRouting, route_capture; a pcap's record loop
+hands each frame over without a generator step, CaptureReader.routing), and analyzes its own
+share in between. A flow is placed at its first frame (FlowPlacement, by the symmetric
+:func:`flow_key` of its addresses and ports, read in place by :func:`frame_flow_key`): with the
+next worker whose feed holds less than LOAD_BACKLOG_BYTES, else with worker 0 (Feeds.pick), so
+the reading worker, which also walks every frame, takes what the others cannot keep up with and
+no worker sits idle while another has a backlog; `placement="hash"` places by key alone (the
+same split every run). Frames whose flow cannot be told from the raw bytes (fragments, IPv6
 extension headers, ICMP and other transports, short or odd headers) go to every worker, through
-a second decoder there, and the flow's owner keeps the packet; worker 0 alone counts and
-reports what that decoder finds. Of the other workers' frames a worker is told only the time of
-those at which its flow table looks for idle flows (every frame's time counts in every flow
-table, so where it looks follows from the frame times alone and is worked out once, by the
-reader), so flows idle out and linger-close at the same frames as in one process.
+a second decoder there, with the owner of the packet they make (worker 0 decodes them once more
+to place it), and that owner keeps the packet; worker 0 alone counts and reports what that
+decoder finds. Of the other workers' frames a worker is told only the time of those at which
+its flow table looks for idle flows (every frame's time counts in every flow table, so where it
+looks follows from the frame times alone and is worked out once, by the reader), so flows idle
+out and linger-close at the same frames as in one process.
 
 Workers run the rules, except that a rate rule cannot decide alone: its window may hold events
 of flows in other workers. A worker therefore lets every rate-rule match through as a candidate
@@ -32,10 +37,11 @@ runs the rate windows there. The order key of a record is
 So the merged stream, and every rate verdict, equal a single process's; the EVE file holds the
 same records in the same order. The rule engine's counters (the `stats` record's `detect`) are
 merged the same way: matches and suppressions from the workers (each record is evaluated in one
-worker), rate-window counters from the parent, which decides them. Before a worker waits for
-frames it sends what it has and a watermark (the key no later record of its will come before),
-so the merge can go on with the other workers' records: the reader may be waiting for them to
-make room in their pipes, and the waiting worker's next record for the reader.
+worker), rate-window counters from the parent, which decides them. Before a worker waits (for
+frames, or, the reading worker, for room in a feed) it sends what it has and a watermark (the
+key no later record of its will come before), so the merge can go on with the other workers'
+records: the reader may be waiting for them to make room in their pipes, and the waiting
+worker's next record for the reader.
 
 Several capture files (a rotated capture set) are split by file instead when that balances
 (:func:`plan_files`): each file is its own run in one process too (flows do not continue across
@@ -50,7 +56,7 @@ flow-sharding worker has the whole cap for its share, so sharded runs evict late
 whose decoding raises (a bug the run contains and reports): its time is not counted by the flow
 table of the worker that decoded it, as in one process, but is by the others'. Frames and
 records cross processes pickled in batches; a worker's pipe holds at most `PIPE_BYTES` of frames
-and the reading process queues at most its share of `FEED_QUEUE_BYTES` more (FeedQueue: a thread
+and the reading worker queues at most its share of `FEED_QUEUE_BYTES` more (FeedQueue: a thread
 per worker writes its pipe, so one worker's full pipe does not stop the others' frames), the parent
 reads a flow-sharding worker's batches as they come and holds at most
 `_Inbox.MAX_QUEUED_BATCHES` of them, so memory stays flat; a file's spool waits on disk only
@@ -79,8 +85,10 @@ from typing import Any, NamedTuple
 
 try:
     import fcntl
+    import termios
 except ImportError:  # not on Windows
     fcntl = None  # type: ignore[assignment]
+    termios = None  # type: ignore[assignment]
 
 from inspector import jsonio
 from inspector.analyze import Analyzer, FileResult, RunStats, record_meta
@@ -101,21 +109,31 @@ from inspector.capture.flows import EXPIRY_CHECK_INTERVAL, Flow, FlowTable
 from inspector.capture.packet import IPPROTO_TCP, IPPROTO_UDP, Frame
 from inspector.capture.reader import CaptureFormatError, open_capture
 from inspector.engine import Engine
+from inspector.limits import DEFAULT_LIMITS, Limits
 from inspector.rules.rate import MemoryRateStore, RateResult
 from inspector.sinks.eve import encode_record
 
 #: Records per message from a worker to the parent.
 BATCH_RECORDS = 512
-#: Frames the reading process of a flow-sharded run reads between two messages to each worker.
+#: Frames the reading worker of a flow-sharded run reads between two messages to each worker.
 FEED_FRAMES = 1024
-#: Bytes of messages the reading process holds for the workers beyond what their pipes hold,
-#: split evenly between them (16 MiB each with two): the flows of a stretch of capture may all
-#: be one worker's, and reading on past them (instead of waiting for that worker to make room)
-#: keeps the others fed. A worker's queue always takes one message.
+#: Bytes of messages the reading worker holds for the others beyond what their pipes hold,
+#: split evenly between them (all for worker 1 with two workers, 16 MiB each with three): the
+#: flows of a stretch of capture may all be one worker's, and reading on past them (instead of
+#: waiting for that worker to make room) keeps the others, and the reader's own share, going.
+#: A worker's queue always takes one message.
 FEED_QUEUE_BYTES = 32 << 20
+#: Seconds the parent waits for the reading worker's own failure once a worker it fed lost its feed.
+READER_FAILURE_WAIT = 10.0
 #: Splitting by file is chosen when no worker gets more than this times an even share of the bytes.
 FILE_BALANCE = 1.25
 SHARD_MODES = ("auto", "flows", "files")
+#: How the reading worker places new flows: "load" with another worker whose feed holds less than
+#: LOAD_BACKLOG_BYTES (in turn), else with itself; "hash" by flow key alone (the same every run).
+PLACEMENTS = ("load", "hash")
+#: Frames waiting for a worker (in its pipe and its feed queue) below which it takes new flows:
+#: enough to keep it busy while the reading worker analyzes a batch of its own.
+LOAD_BACKLOG_BYTES = 1 << 20
 UNKNOWN = -1
 
 #: The common frame in one unpack: Ethernet, a 20-byte IPv4 header and TCP (ethertype,
@@ -127,6 +145,7 @@ _ETH_IPV6_TCP = struct.Struct("!14xB5xBxQQQQHH8xB").unpack_from
 _U16 = struct.Struct("!H").unpack_from
 _U32_LE = struct.Struct("<I").unpack_from
 _U32_BE = struct.Struct("!I").unpack_from
+_I32 = struct.Struct("i").unpack_from
 _IPV4 = struct.Struct("!BxHxxHxB2xII").unpack_from  # version/ihl, total length, fragment, proto, src, dst
 _IPV6 = struct.Struct("!6xB1xQQQQ").unpack_from  # next header, src (2 halves), dst (2 halves)
 _PORTS = struct.Struct("!HH").unpack_from
@@ -139,39 +158,34 @@ _FIXED_IP_OFFSET = {LINKTYPE_RAW: 0, LINKTYPE_IPV4: 0, LINKTYPE_IPV6: 0, LINKTYP
 _SLL_PROTOCOL = {LINKTYPE_LINUX_SLL: 14, LINKTYPE_LINUX_SLL2: 0}
 
 
-def _owner(addresses: int, ports: int, workers: int) -> int:
-    """The XOR of the two addresses and of the two ports (XOR: the same both ways), mixed by the
-    interpreter's tuple hash (xxHash's rounds over the ints; ints and tuples of them hash the
-    same in every process of a run, whatever PYTHONHASHSEED says)."""
-    return hash((addresses, ports)) % workers
-
-
-def flow_shard(src: bytes, dst: bytes, sport: int, dport: int, workers: int) -> int:
-    """The worker owning a flow: the same for both directions of it."""
+def flow_key(src: bytes, dst: bytes, sport: int, dport: int) -> int:
+    """A flow's key, the same for both directions of it: the XOR of the two addresses and of the
+    two ports, mixed by the interpreter's tuple hash (xxHash's rounds over the ints; ints and
+    tuples of them hash the same in every process of a run, whatever PYTHONHASHSEED says, and a
+    tuple's hash is never -1)."""
     if len(src) == 4:
         addresses = int.from_bytes(src, "big") ^ int.from_bytes(dst, "big")
     else:
         addresses = (int.from_bytes(src[:8], "big") ^ int.from_bytes(src[8:16], "big")
                      ^ int.from_bytes(dst[:8], "big") ^ int.from_bytes(dst[8:16], "big"))
-    return _owner(addresses, sport ^ dport, workers)
+    return hash((addresses, sport ^ dport))
 
 
-def frame_shard(buf: bytes, start: int, stop: int, linktype: int, workers: int) -> int:
-    """The worker owning the flow of the frame `buf[start:stop]`, read in place; UNKNOWN when only a
-    full decode can tell (anything but a plain, whole IPv4 or IPv6 TCP/UDP header).
-    Agrees with :func:`flow_shard` on the decoded packet."""
+def frame_flow_key(buf: bytes, start: int, stop: int, linktype: int) -> int | None:
+    """The :func:`flow_key` of the frame `buf[start:stop]`, read in place; None when only a full
+    decode can tell (anything but a plain, whole IPv4 or IPv6 TCP/UDP header)."""
     if linktype == LINKTYPE_ETHERNET and stop - start >= 54:  # the common frame in one unpack
         ethertype, vihl, total, frag, proto, src, dst, sport, dport, offset = _ETH_IPV4_TCP(buf, start)
         if ethertype == ETHERTYPE_IPV4 and vihl == 0x45 and not frag & 0x3FFF and total >= 28 \
                 and proto == IPPROTO_TCP and offset >= 0x50:
-            return hash((src ^ dst, sport ^ dport)) % workers
+            return hash((src ^ dst, sport ^ dport))
         if ethertype == ETHERTYPE_IPV6 and stop - start >= 74:
             version, proto, src_high, src_low, dst_high, dst_low, sport, dport, offset = _ETH_IPV6_TCP(buf, start)
             if version >> 4 == 6 and proto == IPPROTO_TCP and offset >= 0x50:
-                return hash((src_high ^ src_low ^ dst_high ^ dst_low, sport ^ dport)) % workers
+                return hash((src_high ^ src_low ^ dst_high ^ dst_low, sport ^ dport))
     if linktype == LINKTYPE_ETHERNET:
         if stop - start < 34:
-            return UNKNOWN
+            return None
         ethertype = _U16(buf, start + 12)[0]
         off = start + 14
         while ethertype in _VLAN_ETHERTYPES and stop - off >= 24:
@@ -180,39 +194,112 @@ def frame_shard(buf: bytes, start: int, stop: int, linktype: int, workers: int) 
     else:
         fixed = _FIXED_IP_OFFSET.get(linktype)
         if fixed is None or stop - start < fixed + 20:
-            return UNKNOWN
+            return None
         off = start + fixed
         version = buf[off] >> 4
         ethertype = ETHERTYPE_IPV4 if version == 4 else ETHERTYPE_IPV6 if version == 6 else 0
         if linktype in _SLL_PROTOCOL and _U16(buf, start + _SLL_PROTOCOL[linktype])[0] != ethertype:
-            return UNKNOWN
+            return None
         if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP) and _U32_LE(buf, start)[0] not in _NULL_FAMILIES \
                 and _U32_BE(buf, start)[0] not in _NULL_FAMILIES:
-            return UNKNOWN
+            return None
     if ethertype == ETHERTYPE_IPV4:
         if stop - off < 20:
-            return UNKNOWN
+            return None
         vihl, total, frag, proto, src, dst = _IPV4(buf, off)
         ihl = (vihl & 15) << 2
         if vihl >> 4 != 4 or ihl < 20 or frag & 0x3FFF or total < ihl + 8:
-            return UNKNOWN
+            return None
         addresses = src ^ dst
         transport = off + ihl
     elif ethertype == ETHERTYPE_IPV6:
         if stop - off < 40 or buf[off] >> 4 != 6:
-            return UNKNOWN
+            return None
         proto, src_high, src_low, dst_high, dst_low = _IPV6(buf, off)
         addresses = src_high ^ src_low ^ dst_high ^ dst_low
         transport = off + 40
     else:
-        return UNKNOWN
+        return None
     if proto == IPPROTO_TCP:
         if stop - transport < 20 or _TCP_OFFSET(buf, transport)[0] >> 4 < 5:
-            return UNKNOWN
+            return None
     elif proto != IPPROTO_UDP or stop - transport < 8:
-        return UNKNOWN
+        return None
     sport, dport = _PORTS(buf, transport)
-    return _owner(addresses, sport ^ dport, workers)
+    return hash((addresses, sport ^ dport))
+
+
+class FlowPlacement:
+    """Which worker owns each flow of a flow-sharded run, as the reading worker places them: a
+    flow's first frame gives it to `pick(key)`'s worker and every later frame of it goes there.
+
+    The owners are remembered by capture time in two generations: a flow seen at time T is
+    remembered until at least T + `memory`. `memory` covers the flow table's idle timeout (and
+    the closed-flow linger) plus the interval between its looks for idle flows, so a flow is only
+    forgotten once the worker that had it has ended it: a later frame of the same addresses and
+    ports is a new flow in one process too, and may go to any worker. More than `cap` new flows
+    within a generation start the next one early (`early`), which could split a flow still open
+    in a worker between two; `cap` is the flows the workers' tables hold together
+    (`Limits.max_flows` each), past which sharded runs already end flows differently from one
+    process (each table evicts by itself).
+
+    Frames whose flow only a full decode tells (fragments, IPv6 extension headers, ...) are
+    decoded here too (:meth:`decoded_owner`), by a decoder that sees exactly the frames the
+    workers' own second decoders see, so it names the owner of the packet they will make."""
+
+    def __init__(self, pick: Callable[[int], int], limits: Limits, workers: int) -> None:
+        self._pick = pick
+        self.memory = max(limits.flow_idle_timeout, limits.tcp_closed_linger) + 2 * EXPIRY_CHECK_INTERVAL
+        self.cap = max(1, limits.max_flows * workers)
+        #: The owners of the flows seen in this generation (looked up directly, per frame).
+        self.current: dict[int, int] = {}
+        self._previous: dict[int, int] = {}
+        self._next_generation = float("-inf")
+        self._decoder = PacketDecoder(limits)
+        self.early = 0  # generations started early, at `cap` flows
+
+    def place(self, key: int) -> int:
+        """The owner of a flow not in the current generation: the previous one's, or a new one."""
+        owner = self._previous.pop(key, None)
+        if owner is None:
+            owner = self._pick(key)
+        current = self.current
+        if len(current) >= self.cap:
+            self.early += 1
+            self._new_generation()
+        current[key] = owner
+        return owner
+
+    def clock(self, ts: float) -> None:
+        """Capture time has reached `ts` (told once per expiry interval)."""
+        if ts >= self._next_generation:
+            self._new_generation()
+            self._next_generation = ts + self.memory
+
+    def _new_generation(self) -> None:
+        self._previous = self.current.copy()
+        self.current.clear()  # the same dict: a router holds its `get`
+
+    def decoded_owner(self, frame: tuple) -> int:
+        """The owner of the packet a frame every worker decodes makes; UNKNOWN when it makes none
+        (a fragment before the last, a frame that is not IP, one the decoder rejects)."""
+        decoder = self._decoder
+        try:
+            packet = decoder.decode(tuple.__new__(Frame, frame))
+        except Exception:  # the workers' decoders raise too; worker 0 reports it
+            return UNKNOWN
+        finally:
+            decoder.drain_anomalies()  # the workers report them
+        if packet is None:
+            return UNKNOWN
+        key = flow_key(packet.src, packet.dst, packet.sport, packet.dport)
+        owner = self.current.get(key)
+        return self.place(key) if owner is None else owner
+
+
+def hash_placement(workers: int, limits: Limits = DEFAULT_LIMITS) -> FlowPlacement:
+    """Flows placed by their key alone (`key % workers`): the same split in every run."""
+    return FlowPlacement(lambda key: key % workers, limits, workers)
 
 
 class CandidateAlert(NamedTuple):
@@ -243,9 +330,10 @@ class DeferredRateStore:
         return 0
 
 
-def feed_capture(path: Path, workers: int, send: Callable[[int, tuple], None]) -> None:
+def feed_capture(path: Path, workers: int, send: Callable[[int, tuple], None],
+                 placement: FlowPlacement | None = None) -> None:
     """Read one capture of a flow-sharded run, once, and tell each worker (`send(index, message)`)
-    what it needs of it, in frame order:
+    what it needs of it, in frame order, its flows placed by `placement` (default: by flow key):
 
         ("open", format, compressed), or ("unreadable", errno, why) and nothing more (errno: the
         OSError's, -1 for a file that is not a capture)
@@ -254,11 +342,13 @@ def feed_capture(path: Path, workers: int, send: Callable[[int, tuple], None]) -
         ("end", frames, wire bytes, last time, damage or None, frames the capture says were dropped)
 
     A worker's entries: its own frames (Frame's five fields), the frames whose flow only a full
-    decode can tell (a 1-tuple holding one: every worker decodes them and the flow's owner keeps
-    the packet) and, of the other workers' frames, (time, number) of those its flow table checks
-    for idle flows at and of every 256th (the workers drain decode anomalies there). Every frame's
-    time counts in every worker's flow table (a packet, or `FlowTable.tick`), so where the table
-    checks depends on frame times alone and is worked out here, once, as the table does it."""
+    decode can tell ((frame, owner of the packet it makes or UNKNOWN, None): every worker decodes
+    them, for the fragments they may complete, and the owner keeps the packet) and, of the other
+    workers' frames, (time, number) of those its flow table checks for idle flows at and of
+    every 256th (the workers drain decode anomalies there). Every frame's time counts in every
+    worker's flow table (a packet, or `FlowTable.tick`), so where the table checks depends on
+    frame times alone and is worked out here, once, as the table does it. The reading worker of
+    a run (worker 0) does the same with `route_capture`, keeping its own entries."""
     try:
         reader = open_capture(path)
     except CaptureFormatError as exc:
@@ -269,24 +359,36 @@ def feed_capture(path: Path, workers: int, send: Callable[[int, tuple], None]) -
         return
     with reader:
         _send_all(send, workers, ("open", reader.format, reader.compressed))
-        routing = FrameRouting(workers, reader, send)
-        reader.routing = routing
-        for frame in reader:  # a pcap's record loop routes its frames itself and yields none
-            routing.route(frame[:])
-        routing.send_batches(reader.packets)
-    _send_all(send, workers, ("end", reader.packets, reader.wire_bytes, reader.last_ts, reader.error, reader.dropped))
+        route_capture(reader, FrameRouting(workers, reader, send, placement or hash_placement(workers)))
+    _send_all(send, workers, _end_message(reader))
+
+
+def route_capture(reader: Any, routing: FrameRouting) -> None:
+    """Every frame of an open capture through `routing`, the last batch sent at the end."""
+    reader.routing = routing
+    for frame in reader:  # a pcap's record loop routes its frames itself and yields none
+        routing.route(frame[:])
+    routing.send_batches(reader.packets)
+
+
+def _end_message(reader: Any) -> tuple:
+    return ("end", reader.packets, reader.wire_bytes, reader.last_ts, reader.error, reader.dropped)
 
 
 class FrameRouting:
     """The frames of one capture put in each worker's entries as :func:`feed_capture` says, a batch
-    sent to every worker each FEED_FRAMES frames (CaptureReader.routing)."""
+    sent to every worker each FEED_FRAMES frames (CaptureReader.routing), worker 0's last."""
 
-    def __init__(self, workers: int, reader: Any, send: Callable[[int, tuple], None]) -> None:
+    def __init__(self, workers: int, reader: Any, send: Callable[[int, tuple], None],
+                 placement: FlowPlacement) -> None:
         self.workers = workers
         self._reader = reader
         self._send = send
+        self._placement = placement
+        self._owner = placement.current.get
         self._secrets = 0  # the reader's secrets blocks sent so far
         self._now = self._next_check = float("-inf")
+        self._order = [*range(1, workers), 0]  # worker 0 reads: it takes its own batch last
         self._new_batches()
 
     def _new_batches(self) -> None:
@@ -300,21 +402,25 @@ class FrameRouting:
         decode can tell), and its time to the others where their flow tables look for idle flows."""
         ts = frame[0]
         number = frame[4]
-        owner = frame_shard(frame[2], 0, len(frame[2]), frame[1], self.workers)
+        key = frame_flow_key(frame[2], 0, len(frame[2]), frame[1])
         clock = not number & 0xFF
         if ts > self._now:  # FlowTable.packet and .tick: when the table looks for idle flows
             self._now = ts
             if ts >= self._next_check:
                 self._next_check = ts + EXPIRY_CHECK_INTERVAL
                 clock = True
-        if owner >= 0:
+                self._placement.clock(ts)
+        if key is not None:
+            owner = self._owner(key)
+            if owner is None:
+                owner = self._placement.place(key)
             self._appends[owner](frame)
             if clock:
                 mark = (ts, number)
                 for append in self._others[owner]:
                     append(mark)
         else:
-            shared = (frame,)
+            shared = (frame, self._placement.decoded_owner(frame), None)
             for append in self._appends:
                 append(shared)
         if not number % FEED_FRAMES:
@@ -325,9 +431,10 @@ class FrameRouting:
         reader = self._reader
         secrets = reader.secrets[self._secrets:]
         self._secrets = len(reader.secrets)
-        for index, batch in enumerate(self._entries):
-            self._send(index, ("frames", reader.bytes_read, secrets, batch, last))
+        entries = self._entries
         self._new_batches()
+        for index in self._order:
+            self._send(index, ("frames", reader.bytes_read, secrets, entries[index], last))
 
 
 def _send_all(send: Callable[[int, tuple], None], workers: int, message: tuple) -> None:
@@ -376,12 +483,21 @@ class ShardAnalyzer(Analyzer):
 
     def __init__(self, index: int, workers: int, send: Callable[[list], None], rate_sids: frozenset[int],
                  rate_store: DeferredRateStore | None, *, encode: bool = True,
-                 feed: Callable[[], tuple] | None = None, **kwargs: Any) -> None:
-        """`feed()`: the next message of the reading process (feed_capture), when `workers` > 1."""
-        if workers > 1 and feed is None:
-            raise ValueError("a flow-sharded worker reads what the reading process feeds it")
+                 feed: Callable[[], tuple] | None = None, feeds: Feeds | None = None,
+                 placement: str = "load", **kwargs: Any) -> None:
+        """With `workers` > 1, worker 0 reads the captures and feeds the others (`feeds`), placing
+        new flows by `placement` ("load": with a worker whose feed is short, else itself;
+        "hash": by flow key); the others take `feed()`, the reading worker's next message."""
+        if workers > 1 and (feed is None) == (feeds is None):
+            raise ValueError("a flow-sharded worker reads the captures (feeds) or is fed them (feed)")
+        if feeds is not None and index != 0:
+            raise ValueError("worker 0 reads the captures of a flow-sharded run")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
         super().__init__(self._collect, **kwargs)
         self._feed = feed
+        self._feeds = feeds
+        self._placement = placement
         self._encode = encode  # send EVE lines (made here, in parallel) rather than dicts
         self._undecided_flows: set[Any] = set()  # flows with rate-rule candidate alerts
         self.index = index
@@ -433,9 +549,10 @@ class ShardAnalyzer(Analyzer):
             self._batch = []
 
     def waiting(self) -> None:
-        """About to wait for the reading process: the records so far go to the parent, with the
-        watermark (an item without payload), so the merge need not wait for this worker's next
-        record to write the others' (the reading process may be waiting for them to read on)."""
+        """About to wait (for frames, or for room in a feed): the records so far go to the parent,
+        with the watermark (an item without payload), so the merge need not wait for this
+        worker's next record to write the others' (the reading worker may be waiting for them to
+        read on)."""
         self._batch.append((self._watermark, None, None, None))
         self.flush()
 
@@ -457,73 +574,108 @@ class ShardAnalyzer(Analyzer):
                 file_done(self._file)
 
     def _open_capture(self, path: str | Path) -> Any:
+        if self._feeds is not None:  # the reading worker: the others are told what it opened
+            try:
+                reader = super()._open_capture(path)
+            except CaptureFormatError as exc:
+                self._tell_others(("unreadable", -1, str(exc)))
+                raise
+            except OSError as exc:
+                self._tell_others(("unreadable", exc.errno, exc.strerror or str(exc)))
+                raise
+            self._tell_others(("open", reader.format, reader.compressed))
+            return reader
         if self._feed is None:  # a whole file (split by file)
             return super()._open_capture(path)
         return FedCapture(self._feed)
+
+    def _tell_others(self, message: tuple) -> None:
+        assert self._feeds is not None
+        for index in range(1, self.workers):
+            self._feeds.send(index, message)
 
     def _run(self, reader: Any, decoder: PacketDecoder, table: FlowTable,
              progress: Callable[[int], None] | None) -> tuple[int, int, float]:
         if self.workers == 1:  # a whole file (split by file): nothing to skip, records come in order
             return super()._run(reader, decoder, table, progress)
-        index = self.index
         shared = PacketDecoder(self._limits)  # frames every worker decodes; worker 0 reports them
         self._shared = shared
         table.on_flow_ending = self._flow_ending
-        new_frame = tuple.__new__
-        decode, tick, packet_in = decoder.decode, table.tick, table.packet
-        for entries, last in reader.batches():
-            for entry in entries:
-                size = len(entry)
-                if size == 2:  # another worker's frame: its time, where the table checks, or a drain
-                    ts, number = entry
-                    self._frame = number
-                    self._stage = 0
-                    try:
-                        tick(ts)
-                    except Exception as exc:  # contained as one process contains it at that frame
-                        self._stage = 1
-                        self._frame_failed(exc, Frame(ts, 0, b"", 0, number))
-                    if not number & 0xFF:
-                        self._drain(decoder, shared)
-                    continue
-                if size == 5:  # this worker's
-                    frame = new_frame(Frame, entry)
-                    number = entry[4]
-                    self._frame = number
-                    try:
-                        packet = decode(frame)
-                        if entry[0] >= table.next_expiry_check:  # what its time expires comes first (stage 0)
-                            self._stage = 0
-                            tick(entry[0])
-                        if packet is not None:
-                            self._stage = 1
-                            self._sub = (0, 0)
-                            packet_in(packet)
-                    except Exception as exc:
-                        self._stage = 1
-                        self._frame_failed(exc, frame)
-                else:
-                    frame = new_frame(Frame, entry[0])
-                    number = frame.number
-                    self._frame = number
-                    self._shared_frame(frame, shared, table)
-                if not number & 0xFF:
-                    self._drain(decoder, shared)
-            self._watermark = (self._file, 0, last, 3)  # past every stage of frame `last`
+        feeds = self._feeds
+        if feeds is None:
+            for entries, last in reader.batches():
+                self._take(entries, last, decoder, shared, table)
+                if progress is not None:
+                    progress(reader.bytes_read)
+            if self.index != 0:  # worker 0 counts the frames
+                return 0, 0, reader.last_ts
+            return reader.packets, reader.wire_bytes, reader.last_ts
+
+        def send(index: int, message: tuple) -> None:
+            if index:
+                feeds.send(index, message)
+                return
+            self._take(message[3], message[4], decoder, shared, table)
             if progress is not None:
                 progress(reader.bytes_read)
-        if index != 0:  # worker 0 counts the frames
-            return 0, 0, reader.last_ts
+
+        pick = feeds.pick if self._placement == "load" else (lambda key: key % self.workers)
+        route_capture(reader, FrameRouting(self.workers, reader, send, FlowPlacement(pick, self._limits, self.workers)))
+        self._tell_others(_end_message(reader))
         return reader.packets, reader.wire_bytes, reader.last_ts
 
-    def _shared_frame(self, frame: Frame, shared: PacketDecoder, table: FlowTable) -> None:
-        """A frame whose flow only a full decode tells: every worker decodes it, its owner keeps the
-        packet, the others take its time; worker 0 reports what fails."""
+    def _take(self, entries: list[tuple], last: int, decoder: PacketDecoder, shared: PacketDecoder,
+              table: FlowTable) -> None:
+        """One batch of this worker's entries (feed_capture), covering the frames up to `last`."""
+        new_frame = tuple.__new__
+        decode, tick, packet_in = decoder.decode, table.tick, table.packet
+        for entry in entries:
+            size = len(entry)
+            if size == 2:  # another worker's frame: its time, where the table checks, or a drain
+                ts, number = entry
+                self._frame = number
+                self._stage = 0
+                try:
+                    tick(ts)
+                except Exception as exc:  # contained as one process contains it at that frame
+                    self._stage = 1
+                    self._frame_failed(exc, Frame(ts, 0, b"", 0, number))
+                if not number & 0xFF:
+                    self._drain(decoder, shared)
+                continue
+            if size == 5:  # this worker's
+                frame = new_frame(Frame, entry)
+                number = entry[4]
+                self._frame = number
+                try:
+                    packet = decode(frame)
+                    if entry[0] >= table.next_expiry_check:  # what its time expires comes first (stage 0)
+                        self._stage = 0
+                        tick(entry[0])
+                    if packet is not None:
+                        self._stage = 1
+                        self._sub = (0, 0)
+                        packet_in(packet)
+                except Exception as exc:
+                    self._stage = 1
+                    self._frame_failed(exc, frame)
+            else:
+                frame = new_frame(Frame, entry[0])
+                number = frame.number
+                self._frame = number
+                self._shared_frame(frame, entry[1], shared, table)
+            if not number & 0xFF:
+                self._drain(decoder, shared)
+        self._watermark = (self._file, 0, last, 3)  # past every stage of frame `last`
+
+    def _shared_frame(self, frame: Frame, owner: int, shared: PacketDecoder, table: FlowTable) -> None:
+        """A frame whose flow only a full decode tells: every worker decodes it, the owner of the
+        packet it makes (as the reading worker's decode placed it) keeps that, the others take its
+        time; worker 0 reports what fails."""
         mine = False
         try:
             packet = shared.decode(frame)
-            mine = packet is not None and flow_shard(packet.src, packet.dst, packet.sport, packet.dport,
-                                                     self.workers) == self.index
+            mine = packet is not None and owner == self.index
             if frame.ts >= table.next_expiry_check:
                 self._stage = 0
                 table.tick(frame.ts)
@@ -631,18 +783,22 @@ def _child_start(others: list[Any], parent: int | None) -> None:
 
 
 class FeedQueue:
-    """One worker's feed in the reading process: messages queued here and written to the pipe by
+    """One worker's feed in the reading worker: messages queued here and written to the pipe by
     a thread of their own, so that the reader waits for a worker only once `limit` bytes are
     queued for it (beyond its pipe), not whenever its pipe is full. Measured on the 210 MB
-    capture, `--workers 2`: the workers waited for frames 0.5-1.0 s each of an 11-12 s run with
-    the reader writing straight into the pipes, 0.16-0.43 s with the queues; 12 alternating
-    pairs of runs, 10 of them faster, the median by 3.9% (benchmarks/README.md).
+    capture, `--workers 2` with a reading process of its own: the workers waited for frames
+    0.5-1.0 s each of an 11-12 s run with the reader writing straight into the pipes, 0.16-0.43 s
+    with the queues (benchmarks/README.md).
 
-    A failed write (the worker is gone) is raised by the next `send` and by `close`."""
+    `on_wait()` is called before a send waits (the reading worker sends what records it has, so
+    the merge goes on). A failed write (the worker is gone) is raised by the next `send` and by
+    `close`."""
 
-    def __init__(self, conn: Any, limit: int) -> None:
+    def __init__(self, conn: Any, limit: int, on_wait: Callable[[], None] | None = None) -> None:
         self._conn = conn
+        self._fd = conn.fileno()
         self._limit = limit
+        self._on_wait = on_wait
         self._queue: deque[bytes] = deque()
         self._queued = 0  # bytes queued or being written
         self._closing = False
@@ -651,24 +807,39 @@ class FeedQueue:
         self._writer = threading.Thread(target=self._write, name="feed", daemon=True)
         self._writer.start()
 
+    def _full(self, size: int) -> bool:
+        return bool(self._queued) and self._queued + size > self._limit and self._failure is None
+
     def send(self, data: bytes) -> None:
-        with self._changed:
-            while self._queued and self._queued + len(data) > self._limit and self._failure is None:
-                self._changed.wait()
+        changed = self._changed
+        if self._on_wait is not None:
+            with changed:
+                full = self._full(len(data))
+            if full:
+                self._on_wait()  # not holding the lock: the writer goes on meanwhile
+        with changed:
+            while self._full(len(data)):
+                changed.wait()
             if self._failure is not None:
                 raise self._failure
             self._queue.append(data)
             self._queued += len(data)
-            self._changed.notify_all()
+            changed.notify_all()
 
-    def close(self) -> None:
-        """Write what is queued, then close the pipe; raise a failed write."""
+    def backlog(self) -> int:
+        """Bytes written for the worker that it has not read: queued here and in its pipe."""
+        return self._queued + _pipe_bytes(self._fd)
+
+    def close(self, *, discard: bool = False) -> None:
+        """Write what is queued (`discard`: drop it), then close the pipe; raise a failed write."""
         with self._changed:
             self._closing = True
+            if discard:
+                self._queue.clear()
             self._changed.notify_all()
         self._writer.join()
         self._conn.close()
-        if self._failure is not None:
+        if self._failure is not None and not discard:
             raise self._failure
 
     def _write(self) -> None:
@@ -694,60 +865,81 @@ class FeedQueue:
                 changed.notify_all()
 
 
-def _reader_main(files: list[Path], feeds: list[Any], others: list[Any], *, parent: int | None = None) -> None:
-    """The reading process of a flow-sharded run: every capture read once, fed to the workers."""
-    _child_start(others, parent)
-    queues = [FeedQueue(feed, FEED_QUEUE_BYTES // len(feeds)) for feed in feeds]
-
-    def send(index: int, message: tuple) -> None:
-        queues[index].send(pickle.dumps(message, protocol=5))
-
+def _pipe_bytes(fd: int) -> int:
+    """Bytes in a pipe (Linux answers FIONREAD on either end); 0 where that cannot be asked."""
+    if termios is None or fcntl is None:
+        return 0
     try:
-        for path in files:
-            feed_capture(path, len(feeds), send)
-    except BaseException:  # the workers fail the run with it
-        failure = pickle.dumps(("error", traceback.format_exc()), protocol=5)
+        return _I32(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
+
+class Feeds:
+    """The reading worker's feeds to the other workers (a FeedQueue each), and the load
+    placement, which reads how much each has waiting."""
+
+    def __init__(self, conns: list[Any], on_wait: Callable[[], None]) -> None:
+        share = FEED_QUEUE_BYTES // max(1, len(conns))
+        self._queues: list[Any] = [None, *(FeedQueue(conn, share, on_wait) for conn in conns)]
+        self._turn = 0
+
+    def send(self, index: int, message: tuple) -> None:
+        self._queues[index].send(pickle.dumps(message, protocol=5))
+
+    def pick(self, key: int) -> int:
+        """The worker for a new flow: the next other worker (in turn) with less than
+        LOAD_BACKLOG_BYTES waiting for it, else the reading worker. A worker that falls behind
+        gets no new flows until it catches up, so the reading worker, which also reads every
+        frame, takes what the others cannot keep up with, whatever the machine and the traffic."""
+        others = len(self._queues) - 1
+        for step in range(others):
+            index = 1 + (self._turn + step) % others
+            if self._queues[index].backlog() < LOAD_BACKLOG_BYTES:
+                self._turn = (self._turn + step + 1) % others
+                return index
+        return 0
+
+    def close(self, *, discard: bool = False) -> None:
+        """Every feed written out (`discard`: dropped) and closed; a failed write is not raised:
+        that worker is gone, and the parent says so."""
+        queues, self._queues = self._queues[1:], [None]
         for queue in queues:
             with contextlib.suppress(OSError):
-                queue.send(failure)
-    finally:
-        for queue in queues:
-            with contextlib.suppress(OSError):  # that worker is gone: the parent says so
-                queue.close()
+                queue.close(discard=discard)
 
 
 class ReaderGone(RuntimeError):
-    """The reading process died (killed, out of memory) before the end of the captures: the
-    worker it fed says so, without a traceback of its own (the worker has no bug to show)."""
+    """The reading worker ended (it failed, or was killed) before the end of the captures: the
+    worker it fed says so, without a traceback of its own (it has no bug to show), and the parent
+    reports worker 0's own failure where there is one."""
 
 
 def _fed_by(feed: Any, analyzer: Callable[[], ShardAnalyzer]) -> Callable[[], tuple]:
-    """A worker's `feed()`: the reading process's next message. Before waiting for one, the
+    """A worker's `feed()`: the reading worker's next message. Before waiting for one, the
     worker's records so far go to the parent (`ShardAnalyzer.waiting`)."""
 
     def receive() -> tuple:
         if not feed.poll():
             analyzer().waiting()
         try:
-            message = pickle.loads(feed.recv_bytes())
+            return pickle.loads(feed.recv_bytes())
         except EOFError:
-            raise ReaderGone("the reading process exited before the end of the captures") from None
+            raise ReaderGone("the reading worker (0) ended before the end of the captures") from None
         except OSError as exc:  # it died in the middle of a message
-            raise ReaderGone(f"the reading process exited before the end of the captures ({exc})") from None
-        if message[0] == "error":
-            raise RuntimeError(f"the reading process failed:\n{message[1]}")
-        return message
+            raise ReaderGone(f"the reading worker (0) ended before the end of the captures ({exc})") from None
 
     return receive
 
 
 def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options: dict[str, Any],
                  others: list[Any], numbers: list[int] | None = None, spool: str | None = None, *,
-                 parent: int | None = None, feed: Any = None) -> None:
-    """One worker. Flow mode: shard `index` of `workers` over every file, fed by the reading
-    process on `feed`, batches sent on `conn`. File mode (`numbers`, `spool`): the whole of its
-    files (the run's files `numbers`), spooled."""
+                 parent: int | None = None, feed: Any = None, feeds: list[Any] | None = None) -> None:
+    """One worker. Flow mode: shard `index` of `workers` over every file; worker 0 reads them and
+    feeds the others (`feeds`: their pipes), the others are fed on `feed`; batches sent on `conn`.
+    File mode (`numbers`, `spool`): the whole of its files (the run's files `numbers`), spooled."""
     _child_start(others, parent)
+    reading: Feeds | None = None
     try:
         options = dict(options)
         engine = options.pop("engine", None)
@@ -759,10 +951,12 @@ def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options
             engine = Engine(engine.ruleset, engine.config, rate_store=rate_store)  # type: ignore[arg-type]
         report = _ProgressSender(conn)
         if spool is None:
+            if feeds is not None:
+                reading = Feeds(feeds, lambda: analyzer.waiting())
             analyzer = ShardAnalyzer(index, workers, lambda batch: conn.send_bytes(pickle.dumps(batch, protocol=5)),
-                                     rate_sids, rate_store, engine=engine, feed=_fed_by(feed, lambda: analyzer),
-                                     **options)
-            analyzer.analyze_files(files, progress=report if index == 0 else None)  # one reader tells
+                                     rate_sids, rate_store, engine=engine, feeds=reading,
+                                     feed=None if feed is None else _fed_by(feed, lambda: analyzer), **options)
+            analyzer.analyze_files(files, progress=report if index == 0 else None)  # the reader tells
         else:  # the only worker of its files: shard 0 of 1 (counts every frame, reports everything)
             spooler = _FileSpool(spool, conn)
             analyzer = ShardAnalyzer(0, 1, spooler.send, rate_sids, rate_store, engine=engine, **options)
@@ -774,10 +968,14 @@ def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options
                    "numbers": numbers}
         conn.send_bytes(pickle.dumps(("done", summary), protocol=5))
     except ReaderGone as exc:
-        conn.send_bytes(pickle.dumps(("error", str(exc)), protocol=5))
+        conn.send_bytes(pickle.dumps(("gone", str(exc)), protocol=5))
     except BaseException:  # reported to the parent, which fails the run
         conn.send_bytes(pickle.dumps(("error", traceback.format_exc()), protocol=5))
+        if reading is not None:  # the workers it fed are told it ended, and say so
+            reading.close(discard=True)
     finally:
+        if reading is not None:
+            reading.close()  # what they still need of the captures, written out
         conn.close()
 
 
@@ -832,14 +1030,14 @@ def _widen_pipe(fd: int) -> None:
 
 @contextlib.contextmanager
 def _workers(jobs: list[tuple[list[Path], tuple]], options: dict[str, Any],
-             feed: list[Path] | None = None) -> Iterator[list[Any]]:
-    """Fork one worker per job (its files, and _worker_main's file-mode arguments or ()), and with
-    `feed` the reading process that feeds them those captures; yields the receiving ends of the
-    workers' pipes. If the parent fails, every process is killed (the others would wait for a
-    reader that is gone); they are reaped on the way out."""
+             feed: bool = False) -> Iterator[list[Any]]:
+    """Fork one worker per job (its files, and _worker_main's file-mode arguments or ()), with
+    `feed` worker 0 reading the captures and feeding the others through pipes of their own;
+    yields the receiving ends of the workers' pipes. If the parent fails, every process is killed
+    (the others would wait for a reader that is gone); they are reaped on the way out."""
     context = multiprocessing.get_context("fork")
     pipes = [context.Pipe(duplex=False) for _ in jobs]
-    feeds = [context.Pipe(duplex=False) for _ in jobs] if feed is not None else []
+    feeds = [context.Pipe(duplex=False) for _ in jobs[1:]] if feed else []
     for receiver, _ in pipes + feeds:
         _widen_pipe(receiver.fileno())
     ends = [end for pair in pipes + feeds for end in pair]
@@ -847,16 +1045,16 @@ def _workers(jobs: list[tuple[list[Path], tuple]], options: dict[str, Any],
     parent = os.getpid()
     for index, (files, extra) in enumerate(jobs):
         # A process keeps only its own ends: when one dies, its pipes end (EOF, EPIPE) at once.
-        own = [pipes[index][1]] + ([feeds[index][0]] if feeds else [])
+        kwargs: dict[str, Any] = {"parent": parent}
+        if feeds and index == 0:
+            kwargs["feeds"] = [sender for _, sender in feeds]
+        elif feeds:
+            kwargs["feed"] = feeds[index - 1][0]
+        own = [pipes[index][1], *kwargs.get("feeds", ()), *([kwargs["feed"]] if "feed" in kwargs else [])]
         processes.append(context.Process(target=_worker_main, daemon=True,
                                          args=(index, len(jobs), files, pipes[index][1], options,
                                                [end for end in ends if end not in own], *extra),
-                                         kwargs={"parent": parent, "feed": feeds[index][0] if feeds else None}))
-    if feed is not None:
-        senders = [sender for _, sender in feeds]
-        processes.append(context.Process(target=_reader_main, daemon=True,
-                                         args=(feed, senders, [end for end in ends if end not in senders]),
-                                         kwargs={"parent": parent}))
+                                         kwargs=kwargs))
     # Forked with the parent's objects (rules, engine, modules) frozen out of the collector, so the
     # workers' garbage collections do not write to, and copy, the pages they share.
     gc.freeze()
@@ -939,16 +1137,19 @@ class ParallelAnalyzer:
 
     def __init__(self, write: Callable[[dict[str, Any]], None], workers: int, *, engine: Engine | None = None,
                  policy: Any = None, keylog: Any = None, write_encoded: Callable[[str], None] | None = None,
-                 shard: str = "auto", **options: Any) -> None:
+                 shard: str = "auto", placement: str = "load", **options: Any) -> None:
         """`write` takes records as dicts; with `write_encoded` (EveWriter.write_encoded) the workers
         encode the EVE lines themselves and the parent writes them as they are. `shard`: flows
         (hash every flow to a worker), files (whole files to workers) or auto (files when several
-        balance, see plan_files). `options`: the rest of Analyzer's keyword arguments (limits,
+        balance, see plan_files). `placement`: how the reading worker of a flow-sharded run places
+        new flows (PLACEMENTS). `options`: the rest of Analyzer's keyword arguments (limits,
         flow_records, egress)."""
         if workers < 2:
             raise ValueError("ParallelAnalyzer needs at least 2 workers")
         if shard not in SHARD_MODES:
             raise ValueError(f"shard must be one of {', '.join(SHARD_MODES)}, not {shard!r}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
         self.shard = shard
         #: How the last run was split: "flows" or "files".
         self.split = ""
@@ -961,7 +1162,8 @@ class ParallelAnalyzer:
         self.policy = policy
         self.keylog = keylog
         self._options = {**options, "engine": engine, "policy": policy, "keylog": keylog,
-                         "encode": write_encoded is not None}
+                         "encode": write_encoded is not None, "placement": placement}
+        self._receivers: list[Any] = []
         self._counter = Analyzer(write)  # counts what is written, as one process does
         self._engine = engine  # builds the rate-rule alerts the windows keep
         self._write = write
@@ -1041,8 +1243,25 @@ class ParallelAnalyzer:
             elif message[0] == "done":
                 summaries[index] = message[1]
                 return None
+            elif message[0] == "gone":
+                raise self._reader_failure(index, message[1])
             else:
                 raise WorkerFailed(f"worker {index} failed:\n{message[1]}")
+
+    def _reader_failure(self, index: int, why: str) -> WorkerFailed:
+        """Worker `index` lost its feed: the reading worker's own failure, when it says what that
+        was within READER_FAILURE_WAIT seconds, else what worker `index` saw."""
+        receiver = self._receivers[0]
+        deadline = time.monotonic() + READER_FAILURE_WAIT
+        with contextlib.suppress(OSError):
+            while receiver.poll(max(0.0, deadline - time.monotonic())):
+                try:
+                    message = pickle.loads(receiver.recv_bytes())
+                except EOFError:
+                    return WorkerFailed("worker 0 exited without finishing")
+                if isinstance(message, tuple) and message[0] == "error":
+                    return WorkerFailed(f"worker 0 failed:\n{message[1]}")
+        return WorkerFailed(f"worker {index} failed: {why}")
 
     def _write_spool(self, path: str) -> None:
         with open(path, "rb") as spooled:
@@ -1057,7 +1276,8 @@ class ParallelAnalyzer:
 
     def _analyze_by_flow(self, files: list[Path]) -> None:
         summaries: list[dict[str, Any]] = [{} for _ in range(self.workers)]
-        with _workers([(files, ()) for _ in range(self.workers)], self._options, feed=files) as receivers:
+        with _workers([(files, ()) for _ in range(self.workers)], self._options, feed=True) as receivers:
+            self._receivers = receivers
             inbox = _Inbox(receivers, lambda index, receiver: self._next(index, receiver, summaries))
             streams = [inbox.stream(index) for index in range(len(receivers))]
             for _, payload, meta, hit in heapq.merge(*streams, key=lambda item: item[0]):

@@ -22,9 +22,10 @@ from inspector.parallel import (
     UNKNOWN,
     CandidateAlert,
     DeferredRateStore,
+    FlowPlacement,
     ShardAnalyzer,
-    flow_shard,
-    frame_shard,
+    flow_key,
+    frame_flow_key,
     plan_files,
 )
 from inspector.rules import load_rules
@@ -72,17 +73,19 @@ def _many_connections(path: Path, connections: int = 40, seed: int = 1) -> None:
     lab.capture.write(path)
 
 
-def test_shard_is_symmetric_and_spreads_flows():
+def test_flow_key_is_symmetric_and_spreads_flows_by_hash():
     a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
     for workers in (2, 3, 4):
-        seen = Counter(flow_shard(a, b, port, 8000, workers) for port in range(40000, 41000))
+        seen = Counter(flow_key(a, b, port, 8000) % workers for port in range(40000, 41000))
         assert set(seen) == set(range(workers))
         assert min(seen.values()) > 1000 / workers / 2
-        for port in (40000, 51234, 65535):
-            assert flow_shard(a, b, port, 8000, workers) == flow_shard(b, a, 8000, port, workers)
+    for port in (40000, 51234, 65535):
+        assert flow_key(a, b, port, 8000) == flow_key(b, a, 8000, port)
+    six = bytes(range(16)), bytes(range(16, 32))
+    assert flow_key(*six, 443, 50000) == flow_key(six[1], six[0], 50000, 443)
 
 
-def test_frame_shard_agrees_with_the_decoder_and_refers_odd_frames_to_it():
+def test_frame_flow_key_agrees_with_the_decoder_and_refers_odd_frames_to_it():
     from inspector.capture.decode import PacketDecoder
     from inspector.capture.reader import open_capture
 
@@ -91,16 +94,41 @@ def test_frame_shard_agrees_with_the_decoder_and_refers_odd_frames_to_it():
     for path in [LAB / "mixed.pcap", *sorted((REPO / "pcaps" / "core").glob("*.pcap*"))]:
         with open_capture(path) as reader:
             for frame in reader:
-                owner = frame_shard(frame.data, 0, len(frame.data), frame.linktype, 3)
+                key = frame_flow_key(frame.data, 0, len(frame.data), frame.linktype)
                 packet = decoder.decode(frame)
-                if owner == UNKNOWN:
+                if key is None:
                     unknown += 1
                     continue
                 assert packet is not None
-                assert owner == flow_shard(packet.src, packet.dst, packet.sport, packet.dport, 3)
+                assert key == flow_key(packet.src, packet.dst, packet.sport, packet.dport)
                 checked += 1
     assert checked > 3000
     assert unknown < checked / 10
+
+
+def test_a_placement_remembers_a_flow_until_the_workers_have_ended_it():
+    """An owner is kept at least `memory` of capture time after the flow's last frame (the idle
+    timeout and the closed-flow linger, plus the expiry interval), then forgotten; a flow in the
+    previous generation comes back to the current one; past `cap` new flows a generation starts
+    early, and is counted."""
+    from dataclasses import replace
+
+    picks = iter(range(100))
+    placement = FlowPlacement(lambda key: next(picks) % 3, replace(DEFAULT_LIMITS, max_flows=2), 2)
+    assert placement.memory == DEFAULT_LIMITS.flow_idle_timeout + 2.0 and placement.cap == 4
+    placement.clock(0.0)
+    assert placement.place(111) == 0 and placement.place(222) == 1
+    placement.clock(placement.memory - 1)  # within the generation: nothing moves
+    assert placement.current == {111: 0, 222: 1}
+    placement.clock(placement.memory)  # next generation: both still known
+    assert placement.current == {} and placement.place(111) == 0 and placement.current == {111: 0}
+    placement.clock(2 * placement.memory)  # 222 unseen for two generations: forgotten, 111 kept
+    assert placement.place(222) == 2 and placement.place(111) == 0
+    assert placement.place(1) == 0 and placement.place(2) == 1
+    assert placement.early == 0 and len(placement.current) == 4  # at the cap
+    assert placement.place(3) == 2
+    assert placement.early == 1 and placement.current == {3: 2}
+    assert placement.place(2) == 1  # from the generation the cap closed
 
 
 def _relinked(path: Path, out: Path, link: str) -> Path:
@@ -128,13 +156,19 @@ def _expiry_checks(frames: list) -> set[int]:
 
 
 @pytest.mark.parametrize("link", ["ethernet", "vlan", "qinq", "sll", "sll2", "pcapng"])
-def test_the_reading_process_gives_each_worker_its_frames_and_the_times_it_needs(tmp_path, link):
-    """feed_capture reads a capture once: each frame goes to the worker frame_shard names, a frame
-    it cannot place goes to every worker, and each worker gets (time, number) of the other workers' frames
+def test_the_reader_gives_each_worker_its_frames_and_the_times_it_needs(tmp_path, link):
+    """feed_capture reads a capture once: each frame goes to the worker its flow key names (hash
+    placement), a frame it cannot place goes to every worker with the owner of the packet a decode
+    makes of it, and each worker gets (time, number) of the other workers' frames
     where its flow table checks for idle flows and at every 256th frame; batches cover the frames
     in order, and the end carries the reader's totals."""
+    from inspector.capture.decode import PacketDecoder
     from inspector.capture.reader import open_capture
     from inspector.parallel import FEED_FRAMES, feed_capture
+
+    def owner(frame) -> int:
+        key = frame_flow_key(frame.data, 0, len(frame.data), frame.linktype)
+        return UNKNOWN if key is None else key % 3
 
     paths = [LAB / "mixed.pcap", *sorted((REPO / "pcaps" / "core").glob("*.pcap"))]
     if link == "pcapng":
@@ -147,6 +181,10 @@ def test_the_reading_process_gives_each_worker_its_frames_and_the_times_it_needs
             frames = list(reader)
             totals = (reader.packets, reader.wire_bytes, reader.last_ts)
         checks = _expiry_checks(frames)
+        decoder = PacketDecoder()
+        packets = [decoder.decode(frame) for frame in frames if owner(frame) == UNKNOWN]
+        decoded_owners = [UNKNOWN if packet is None else flow_key(packet.src, packet.dst, packet.sport,
+                                                                   packet.dport) % 3 for packet in packets]
         messages: list[list[tuple]] = [[], [], []]
         feed_capture(path, 3, lambda index, message, into=messages: into[index].append(message))
         for index, told in enumerate(messages):
@@ -158,18 +196,18 @@ def test_the_reading_process_gives_each_worker_its_frames_and_the_times_it_needs
             own, shared, marks = [], [], []
             for message in batches:
                 for entry in message[3]:
-                    {5: own, 1: shared, 2: marks}[len(entry)].append(entry)
+                    {5: own, 3: shared, 2: marks}[len(entry)].append(entry)
             for entry in own:
                 frame = frames[entry[4] - 1]
                 assert entry == tuple(frame)
-                assert frame_shard(frame.data, 0, len(frame.data), frame.linktype, 3) == index
-            assert [entry[0] for entry in shared] == [tuple(frame) for frame in frames
-                                                      if frame_shard(frame.data, 0, len(frame.data),
-                                                                     frame.linktype, 3) == UNKNOWN]
+                assert owner(frame) == index
+            assert [entry[0] for entry in shared] == [tuple(frame) for frame in frames if owner(frame) == UNKNOWN]
+            assert [entry[1] for entry in shared] == decoded_owners
             others = {f.number for f in frames} - {entry[4] for entry in own} - {entry[0][4] for entry in shared}
             assert [number for _, number in marks] == sorted(n for n in others if n in checks or not n & 0xFF)
             assert all(ts == frames[number - 1].ts for ts, number in marks)
-            placed.update(own=len(own), shared=len(shared) if index == 0 else 0, marks=len(marks))
+            placed.update(own=len(own), shared=len(shared) if index == 0 else 0, marks=len(marks),
+                          shared_packets=sum(o != UNKNOWN for o in decoded_owners) if index == 0 else 0)
     assert placed["own"] > 0.9 * (placed["own"] + placed["shared"])  # all but the odd frames (fragments, ...)
     assert placed["marks"] > 0
 
@@ -232,12 +270,15 @@ def test_files_are_planned_largest_first_and_only_when_they_balance():
     assert plan_files([0, 0], 2) == [[0], [1]]  # unreadable or empty files are still each worker's to report
 
 
-@pytest.mark.parametrize(("workers", "shard"), [(2, "flows"), (3, "flows"), (2, "files"), (3, "files")])
-def test_eve_is_byte_identical_to_one_process(tmp_path, workers, shard):
+@pytest.mark.parametrize(("workers", "shard", "placement"), [(2, "flows", "load"), (3, "flows", "load"),
+                                                             (2, "flows", "hash"), (3, "flows", "hash"),
+                                                             (2, "files", "load"), (3, "files", "load")])
+def test_eve_is_byte_identical_to_one_process(tmp_path, workers, shard, placement):
     captures = [str(LAB / "mixed.pcap"), str(REPO / "pcaps" / "core"), str(REPO / "pcaps" / "clients")]
     args = ["--config", str(LAB / "site.yaml"), "--policy", str(LAB / "policy.yaml"), "-q"]
     one = _cli(*captures, *args, "--eve", str(tmp_path / "one.json"))
-    many = _cli(*captures, *args, "--eve", str(tmp_path / "many.json"), "--workers", str(workers), "--shard", shard)
+    many = _cli(*captures, *args, "--eve", str(tmp_path / "many.json"), "--workers", str(workers), "--shard", shard,
+                "--placement", placement)
     assert one.returncode == many.returncode
     first = (tmp_path / "one.json").read_bytes()
     assert first == (tmp_path / "many.json").read_bytes()
@@ -253,21 +294,23 @@ def test_rate_window_across_workers_gives_single_process_verdicts(tmp_path):
     rules.mkdir()
     (rules / "rate.yml").write_text(RATE_RULE)
 
-    def run(workers: int) -> str:
+    def run(workers: int, placement: str = "load") -> str:
         out = tmp_path / f"eve-{workers}.json"
-        done = _cli(str(capture), "--rules", str(rules), "--eve", str(out), "-q", "--workers", str(workers))
+        done = _cli(str(capture), "--rules", str(rules), "--eve", str(out), "-q", "--workers", str(workers),
+                    "--placement", placement)
         assert done.returncode == 0, done.stdout + done.stderr
         return out.read_text()
 
     text = run(1)
     single = [json.loads(line) for line in text.splitlines()]
     fraud_flows = {r["flow_id"] for r in single if r["event_type"] == "triton" and r["src_ip"] == net.FRAUD_SERVICE}
-    owners = {flow_shard(*_endpoints(r), 2) for r in single if r["event_type"] == "triton"
+    owners = {flow_key(*_endpoints(r)) % 2 for r in single if r["event_type"] == "triton"
               and r["flow_id"] in fraud_flows}
-    assert owners == {0, 1}, "the client's connections must land in both workers"
+    assert owners == {0, 1}, "placed by hash, the client's connections must land in both workers"
     alerts = [r for r in single if r["event_type"] == "alert"]
     assert [a["src_ip"] for a in alerts] == [net.FRAUD_SERVICE]  # the 10th inference of the busy client
     for workers in (2, 3):
+        assert run(workers, "hash") == text
         assert run(workers) == text
     flow_alerted = [r["flow"]["alerted"] for r in single if r["event_type"] == "flow"]
     assert flow_alerted.count(True) == 1
@@ -380,6 +423,9 @@ class BrokenPolicy:
     def zones(self, *args):
         raise RuntimeError("zone lookup exploded")
 
+    def counts(self):  # a worker with no flow of its own gets to the end
+        return {{}}
+
 out = []
 try:
     ParallelAnalyzer(out.append, 2, policy=BrokenPolicy(), shard={shard!r}).analyze_files(
@@ -393,14 +439,17 @@ else:
     assert done.stdout.strip() == "FAILED True", done.stdout + done.stderr
 
 
-def test_a_worker_waiting_for_frames_lets_the_merge_go_on():
+@pytest.mark.parametrize(("placement", "backlog"), [("hash", None), ("load", None), ("load", -1)])
+def test_a_worker_waiting_for_frames_lets_the_merge_go_on(placement, backlog):
     """With the smallest buffers (4 KiB pipes, two frames a feed, a record a batch, one batch
-    queued per worker, no feed queued in the reading process beyond the message being written:
-    checked to hang without watermarks), the reading process waits on one worker's full pipe, that worker on the
-    parent, and the parent's merge on the other worker's next record, which that worker cannot
-    make until it is fed: unless, before it waits for frames, a worker sends what it has and how
-    far it has come (its watermark). The run ends, with one process's records. In a child process
-    (no threads to fork)."""
+    queued per worker, no feed queued in the reading worker beyond the message being written:
+    checked to hang without watermarks), the reading worker waits on another's full pipe, that
+    worker on the parent, and the parent's merge on a record of a worker that cannot make it
+    until it is fed: unless, before it waits (for frames, or for room in a feed), a worker sends
+    what it has and how far it has come (its watermark). The run ends, with one process's
+    records, whether flows are placed by hash, by load (on so small a capture, all with worker
+    1) or all with the reading worker (no backlog is small enough). In a child process (no
+    threads to fork)."""
     script = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
@@ -414,10 +463,13 @@ parallel.FEED_FRAMES = 2
 parallel.BATCH_RECORDS = 1
 parallel.FEED_QUEUE_BYTES = 0
 parallel._Inbox.MAX_QUEUED_BATCHES = 1
+if {backlog!r} is not None:
+    parallel.LOAD_BACKLOG_BYTES = {backlog!r}
 capture = Path({str(LAB / "mixed.pcap")!r})
 one, two = [], []
 Analyzer(lambda record: one.append(encode_record(record))).analyze_file(capture)
-parallel.ParallelAnalyzer(lambda record: two.append(encode_record(record)), 2, shard="flows").analyze_files([capture])
+parallel.ParallelAnalyzer(lambda record: two.append(encode_record(record)), 2, shard="flows",
+                          placement={placement!r}).analyze_files([capture])
 print(len(one), one == two)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -472,9 +524,9 @@ def test_an_expiry_failing_at_another_workers_frame_is_contained(monkeypatch):
     assert sum(1 for _, payload, _, _ in records if payload is not None and payload["event_type"] == "flow") > 10
 
 
-def _run_with_reading(feed_capture_source: str) -> str:
-    """A flow-sharded run, in a child process, whose reading process runs `feed_capture_source`
-    (a `def feed_capture(path, workers, send)`) instead of feed_capture: the run's WorkerFailed
+def _run_with_reading(route_capture_source: str) -> str:
+    """A flow-sharded run, in a child process, whose reading worker runs `route_capture_source` (a
+    `def route_capture(reader, routing)`) instead of route_capture: the run's WorkerFailed
     message, or "NO FAILURE"."""
     script = f"""
 import os, sys
@@ -482,9 +534,9 @@ sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
 import inspector.parallel as parallel
 
-{feed_capture_source}
+{route_capture_source}
 
-parallel.feed_capture = feed_capture
+parallel.route_capture = route_capture
 try:
     parallel.ParallelAnalyzer(lambda record: None, 2, shard="flows").analyze_files([Path({str(LAB / "mixed.pcap")!r})])
 except parallel.WorkerFailed as exc:
@@ -497,38 +549,38 @@ else:
     return done.stdout.strip()
 
 
-def test_a_failing_reading_process_fails_the_run_with_its_reason():
-    """The reading process's exception reaches the parent through the workers it fed."""
-    message = _run_with_reading("def feed_capture(path, workers, send):\n"
+def test_a_failing_reading_worker_fails_the_run_with_its_reason():
+    """The reading worker's exception is the run's failure, not what the worker it fed saw (its
+    feed ending), whichever of the two the parent hears first."""
+    message = _run_with_reading("def route_capture(reader, routing):\n"
                                 "    raise RuntimeError('capture shelf collapsed')")
-    assert "the reading process failed" in message and "capture shelf collapsed" in message, message
+    assert message.startswith("'worker 0 failed") and "capture shelf collapsed" in message, message
 
 
-def test_a_reading_process_that_dies_fails_the_run_naming_it():
-    """The reading process dies (os._exit: no exception, no message): each worker it fed says
-    the reader is gone, without a traceback, and the run fails with that."""
-    message = _run_with_reading("def feed_capture(path, workers, send):\n    os._exit(9)")
-    assert "the reading process exited before the end of the captures" in message, message
-    assert "Traceback" not in message
+def test_a_reading_worker_that_dies_fails_the_run_naming_it():
+    """The reading worker dies (os._exit: no exception, no message): the run fails naming it, without
+    a traceback, whichever the parent hears first: its end, or the fed worker's."""
+    message = _run_with_reading("def route_capture(reader, routing):\n    os._exit(9)")
+    assert message == "'worker 0 exited without finishing'", message
 
 
 @pytest.mark.parametrize("cut", [0, 10])
-def test_a_reading_process_gone_mid_feed_is_named_as_such(cut):
-    """The reading process killed between two messages (EOF) or inside one (the pipe ends part
+def test_a_reading_worker_gone_mid_feed_is_named_as_such(cut):
+    """The reading worker killed between two messages (EOF) or inside one (the pipe ends part
     way through a message, as when SIGKILL stops its writer thread mid-write): the worker fails
-    with that reason, not with the pipe's error."""
+    with that reason (ReaderGone), not with the pipe's error."""
     import multiprocessing
     import os
     import struct
 
-    from inspector.parallel import _fed_by
+    from inspector.parallel import ReaderGone, _fed_by
 
     receiver, sender = multiprocessing.Pipe(False)
     if cut:  # a message that says 1000 bytes and brings 10
         os.write(sender.fileno(), struct.pack("!i", 1000) + b"x" * cut)
     sender.close()
     feed = _fed_by(receiver, lambda: ShardAnalyzer(0, 2, lambda batch: None, frozenset(), None, feed=iter(()).__next__))
-    with pytest.raises(RuntimeError, match="the reading process exited before the end of the captures"):
+    with pytest.raises(ReaderGone, match=r"the reading worker \(0\) ended before the end of the captures"):
         feed()
 
 
@@ -673,6 +725,105 @@ def test_a_feed_queue_whose_worker_is_gone_raises():
         for _ in range(100):  # the write that fails is the queue's; a later send or close says so
             queue.send(b"x" * 100_000)
         queue.close()
+
+
+def test_a_feed_queue_says_when_it_is_about_to_wait():
+    """on_wait is called once a send would wait for room (the reading worker sends its records
+    and watermark then), not while the queue has room."""
+    import multiprocessing
+    import threading
+
+    from inspector.parallel import FeedQueue
+
+    receiver, sender = multiprocessing.Pipe(False)
+    waits = []
+    queue = FeedQueue(sender, limit=300_000, on_wait=lambda: waits.append(len(waits)))
+    queue.send(b"a" * 200_000)
+    assert waits == []  # one message is always taken
+    sending = threading.Thread(target=lambda: [queue.send(bytes([n]) * 200_000) for n in range(12)], daemon=True)
+    sending.start()
+    sending.join(timeout=2.0)
+    assert sending.is_alive() and waits  # nobody reads: full, and said so before waiting
+    got = [receiver.recv_bytes() for _ in range(13)]
+    sending.join(timeout=10)
+    assert got[0] == b"a" * 200_000 and got[1:] == [bytes([n]) * 200_000 for n in range(12)]
+    queue.close()
+
+
+def test_load_placement_gives_new_flows_to_workers_keeping_up_in_turn_else_to_the_reader():
+    """Feeds.pick reads each fed worker's backlog (its pipe's unread bytes and its queue): under
+    LOAD_BACKLOG_BYTES it takes the next new flow, in turn; when no worker is under it, the
+    reading worker (0) keeps the flow."""
+    import multiprocessing
+    import time
+
+    from inspector.parallel import LOAD_BACKLOG_BYTES, Feeds
+
+    def fill(index: int) -> int:  # a worker that reads nothing: over the backlog limit
+        chunk, count = b"x" * 100_000, LOAD_BACKLOG_BYTES // 100_000 + 1
+        for _ in range(count):
+            feeds._queues[index].send(chunk)
+        deadline = time.monotonic() + 10
+        while feeds._queues[index].backlog() < LOAD_BACKLOG_BYTES and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert feeds._queues[index].backlog() >= LOAD_BACKLOG_BYTES
+        return count
+
+    pipes = [multiprocessing.Pipe(False) for _ in range(2)]
+    feeds = Feeds([sender for _, sender in pipes], on_wait=lambda: None)
+    try:
+        assert [feeds.pick(key) for key in range(4)] == [1, 2, 1, 2]  # both keeping up: in turn
+        sent = fill(1)
+        assert [feeds.pick(key) for key in range(3)] == [2, 2, 2]  # worker 1 behind: worker 2
+        fill(2)
+        assert feeds.pick(0) == 0  # both behind: the reading worker keeps it
+        for _ in range(sent):  # worker 1 catches up
+            pipes[0][0].recv_bytes()
+        deadline = time.monotonic() + 10
+        while feeds._queues[1].backlog() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert feeds.pick(0) == 1
+    finally:
+        for receiver, _ in pipes:  # let the writers finish
+            receiver.close()
+        feeds.close(discard=True)
+
+
+def _fragmented(path: Path, out: Path) -> Path:
+    """The capture with every third IPv4 TCP segment of over 200 bytes cut into IP fragments, the
+    last fragments of every seventh of those sent first (scapy)."""
+    from scapy.all import IP, TCP, fragment, rdpcap, wrpcap
+
+    packets, cut = [], 0
+    for packet in rdpcap(str(path)):
+        if IP in packet and TCP in packet and len(packet[TCP].payload) > 200:
+            cut += 1
+            if cut % 3 == 0:
+                pieces = fragment(packet, fragsize=96)
+                for piece in pieces:
+                    piece.time = packet.time
+                packets.extend(reversed(pieces) if cut % 7 == 0 else pieces)
+                continue
+        packets.append(packet)
+    wrpcap(str(out), packets)
+    return out
+
+
+@pytest.mark.parametrize("placement", ["load", "hash"])
+def test_fragmented_flows_give_one_process_output(tmp_path, placement):
+    """Fragments are placed by a decode in the reading worker, which names the owner of the
+    packet they make; every worker decodes them and that owner keeps it: the records are one
+    process's, with 2 and 3 workers."""
+    capture = _fragmented(LAB / "mixed.pcap", tmp_path / "fragmented.pcap")
+    one = _cli(str(capture), "-q", "--eve", str(tmp_path / "one.json"))
+    text = (tmp_path / "one.json").read_text()
+    stats = json.loads(text.splitlines()[-1])["stats"]
+    assert one.returncode == 0 and stats["decoder"]["ipv4_reassembled"] > 100 and text.count('"triton"') > 100
+    for workers in (2, 3):
+        many = _cli(str(capture), "-q", "--eve", str(tmp_path / "many.json"), "--workers", str(workers),
+                    "--placement", placement)
+        assert many.returncode == 0, many.stderr
+        assert (tmp_path / "many.json").read_text() == text
 
 
 def test_worker_pipes_are_widened_where_the_system_allows():
