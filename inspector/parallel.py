@@ -117,6 +117,10 @@ from inspector.sinks.eve import encode_record
 BATCH_RECORDS = 512
 #: Frames the reading worker of a flow-sharded run reads between two messages to each worker.
 FEED_FRAMES = 1024
+#: Frames after which a worker tells the parent how far it has come (its watermark), whatever
+#: records it has: otherwise a worker whose flows make few records holds the merge, and so the
+#: other workers' records, back until it has a batch of them, and they wait on full pipes.
+WATERMARK_FRAMES = 8192
 #: Bytes of messages the reading worker holds for the others beyond what their pipes hold,
 #: split evenly between them (all for worker 1 with two workers, 16 MiB each with three): the
 #: flows of a stretch of capture may all be one worker's, and reading on past them (instead of
@@ -516,6 +520,7 @@ class ShardAnalyzer(Analyzer):
         #: No record this worker sends from now on comes before this key: what the parent may
         #: write of the other workers' records while this one waits for frames.
         self._watermark: tuple = (0, 0, 0, 0)
+        self._told = 0  # the frame up to which the parent was last told this worker's watermark
 
     # -- output --------------------------------------------------------------------------------
 
@@ -567,6 +572,7 @@ class ShardAnalyzer(Analyzer):
         for self._file, path in zip(numbers if numbers is not None else range(len(files)), files, strict=True):
             self._phase, self._frame, self._stage, self._sub = 0, 0, 1, (0, 0)
             self._watermark = (self._file, 0, 0, 0)
+            self._told = 0
             number = self._file
             self.analyze_file(path, None if progress is None else lambda done, n=number: progress(n, done))
             self.flush()
@@ -667,6 +673,9 @@ class ShardAnalyzer(Analyzer):
             if not number & 0xFF:
                 self._drain(decoder, shared)
         self._watermark = (self._file, 0, last, 3)  # past every stage of frame `last`
+        if last - self._told >= WATERMARK_FRAMES:  # a worker with few records of its own: the
+            self._told = last  # merge need not hold the others' back until it has 512
+            self.waiting()
 
     def _shared_frame(self, frame: Frame, owner: int, shared: PacketDecoder, table: FlowTable) -> None:
         """A frame whose flow only a full decode tells: every worker decodes it, the owner of the
