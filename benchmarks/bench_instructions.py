@@ -47,8 +47,8 @@ def empty_like(capture: Path, out: Path) -> Path:
 
 def instructions(capture: Path, workers: int, shard: str) -> list[int]:
     """Instructions of each process of `inspector analyze CAPTURE --workers N` under callgrind:
-    the parent first, then the workers in the order they were forked, then (flows sharded) the
-    reading process. A forked process's count starts from its parent's at the fork, which the
+    the parent first, then the workers in the order they were forked (flows sharded: worker 0
+    reads the capture). A forked process's count starts from its parent's at the fork, which the
     empty-capture run takes away again, all but the little the two runs' parents did
     differently before forking. String
     hashing is seeded alike in every run, so that dicts and sets behave the same."""
@@ -89,12 +89,12 @@ def main() -> int:
     print(f"analyze --workers 1          : {one / 1e6:10,.0f} M")
     print(f"analyze --workers {args.workers} --shard {args.shard}: {many / 1e6:10,.0f} M, all {len(parts)} processes "
           f"({many / one:.3f}x one process's)")
-    workers = parts[1:1 + args.workers]
-    reading = parts[1 + args.workers:]  # flows sharded: the reading process, forked last
+    workers = parts[1:]
     imbalance = max(workers) * len(workers) / sum(workers)
     print(f"  parent (merge, rate windows, output): {parts[0] / 1e6:,.0f} M; workers: "
-          f"{', '.join(f'{w / 1e6:,.0f}' for w in workers)} M (the largest {imbalance:.3f}x their mean)"
-          + "".join(f"; reading process: {r / 1e6:,.0f} M" for r in reading))
+          f"{', '.join(f'{w / 1e6:,.0f}' for w in workers)} M (the largest {imbalance:.3f}x their mean; "
+          "flows sharded: worker 0 also reads, and flows go where the work is, so the split follows the "
+          "scheduling)")
     print(f"speed-up these allow on {args.workers} cores, split perfectly: {args.workers * one / many:.2f}x "
           f"(goal >= 1.7 with 2)")
     return 0

@@ -478,7 +478,7 @@ print(len(one), one == two)
 
 
 def test_a_capture_the_reader_cannot_open_is_the_same_error_in_the_workers(tmp_path):
-    """What open_capture raises in the reading process is raised again in each worker, so the
+    """What open_capture raises in the reading worker is raised again in each worker, so the
     file's error and its capture_damaged record are one process's."""
     from inspector.analyze import Analyzer
     from inspector.parallel import feed_capture
@@ -643,7 +643,7 @@ def test_the_parent_reads_ahead_of_the_merge_up_to_its_cap():
 
 
 def test_a_feed_queue_holds_messages_for_a_worker_not_reading_up_to_its_limit():
-    """The reading process goes on while a worker's pipe is full, until `limit` bytes wait for it
+    """The reading worker goes on while a worker's pipe is full, until `limit` bytes wait for it
     (one message is always taken); the worker then gets every message, in order."""
     import multiprocessing
     import threading
@@ -676,7 +676,7 @@ def test_a_feed_queue_holds_messages_for_a_worker_not_reading_up_to_its_limit():
 
 def test_one_workers_full_pipe_does_not_stop_the_others_frames():
     """Nobody reads either worker's pipe and the capture is still read to its end, the messages
-    held in the reading process's queues; worker 1 gets every message while worker 0 has read
+    held in the reading worker's queues; worker 1 gets every message while worker 0 has read
     nothing, then worker 0 gets all of its own."""
     import multiprocessing
     import pickle

@@ -179,7 +179,7 @@ class CaptureReader:
         #: run from the start of the capture: the last one of an interface holds them all).
         self._drops: dict[tuple[int, int], int] = {}
         self.error: CaptureDamage | None = None
-        #: Optional, set before iterating (a flow-sharded run's reading process): an object whose
+        #: Optional, set before iterating (the reading worker of a flow-sharded run): an object whose
         #: `route(frame)` takes each frame of a pcap (Frame's fields as a plain tuple) instead of
         #: it being yielded, with no generator step per frame. pcapng frames are yielded.
         self.routing: Any = None

@@ -194,7 +194,7 @@ def test_keys_from_a_pcapng_decryption_secrets_block(tmp_path):
     _, records = analyze(tmp_path / "c.pcapng")
     (exchange,) = of_type(records, "http")
     assert exchange["decrypted"]["keys"] == "pcapng" and exchange["http"]["status"] == 200
-    # sharded, the reading process passes the block on to the workers with the frames after it
+    # sharded, the reading worker passes the block on to the workers with the frames after it
     import subprocess
     import sys
 
