@@ -127,8 +127,9 @@ WATERMARK_FRAMES = 8192
 #: waiting for that worker to make room) keeps the others, and the reader's own share, going.
 #: A worker's queue always takes one message.
 FEED_QUEUE_BYTES = 32 << 20
-#: Seconds the parent waits for the reading worker's own failure once a worker it fed lost its feed.
-READER_FAILURE_WAIT = 10.0
+#: Seconds the parent waits for a worker's own failure once another found it gone (the reading
+#: worker, by its feed; a fed worker, by the reader's failed write).
+FAILURE_WAIT = 10.0
 #: Splitting by file is chosen when no worker gets more than this times an even share of the bytes.
 FILE_BALANCE = 1.25
 SHARD_MODES = ("auto", "flows", "files")
@@ -894,7 +895,10 @@ class Feeds:
         self._turn = 0
 
     def send(self, index: int, message: tuple) -> None:
-        self._queues[index].send(pickle.dumps(message, protocol=5))
+        try:
+            self._queues[index].send(pickle.dumps(message, protocol=5))
+        except OSError as exc:  # that worker is gone (its own failure, or killed)
+            raise FedWorkerGone(index) from exc
 
     def pick(self, key: int) -> int:
         """The worker for a new flow: the next other worker (in turn) with less than
@@ -916,6 +920,15 @@ class Feeds:
         for queue in queues:
             with contextlib.suppress(OSError):
                 queue.close(discard=discard)
+
+
+class FedWorkerGone(RuntimeError):
+    """The reading worker could not feed worker `index`: that worker ended. The parent reports
+    that worker's own failure, not the reader's."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"worker {index} ended before the end of the captures")
+        self.index = index
 
 
 class ReaderGone(RuntimeError):
@@ -978,6 +991,10 @@ def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options
         conn.send_bytes(pickle.dumps(("done", summary), protocol=5))
     except ReaderGone as exc:
         conn.send_bytes(pickle.dumps(("gone", str(exc)), protocol=5))
+    except FedWorkerGone as exc:
+        conn.send_bytes(pickle.dumps(("lost", exc.index), protocol=5))
+        if reading is not None:
+            reading.close(discard=True)
     except BaseException:  # reported to the parent, which fails the run
         conn.send_bytes(pickle.dumps(("error", traceback.format_exc()), protocol=5))
         if reading is not None:  # the workers it fed are told it ended, and say so
@@ -1252,25 +1269,28 @@ class ParallelAnalyzer:
             elif message[0] == "done":
                 summaries[index] = message[1]
                 return None
-            elif message[0] == "gone":
-                raise self._reader_failure(index, message[1])
+            elif message[0] == "gone":  # its feed ended: what happened to the reading worker
+                raise self._failure_of(0, f"worker {index} failed: {message[1]}")
+            elif message[0] == "lost":  # the reading worker could not feed that worker
+                raise self._failure_of(message[1], f"worker {message[1]} exited without finishing")
             else:
                 raise WorkerFailed(f"worker {index} failed:\n{message[1]}")
 
-    def _reader_failure(self, index: int, why: str) -> WorkerFailed:
-        """Worker `index` lost its feed: the reading worker's own failure, when it says what that
-        was within READER_FAILURE_WAIT seconds, else what worker `index` saw."""
-        receiver = self._receivers[0]
-        deadline = time.monotonic() + READER_FAILURE_WAIT
+    def _failure_of(self, index: int, otherwise: str) -> WorkerFailed:
+        """Worker `index`'s own failure, as its pipe tells it within FAILURE_WAIT seconds (its
+        traceback, or its end), else `otherwise`: when one worker fails, the one it fed or fed
+        from finds out too, and the run names the first."""
+        receiver = self._receivers[index]
+        deadline = time.monotonic() + FAILURE_WAIT
         with contextlib.suppress(OSError):
             while receiver.poll(max(0.0, deadline - time.monotonic())):
                 try:
                     message = pickle.loads(receiver.recv_bytes())
                 except EOFError:
-                    return WorkerFailed("worker 0 exited without finishing")
+                    return WorkerFailed(f"worker {index} exited without finishing")
                 if isinstance(message, tuple) and message[0] == "error":
-                    return WorkerFailed(f"worker 0 failed:\n{message[1]}")
-        return WorkerFailed(f"worker {index} failed: {why}")
+                    return WorkerFailed(f"worker {index} failed:\n{message[1]}")
+        return WorkerFailed(otherwise)
 
     def _write_spool(self, path: str) -> None:
         with open(path, "rb") as spooled:

@@ -524,19 +524,17 @@ def test_an_expiry_failing_at_another_workers_frame_is_contained(monkeypatch):
     assert sum(1 for _, payload, _, _ in records if payload is not None and payload["event_type"] == "flow") > 10
 
 
-def _run_with_reading(route_capture_source: str) -> str:
-    """A flow-sharded run, in a child process, whose reading worker runs `route_capture_source` (a
-    `def route_capture(reader, routing)`) instead of route_capture: the run's WorkerFailed
-    message, or "NO FAILURE"."""
+def _run_patched(patch: str) -> str:
+    """A flow-sharded run of two workers, in a child process, after `patch` (source run with
+    `parallel` and `os` imported): the run's WorkerFailed message, or "NO FAILURE"."""
     script = f"""
 import os, sys
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
 import inspector.parallel as parallel
 
-{route_capture_source}
+{patch}
 
-parallel.route_capture = route_capture
 try:
     parallel.ParallelAnalyzer(lambda record: None, 2, shard="flows").analyze_files([Path({str(LAB / "mixed.pcap")!r})])
 except parallel.WorkerFailed as exc:
@@ -552,16 +550,36 @@ else:
 def test_a_failing_reading_worker_fails_the_run_with_its_reason():
     """The reading worker's exception is the run's failure, not what the worker it fed saw (its
     feed ending), whichever of the two the parent hears first."""
-    message = _run_with_reading("def route_capture(reader, routing):\n"
-                                "    raise RuntimeError('capture shelf collapsed')")
+    message = _run_patched("def route_capture(reader, routing):\n"
+                           "    raise RuntimeError('capture shelf collapsed')\n"
+                           "parallel.route_capture = route_capture")
     assert message.startswith("'worker 0 failed") and "capture shelf collapsed" in message, message
 
 
 def test_a_reading_worker_that_dies_fails_the_run_naming_it():
     """The reading worker dies (os._exit: no exception, no message): the run fails naming it, without
     a traceback, whichever the parent hears first: its end, or the fed worker's."""
-    message = _run_with_reading("def route_capture(reader, routing):\n    os._exit(9)")
+    message = _run_patched("def route_capture(reader, routing):\n    os._exit(9)\n"
+                           "parallel.route_capture = route_capture")
     assert message == "'worker 0 exited without finishing'", message
+
+
+@pytest.mark.parametrize("how", ["dies", "raises"])
+def test_a_fed_worker_that_ends_fails_the_run_naming_it_not_the_reader(how):
+    """Worker 1 dies at its first batch (os._exit) or raises there: the reader's next write to it
+    fails too, and the run names worker 1 (its end, or its traceback), not the reader's failed
+    write, whichever the parent hears first."""
+    act = "os._exit(9)" if how == "dies" else "raise RuntimeError('feed tray jammed')"
+    message = _run_patched("take = parallel.ShardAnalyzer._take\n"
+                           "def _take(self, *args):\n"
+                           f"    if self.index == 1:\n        {act}\n"
+                           "    take(self, *args)\n"
+                           "parallel.ShardAnalyzer._take = _take\n"
+                           "parallel.FEED_FRAMES = 8  # many batches: the reader writes to worker 1 after it ended")
+    if how == "dies":
+        assert message == "'worker 1 exited without finishing'", message
+    else:
+        assert message.startswith("'worker 1 failed") and "feed tray jammed" in message, message
 
 
 @pytest.mark.parametrize("cut", [0, 10])
