@@ -368,7 +368,10 @@ def test_damaged_capture_and_summary_match(tmp_path, shard):
     damaged.write_bytes(data[: len(data) // 2 + 7])
     empty = tmp_path / "empty.pcap"
     empty.write_bytes(b"")
-    captures = [str(damaged)] if shard == "flows" else [str(LAB / "shadowray.pcap"), str(damaged), str(empty)]
+    notes = tmp_path / "notes.pcap"  # not a capture: the reading worker tells the others
+    notes.write_text("hello, not a capture\n")
+    captures = [str(notes), str(damaged)] if shard == "flows" else [str(LAB / "shadowray.pcap"), str(damaged),
+                                                                      str(empty)]
     one = _cli(*captures, "--eve", str(tmp_path / "one.json"))
     two = _cli(*captures, "--eve", str(tmp_path / "two.json"), "--workers", "2", "--shard", shard)
     assert one.returncode == two.returncode == 1
@@ -398,6 +401,15 @@ def test_workers_refuse_bad_counts(tmp_path):
     for count in ("0", "many"):
         bad = _cli(str(LAB / "shadowray.pcap"), "--workers", count, "--eve", str(tmp_path / "x.json"))
         assert bad.returncode == 2 and "--workers" in bad.stdout + bad.stderr
+
+
+def test_an_unknown_placement_is_refused():
+    from inspector.parallel import ParallelAnalyzer
+
+    with pytest.raises(ValueError, match="placement must be one of load, hash"):
+        ParallelAnalyzer(lambda record: None, 2, placement="random")
+    bad = _cli(str(LAB / "shadowray.pcap"), "--workers", "2", "--placement", "random", "--eve", "/dev/null")
+    assert bad.returncode == 2 and "--placement" in bad.stderr
 
 
 def test_workers_auto_gives_one_process_output(tmp_path):
