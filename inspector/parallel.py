@@ -356,11 +356,8 @@ def feed_capture(path: Path, workers: int, send: Callable[[int, tuple], None],
     a run (worker 0) does the same with `route_capture`, keeping its own entries."""
     try:
         reader = open_capture(path)
-    except CaptureFormatError as exc:
-        _send_all(send, workers, ("unreadable", -1, str(exc)))
-        return
-    except OSError as exc:
-        _send_all(send, workers, ("unreadable", exc.errno, exc.strerror or str(exc)))
+    except (CaptureFormatError, OSError) as exc:
+        _send_all(send, workers, _unreadable_message(exc))
         return
     with reader:
         _send_all(send, workers, ("open", reader.format, reader.compressed))
@@ -374,6 +371,13 @@ def route_capture(reader: Any, routing: FrameRouting) -> None:
     for frame in reader:  # a pcap's record loop routes its frames itself and yields none
         routing.route(frame[:])
     routing.send_batches(reader.packets)
+
+
+def _unreadable_message(exc: CaptureFormatError | OSError) -> tuple:
+    """What the workers are told of a capture that did not open (FedCapture raises it again)."""
+    if isinstance(exc, CaptureFormatError):
+        return ("unreadable", -1, str(exc))
+    return ("unreadable", exc.errno, exc.strerror or str(exc))
 
 
 def _end_message(reader: Any) -> tuple:
@@ -584,11 +588,8 @@ class ShardAnalyzer(Analyzer):
         if self._feeds is not None:  # the reading worker: the others are told what it opened
             try:
                 reader = super()._open_capture(path)
-            except CaptureFormatError as exc:
-                self._tell_others(("unreadable", -1, str(exc)))
-                raise
-            except OSError as exc:
-                self._tell_others(("unreadable", exc.errno, exc.strerror or str(exc)))
+            except (CaptureFormatError, OSError) as exc:
+                self._tell_others(_unreadable_message(exc))
                 raise
             self._tell_others(("open", reader.format, reader.compressed))
             return reader
@@ -626,8 +627,9 @@ class ShardAnalyzer(Analyzer):
             if progress is not None:
                 progress(reader.bytes_read)
 
-        pick = feeds.pick if self._placement == "load" else (lambda key: key % self.workers)
-        route_capture(reader, FrameRouting(self.workers, reader, send, FlowPlacement(pick, self._limits, self.workers)))
+        placement = (FlowPlacement(feeds.pick, self._limits, self.workers) if self._placement == "load"
+                     else hash_placement(self.workers, self._limits))
+        route_capture(reader, FrameRouting(self.workers, reader, send, placement))
         self._tell_others(_end_message(reader))
         return reader.packets, reader.wire_bytes, reader.last_ts
 
@@ -916,8 +918,7 @@ class Feeds:
     def close(self, *, discard: bool = False) -> None:
         """Every feed written out (`discard`: dropped) and closed; a failed write is not raised:
         that worker is gone, and the parent says so."""
-        queues, self._queues = self._queues[1:], [None]
-        for queue in queues:
+        for queue in self._queues[1:]:
             with contextlib.suppress(OSError):
                 queue.close(discard=discard)
 
@@ -962,6 +963,7 @@ def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options
     File mode (`numbers`, `spool`): the whole of its files (the run's files `numbers`), spooled."""
     _child_start(others, parent)
     reading: Feeds | None = None
+    finished = False  # failed: the workers it fed are not given the rest, they are told it ended
     try:
         options = dict(options)
         engine = options.pop("engine", None)
@@ -989,19 +991,16 @@ def _worker_main(index: int, workers: int, files: list[Path], conn: Any, options
         summary = {"stats": analyzer.stats, "policy": None if policy is None else policy.counts(),
                    "numbers": numbers}
         conn.send_bytes(pickle.dumps(("done", summary), protocol=5))
+        finished = True
     except ReaderGone as exc:
         conn.send_bytes(pickle.dumps(("gone", str(exc)), protocol=5))
     except FedWorkerGone as exc:
         conn.send_bytes(pickle.dumps(("lost", exc.index), protocol=5))
-        if reading is not None:
-            reading.close(discard=True)
     except BaseException:  # reported to the parent, which fails the run
         conn.send_bytes(pickle.dumps(("error", traceback.format_exc()), protocol=5))
-        if reading is not None:  # the workers it fed are told it ended, and say so
-            reading.close(discard=True)
     finally:
-        if reading is not None:
-            reading.close()  # what they still need of the captures, written out
+        if reading is not None:  # finished: what the others still need of the captures, written out
+            reading.close(discard=not finished)
         conn.close()
 
 
@@ -1017,8 +1016,7 @@ def _die_with_parent(parent: int | None) -> None:
 
 
 class WorkerFailed(RuntimeError):
-    """A worker process died or raised; its traceback is the message (or, when the reading
-    process died, what the worker saw of that)."""
+    """A worker process died or raised; its traceback is the message, or that it exited."""
 
 
 def plan_files(sizes: Sequence[int], workers: int, *, balance: float | None = FILE_BALANCE) -> list[list[int]] | None:
@@ -1072,11 +1070,13 @@ def _workers(jobs: list[tuple[list[Path], tuple]], options: dict[str, Any],
     for index, (files, extra) in enumerate(jobs):
         # A process keeps only its own ends: when one dies, its pipes end (EOF, EPIPE) at once.
         kwargs: dict[str, Any] = {"parent": parent}
+        own = [pipes[index][1]]
         if feeds and index == 0:
             kwargs["feeds"] = [sender for _, sender in feeds]
+            own += kwargs["feeds"]
         elif feeds:
             kwargs["feed"] = feeds[index - 1][0]
-        own = [pipes[index][1], *kwargs.get("feeds", ()), *([kwargs["feed"]] if "feed" in kwargs else [])]
+            own.append(kwargs["feed"])
         processes.append(context.Process(target=_worker_main, daemon=True,
                                          args=(index, len(jobs), files, pipes[index][1], options,
                                                [end for end in ends if end not in own], *extra),
