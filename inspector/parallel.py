@@ -71,6 +71,7 @@ import heapq
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import struct
 import tempfile
@@ -161,6 +162,36 @@ _NULL_FAMILIES = frozenset((2, 24, 28, 30))
 _FIXED_IP_OFFSET = {LINKTYPE_RAW: 0, LINKTYPE_IPV4: 0, LINKTYPE_IPV6: 0, LINKTYPE_LINUX_SLL: 16,
                     LINKTYPE_LINUX_SLL2: 20, LINKTYPE_NULL: 4, LINKTYPE_LOOP: 4}
 _SLL_PROTOCOL = {LINKTYPE_LINUX_SLL: 14, LINKTYPE_LINUX_SLL2: 0}
+
+
+def _direction_pattern(ipv4_prefix: bytes, ipv6_prefix: bytes) -> Callable[[bytes], re.Match[bytes] | None]:
+    """A matcher of the frames whose flow key :func:`frame_flow_key` reads from the addresses and
+    ports at fixed offsets: a whole IPv4 header of 20 bytes that is no fragment, or an IPv6 header
+    with TCP or UDP next, then a whole TCP or UDP header. Group 1 (IPv4) or 2 (IPv6) is one
+    direction's addresses and ports as the frame holds them, which decide the flow key. The
+    conditions are frame_flow_key's, byte for byte (tests check the two agree), so a frame the
+    pattern takes is one frame_flow_key gives a key, and the key is a function of the group."""
+    tcp_or_udp = rb"(?:\x06(?=.{%d}[\x50-\xff].{7})|\x11(?=.{%d}))"
+    ipv4 = (rb"E.(?:[\x01-\xff].|\x00[\x1c-\xff])..[\x00\x40\x80\xc0]\x00." + tcp_or_udp % (22, 14 + 4)
+            + rb"..(.{12})")
+    ipv6 = rb"[\x60-\x6f].{5}" + tcp_or_udp % (1 + 32 + 12, 1 + 32 + 8) + rb".(.{36})"
+    return re.compile(rb"(?s)" + ipv4_prefix + ipv4 + rb"|" + ipv6_prefix + ipv6).match
+
+
+def _no_direction(data: bytes) -> None:
+    return None
+
+
+#: Per link type, the matcher of frames whose flow key is a function of one direction's raw
+#: addresses and ports (the router's memo of owners by those bytes; other link types: none).
+_DIRECTION = {
+    LINKTYPE_ETHERNET: _direction_pattern(rb".{12}\x08\x00", rb".{12}\x86\xdd"),
+    LINKTYPE_LINUX_SLL: _direction_pattern(rb".{14}\x08\x00", rb".{14}\x86\xdd"),
+    LINKTYPE_LINUX_SLL2: _direction_pattern(rb"\x08\x00.{18}", rb"\x86\xdd.{18}"),
+    LINKTYPE_RAW: _direction_pattern(b"", b""),
+    LINKTYPE_IPV4: _direction_pattern(b"", b""),
+    LINKTYPE_IPV6: _direction_pattern(b"", b""),
+}
 
 
 def flow_key(src: bytes, dst: bytes, sport: int, dport: int) -> int:
@@ -256,8 +287,11 @@ class FlowPlacement:
         self._pick = pick
         self.memory = max(limits.flow_idle_timeout, limits.tcp_closed_linger) + 2 * EXPIRY_CHECK_INTERVAL
         self.cap = max(1, limits.max_flows * workers)
-        #: The owners of the flows seen in this generation (looked up directly, per frame).
+        #: The owners of the flows seen in this generation, by flow key.
         self.current: dict[int, int] = {}
+        #: The same owners by one direction's raw addresses and ports (`_DIRECTION`), for this
+        #: generation: a memo that spares most frames the unpack and the hash (looked up per frame).
+        self.directions: dict[bytes, int] = {}
         self._previous: dict[int, int] = {}
         self._next_generation = float("-inf")
         self._decoder = PacketDecoder(limits)
@@ -275,6 +309,14 @@ class FlowPlacement:
         current[key] = owner
         return owner
 
+    def place_direction(self, direction: bytes, key: int) -> int:
+        """The owner of flow `key`, remembered for `direction` (its raw addresses and ports one way)."""
+        owner = self.current.get(key)
+        if owner is None:
+            owner = self.place(key)
+        self.directions[direction] = owner
+        return owner
+
     def clock(self, ts: float) -> None:
         """Capture time has reached `ts` (told once per expiry interval)."""
         if ts >= self._next_generation:
@@ -283,7 +325,8 @@ class FlowPlacement:
 
     def _new_generation(self) -> None:
         self._previous = self.current.copy()
-        self.current.clear()  # the same dict: a router holds its `get`
+        self.current.clear()  # the same dicts: a router holds their `get`
+        self.directions.clear()
 
     def decoded_owner(self, frame: tuple) -> int:
         """The owner of the packet a frame every worker decodes makes; UNKNOWN when it makes none
@@ -395,6 +438,9 @@ class FrameRouting:
         self._send = send
         self._placement = placement
         self._owner = placement.current.get
+        self._direction_owner = placement.directions.get
+        self._linktype = -1
+        self._direction: Callable[[bytes], re.Match[bytes] | None] = _no_direction
         self._secrets = 0  # the reader's secrets blocks sent so far
         self._now = self._next_check = float("-inf")
         self._order = [*range(1, workers), 0]  # worker 0 reads: it takes its own batch last
@@ -411,7 +457,6 @@ class FrameRouting:
         decode can tell), and its time to the others where their flow tables look for idle flows."""
         ts = frame[0]
         number = frame[4]
-        key = frame_flow_key(frame[2], 0, len(frame[2]), frame[1])
         clock = not number & 0xFF
         if ts > self._now:  # FlowTable.packet and .tick: when the table looks for idle flows
             self._now = ts
@@ -419,10 +464,24 @@ class FrameRouting:
                 self._next_check = ts + EXPIRY_CHECK_INTERVAL
                 clock = True
                 self._placement.clock(ts)
-        if key is not None:
-            owner = self._owner(key)
+        data = frame[2]
+        if frame[1] != self._linktype:
+            self._linktype = frame[1]
+            self._direction = _DIRECTION.get(frame[1], _no_direction)
+        match = self._direction(data)
+        if match is not None:  # the common frame: its owner by its raw addresses and ports
+            direction = match[1] or match[2]
+            owner = self._direction_owner(direction)
             if owner is None:
+                key = frame_flow_key(data, 0, len(data), frame[1])
+                owner = self._placement.place_direction(direction, key)  # type: ignore[arg-type]  (never None here)
+        else:
+            key = frame_flow_key(data, 0, len(data), frame[1])
+            if key is None:
+                owner = None
+            elif (owner := self._owner(key)) is None:
                 owner = self._placement.place(key)
+        if owner is not None:
             self._appends[owner](frame)
             if clock:
                 mark = (ts, number)

@@ -106,6 +106,71 @@ def test_frame_flow_key_agrees_with_the_decoder_and_refers_odd_frames_to_it():
     assert unknown < checked / 10
 
 
+def _eth(ethertype: int, ip: bytes) -> bytes:
+    return bytes(6) + bytes([2, 0, 0, 0, 0, 1]) + ethertype.to_bytes(2, "big") + ip
+
+
+def _common_frames() -> list[bytes]:
+    """Ethernet frames of the kinds the routers read at fixed offsets: IPv4 and IPv6, TCP and UDP,
+    built here, and the first frames of a shipped capture."""
+    import struct
+
+    from inspector.capture.reader import open_capture
+
+    tcp = struct.pack("!HHIIBBHHH", 40000, 8001, 1, 2, 0x50, 0x18, 512, 0, 0) + b"payload"
+    udp = struct.pack("!HHHH", 5353, 53, 15, 0) + b"payload"
+    frames = []
+    for proto, transport in ((6, tcp), (17, udp)):
+        ipv4 = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(transport), 7, 0x4000, 64, proto, 0,
+                           bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+        ipv6 = struct.pack("!IHBB16s16s", 0x60000000, len(transport), proto, 64, bytes(range(16)),
+                           bytes(range(16, 32)))
+        frames += [_eth(0x0800, ipv4 + transport), _eth(0x86DD, ipv6 + transport)]
+    with open_capture(LAB / "mixed.pcap") as reader:
+        frames += [frame.data for _, frame in zip(range(40), reader)]
+    return frames
+
+
+def test_the_routers_memo_takes_exactly_the_frames_whose_key_is_their_raw_addresses_and_ports():
+    """The reading worker places the common frame by its raw addresses and ports (one direction,
+    a memo of owners) and computes `frame_flow_key` only for a direction it has not seen. That is
+    right only if every frame the matcher takes is one frame_flow_key gives a key, and that key is
+    the flow key of the matched bytes: checked on the common frames under every link type the
+    matchers cover, each cut at every length and with every header byte set to values that flip
+    the conditions (version, header length, fragment bits, protocol, TCP data offset, lengths)."""
+    from inspector.capture.decode import LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_RAW
+    from inspector.lab.craft import RELINK_TYPES, relink
+    from inspector.parallel import _DIRECTION
+
+    def key_of(direction: bytes) -> int:
+        half = len(direction) // 2 - 2
+        return flow_key(direction[:half], direction[half:2 * half], int.from_bytes(direction[-4:-2], "big"),
+                        int.from_bytes(direction[-2:], "big"))
+
+    values = (0x00, 0x06, 0x11, 0x1B, 0x1C, 0x20, 0x3F, 0x40, 0x45, 0x46, 0x4F, 0x50, 0x60, 0x6F, 0x80, 0x86,
+              0xC0, 0xDD, 0xFF)
+    taken = refused = 0
+    for ethernet in _common_frames():
+        variants = [(1, ethernet), *((RELINK_TYPES[link], relink(ethernet, link)) for link in ("sll", "sll2"))]
+        ip = ethernet[14:]
+        variants += [(LINKTYPE_RAW, ip), (LINKTYPE_IPV4 if ip[0] >> 4 == 4 else LINKTYPE_IPV6, ip)]
+        for linktype, frame in variants:
+            match = _DIRECTION[linktype](frame)
+            assert match is not None  # the common frame itself is taken
+            mutants = [frame[:size] for size in range(len(frame))]
+            mutants += [frame[:at] + bytes([value]) + frame[at + 1:] for at in range(min(len(frame), 80))
+                        for value in values]
+            for data in [frame, *mutants]:
+                match = _DIRECTION[linktype](data)
+                key = frame_flow_key(data, 0, len(data), linktype)
+                if match is None:
+                    refused += 1
+                    continue
+                taken += 1
+                assert key is not None and key == key_of(match[1] or match[2]), (linktype, data.hex())
+    assert taken > 10_000 and refused > 10_000
+
+
 def test_a_placement_remembers_a_flow_until_the_workers_have_ended_it():
     """An owner is kept at least `memory` of capture time after the flow's last frame (the idle
     timeout and the closed-flow linger, plus the expiry interval), then forgotten; a flow in the
@@ -129,6 +194,22 @@ def test_a_placement_remembers_a_flow_until_the_workers_have_ended_it():
     assert placement.place(3) == 2
     assert placement.early == 1 and placement.current == {3: 2}
     assert placement.place(2) == 1  # from the generation the cap closed
+
+
+def test_a_placement_remembers_directions_of_a_flow_for_its_generation():
+    """The router's memo (a direction's raw addresses and ports -> owner) holds what `current`
+    holds for this generation and is emptied with it, so a forgotten flow is placed anew."""
+    picks = iter(range(100))
+    placement = FlowPlacement(lambda key: next(picks) % 2, DEFAULT_LIMITS, 2)
+    placement.clock(0.0)
+    assert placement.place_direction(b"a->b", 111) == 0 and placement.place_direction(b"b->a", 111) == 0
+    assert placement.directions == {b"a->b": 0, b"b->a": 0} and placement.current == {111: 0}
+    assert placement.place_direction(b"c->d", 222) == 1
+    placement.clock(placement.memory)
+    assert placement.directions == {} and placement.current == {}
+    assert placement.place_direction(b"b->a", 111) == 0  # back from the previous generation
+    placement.clock(3 * placement.memory)
+    assert placement.place_direction(b"c->d", 222) == 0  # forgotten: placed anew
 
 
 def _relinked(path: Path, out: Path, link: str) -> Path:
