@@ -5,7 +5,8 @@ checks), lives in one worker. Worker 0 reads every capture once and feeds each o
 through its own pipe, the frames of its flows (FrameRouting, route_capture; a pcap's record loop
 hands each frame over without a generator step, CaptureReader.routing), and analyzes its own
 share in between. A flow is placed at its first frame (FlowPlacement, by the symmetric
-:func:`flow_key` of its addresses and ports, read in place by :func:`frame_flow_key`): with the
+:func:`flow_key` of its addresses and ports, read in place by :func:`frame_flow_key`; later
+frames find their owner by one direction's raw address and port bytes, `_DIRECTION`): with the
 next worker whose feed holds less than LOAD_BACKLOG_BYTES, else with worker 0 (Feeds.pick), so
 the reading worker, which also walks every frame, takes what the others cannot keep up with and
 no worker sits idle while another has a backlog; `placement="hash"` places by key alone (the
@@ -310,11 +311,17 @@ class FlowPlacement:
         return owner
 
     def place_direction(self, direction: bytes, key: int) -> int:
-        """The owner of flow `key`, remembered for `direction` (its raw addresses and ports one way)."""
+        """The owner of flow `key`, remembered for `direction` (its raw addresses and ports one
+        way). The memo holds at most two directions per flow the generation may hold: addresses
+        and ports crafted to share one key would otherwise grow it without a new flow; past that
+        it starts again empty (a memo: what it forgets is looked up by key)."""
         owner = self.current.get(key)
         if owner is None:
             owner = self.place(key)
-        self.directions[direction] = owner
+        directions = self.directions
+        if len(directions) >= 2 * self.cap:
+            directions.clear()
+        directions[direction] = owner
         return owner
 
     def clock(self, ts: float) -> None:

@@ -212,6 +212,21 @@ def test_a_placement_remembers_directions_of_a_flow_for_its_generation():
     assert placement.place_direction(b"c->d", 222) == 0  # forgotten: placed anew
 
 
+def test_the_direction_memo_stays_bounded_when_many_directions_share_one_key():
+    """Addresses and ports can be chosen to share one flow key (the same XORs): each is one more
+    direction, no more flows. The memo is capped at two directions per flow the generation may
+    hold, and a direction it dropped still finds its flow's owner by key."""
+    from dataclasses import replace
+
+    placement = FlowPlacement(lambda key: 1, replace(DEFAULT_LIMITS, max_flows=5), 2)
+    placement.clock(0.0)
+    for n in range(1000):
+        assert placement.place_direction(n.to_bytes(12, "big"), 777) == 1
+        assert len(placement.directions) <= 2 * placement.cap == 20
+    assert placement.current == {777: 1} and placement.early == 0
+    assert placement.place_direction((0).to_bytes(12, "big"), 777) == 1
+
+
 def _relinked(path: Path, out: Path, link: str) -> Path:
     """The capture's Ethernet frames under another link layer (inspector.lab.craft.relink)."""
     from inspector.capture.reader import open_capture
