@@ -480,8 +480,8 @@ class FrameRouting:
             direction = match[1] or match[2]
             owner = self._direction_owner(direction)
             if owner is None:
-                key = frame_flow_key(data, 0, len(data), frame[1])
-                owner = self._placement.place_direction(direction, key)  # type: ignore[arg-type]  (never None here)
+                key = frame_flow_key(data, 0, len(data), frame[1])  # never None for a matched frame
+                owner = self._placement.place_direction(direction, key)  # type: ignore[arg-type]
         else:
             key = frame_flow_key(data, 0, len(data), frame[1])
             if key is None:
