@@ -143,12 +143,6 @@ PLACEMENTS = ("load", "hash")
 LOAD_BACKLOG_BYTES = 1 << 20
 UNKNOWN = -1
 
-#: The common frame in one unpack: Ethernet, a 20-byte IPv4 header and TCP (ethertype,
-#: version/IHL, total length, fragment word, protocol, addresses, ports, TCP data offset), or an
-#: IPv6 header without extensions and TCP (version byte, next header, the addresses in 64-bit
-#: halves, ports, TCP data offset).
-_ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2xIIHH8xB").unpack_from
-_ETH_IPV6_TCP = struct.Struct("!14xB5xBxQQQQHH8xB").unpack_from
 _U16 = struct.Struct("!H").unpack_from
 _U32_LE = struct.Struct("<I").unpack_from
 _U32_BE = struct.Struct("!I").unpack_from
@@ -165,13 +159,21 @@ _FIXED_IP_OFFSET = {LINKTYPE_RAW: 0, LINKTYPE_IPV4: 0, LINKTYPE_IPV6: 0, LINKTYP
 _SLL_PROTOCOL = {LINKTYPE_LINUX_SLL: 14, LINKTYPE_LINUX_SLL2: 0}
 
 
-def _direction_pattern(ipv4_prefix: bytes, ipv6_prefix: bytes) -> Callable[[bytes], re.Match[bytes] | None]:
-    """A matcher of the frames whose flow key :func:`frame_flow_key` reads from the addresses and
-    ports at fixed offsets: a whole IPv4 header of 20 bytes that is no fragment, or an IPv6 header
-    with TCP or UDP next, then a whole TCP or UDP header. Group 1 (IPv4) or 2 (IPv6) is one
-    direction's addresses and ports as the frame holds them, which decide the flow key. The
-    conditions are frame_flow_key's, byte for byte (tests check the two agree), so a frame the
-    pattern takes is one frame_flow_key gives a key, and the key is a function of the group."""
+def _direction_pattern(ip_offset: int, protocol_at: int | None) -> Callable[[bytes], re.Match[bytes] | None]:
+    """A matcher of the frames of a link type whose network layer starts at `ip_offset` (its
+    protocol, when the link layer names one, a 16-bit ethertype at `protocol_at`) and whose flow
+    key :func:`frame_flow_key` reads from the addresses and ports at fixed offsets: a whole IPv4
+    header of 20 bytes that is no fragment, or an IPv6 header with TCP or UDP next, then a whole
+    TCP or UDP header. Group 1 (IPv4) or 2 (IPv6) is one direction's addresses and ports as the
+    frame holds them, which decide the flow key. The conditions are frame_flow_key's, byte for
+    byte (tests check the two agree), so a frame the pattern takes is one frame_flow_key gives a
+    key, and the key is a function of the group."""
+    def prefix(ethertype: int) -> bytes:
+        if protocol_at is None:
+            return rb".{%d}" % ip_offset
+        return rb".{%d}%s.{%d}" % (protocol_at, re.escape(ethertype.to_bytes(2, "big")), ip_offset - protocol_at - 2)
+
+    ipv4_prefix, ipv6_prefix = prefix(ETHERTYPE_IPV4), prefix(ETHERTYPE_IPV6)
     tcp_or_udp = rb"(?:\x06(?=.{%d}[\x50-\xff].{7})|\x11(?=.{%d}))"
     ipv4 = (rb"E.(?:[\x01-\xff].|\x00[\x1c-\xff])..[\x00\x40\x80\xc0]\x00." + tcp_or_udp % (22, 14 + 4)
             + rb"..(.{12})")
@@ -186,12 +188,9 @@ def _no_direction(data: bytes) -> None:
 #: Per link type, the matcher of frames whose flow key is a function of one direction's raw
 #: addresses and ports (the router's memo of owners by those bytes; other link types: none).
 _DIRECTION = {
-    LINKTYPE_ETHERNET: _direction_pattern(rb".{12}\x08\x00", rb".{12}\x86\xdd"),
-    LINKTYPE_LINUX_SLL: _direction_pattern(rb".{14}\x08\x00", rb".{14}\x86\xdd"),
-    LINKTYPE_LINUX_SLL2: _direction_pattern(rb"\x08\x00.{18}", rb"\x86\xdd.{18}"),
-    LINKTYPE_RAW: _direction_pattern(b"", b""),
-    LINKTYPE_IPV4: _direction_pattern(b"", b""),
-    LINKTYPE_IPV6: _direction_pattern(b"", b""),
+    LINKTYPE_ETHERNET: _direction_pattern(14, 12),
+    **{linktype: _direction_pattern(offset, _SLL_PROTOCOL.get(linktype))
+       for linktype, offset in _FIXED_IP_OFFSET.items() if linktype not in (LINKTYPE_NULL, LINKTYPE_LOOP)},
 }
 
 
@@ -210,16 +209,8 @@ def flow_key(src: bytes, dst: bytes, sport: int, dport: int) -> int:
 
 def frame_flow_key(buf: bytes, start: int, stop: int, linktype: int) -> int | None:
     """The :func:`flow_key` of the frame `buf[start:stop]`, read in place; None when only a full
-    decode can tell (anything but a plain, whole IPv4 or IPv6 TCP/UDP header)."""
-    if linktype == LINKTYPE_ETHERNET and stop - start >= 54:  # the common frame in one unpack
-        ethertype, vihl, total, frag, proto, src, dst, sport, dport, offset = _ETH_IPV4_TCP(buf, start)
-        if ethertype == ETHERTYPE_IPV4 and vihl == 0x45 and not frag & 0x3FFF and total >= 28 \
-                and proto == IPPROTO_TCP and offset >= 0x50:
-            return hash((src ^ dst, sport ^ dport))
-        if ethertype == ETHERTYPE_IPV6 and stop - start >= 74:
-            version, proto, src_high, src_low, dst_high, dst_low, sport, dport, offset = _ETH_IPV6_TCP(buf, start)
-            if version >> 4 == 6 and proto == IPPROTO_TCP and offset >= 0x50:
-                return hash((src_high ^ src_low ^ dst_high ^ dst_low, sport ^ dport))
+    decode can tell (anything but a plain, whole IPv4 or IPv6 TCP/UDP header). The router calls
+    it for a direction it has not met, or a frame `_DIRECTION` does not take."""
     if linktype == LINKTYPE_ETHERNET:
         if stop - start < 34:
             return None
@@ -310,14 +301,17 @@ class FlowPlacement:
         current[key] = owner
         return owner
 
+    def owner(self, key: int) -> int:
+        """The owner of flow `key`: the one it has in this generation, else :meth:`place`'s."""
+        owner = self.current.get(key)
+        return self.place(key) if owner is None else owner
+
     def place_direction(self, direction: bytes, key: int) -> int:
         """The owner of flow `key`, remembered for `direction` (its raw addresses and ports one
         way). The memo holds at most two directions per flow the generation may hold: addresses
         and ports crafted to share one key would otherwise grow it without a new flow; past that
         it starts again empty (a memo: what it forgets is looked up by key)."""
-        owner = self.current.get(key)
-        if owner is None:
-            owner = self.place(key)
+        owner = self.owner(key)
         directions = self.directions
         if len(directions) >= 2 * self.cap:
             directions.clear()
@@ -347,9 +341,7 @@ class FlowPlacement:
             decoder.drain_anomalies()  # the workers report them
         if packet is None:
             return UNKNOWN
-        key = flow_key(packet.src, packet.dst, packet.sport, packet.dport)
-        owner = self.current.get(key)
-        return self.place(key) if owner is None else owner
+        return self.owner(flow_key(packet.src, packet.dst, packet.sport, packet.dport))
 
 
 def hash_placement(workers: int, limits: Limits = DEFAULT_LIMITS) -> FlowPlacement:
@@ -444,7 +436,6 @@ class FrameRouting:
         self._reader = reader
         self._send = send
         self._placement = placement
-        self._owner = placement.current.get
         self._direction_owner = placement.directions.get
         self._linktype = -1
         self._direction: Callable[[bytes], re.Match[bytes] | None] = _no_direction
@@ -484,10 +475,7 @@ class FrameRouting:
                 owner = self._placement.place_direction(direction, key)  # type: ignore[arg-type]
         else:
             key = frame_flow_key(data, 0, len(data), frame[1])
-            if key is None:
-                owner = None
-            elif (owner := self._owner(key)) is None:
-                owner = self._placement.place(key)
+            owner = None if key is None else self._placement.owner(key)
         if owner is not None:
             self._appends[owner](frame)
             if clock:
