@@ -24,9 +24,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from inspector.anomaly.baseline import Baseline
 from inspector.capture.decode import PacketDecoder
 from inspector.capture.flows import Flow, FlowTable
 from inspector.capture.packet import IPPROTO_TCP
@@ -35,8 +34,11 @@ from inspector.capture.router import StreamRouter
 from inspector.capture.tls_keylog import CaptureKeys, KeyLog
 from inspector.egress.policy import EgressPolicy, egress_decision
 from inspector.limits import DEFAULT_LIMITS, Limits
-from inspector.policy.monitor import PolicyMonitor
 from inspector.records import anomaly_record, base_record, exception_site, format_ts
+
+if TYPE_CHECKING:  # only with --baseline or --policy, which import them
+    from inspector.anomaly.baseline import Baseline
+    from inspector.policy.monitor import PolicyMonitor
 
 _DECODE_LAYERS = {"fragment": "ip", "ipv4": "ip", "ipv6": "ip", "ethernet": "link", "vlan": "link",
                   "sll": "link", "sll2": "link", "null": "link", "loop": "link", "unsupported": "link"}

@@ -15,14 +15,14 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from inspector import __version__
+from inspector.console import Console, escape, new_table
 from inspector.cpus import process_count
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 EXIT_OK = 0
 EXIT_DAMAGED = 1
@@ -253,7 +253,7 @@ def _run_files(analyzer: Any, files: list[Path], console: Console, show_progress
 
     total = sum(p.stat().st_size for p in files if p.is_file())
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as progress:
+                  TimeRemainingColumn(), console=console.rich, transient=True) as progress:
         if parallel:
             task = progress.add_task(f"analyzing ({analyzer.workers} workers)", total=total)
             analyzer.analyze_files(files, progress=lambda done: progress.update(task, completed=done))
@@ -271,7 +271,7 @@ def _run_files(analyzer: Any, files: list[Path], console: Console, show_progress
 def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) -> None:
     stats = analyzer.stats
     rate = stats.packets / elapsed if elapsed > 0 else 0.0
-    files = Table(title="Captures", title_justify="left")
+    files = new_table(title="Captures", title_justify="left")
     for column in ("file", "format", "packets", "status"):
         files.add_column(column, justify="right" if column == "packets" else "left")
     for f in stats.files:
@@ -279,7 +279,7 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
         files.add_row(escape(f.path), f.format or "-", str(f.packets), status)
     console.print(files)
 
-    overview = Table(title="Summary", title_justify="left", show_header=False)
+    overview = new_table(title="Summary", title_justify="left", show_header=False)
     overview.add_column("what")
     overview.add_column("count", justify="right")
     overview.add_row("packets", f"{stats.packets:,}")
@@ -302,14 +302,14 @@ def _print_summary(console: Console, analyzer: Any, elapsed: float, eve: str) ->
 
     _print_not_analysed(console, stats)
     if stats.anomalies:
-        table = Table(title="Anomalies", title_justify="left")
+        table = new_table(title="Anomalies", title_justify="left")
         table.add_column("layer.event")
         table.add_column("count", justify="right")
         for name, n in stats.anomalies.most_common(15):
             table.add_row(escape(name), str(n))
         console.print(table)
     if stats.alerts:
-        table = Table(title="Alerts by rule", title_justify="left")
+        table = new_table(title="Alerts by rule", title_justify="left")
         table.add_column("sid", justify="right")
         table.add_column("signature")
         table.add_column("count", justify="right")
@@ -342,7 +342,7 @@ def _print_not_analysed(console: Console, stats: Any) -> None:
     rows = not_analysed(stats)
     if not rows:
         return
-    table = Table(title="Not analysed (the EVE stats record has every counter)", title_justify="left")
+    table = new_table(title="Not analysed (the EVE stats record has every counter)", title_justify="left")
     table.add_column("what")
     table.add_column("count", justify="right")
     for what, count, size in rows:
@@ -355,7 +355,7 @@ def _print_tls_summary(console: Console, counts: Any, keylog: Any) -> None:
     handshakes = counts.get("tls_handshakes", 0)
     if not handshakes and keylog is None:
         return
-    table = Table(title="TLS", title_justify="left", show_header=False)
+    table = new_table(title="TLS", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("count", justify="right")
     table.add_row("handshakes", f"{handshakes:,}")
@@ -395,7 +395,7 @@ def cmd_fields(args: argparse.Namespace) -> int:
     title = "Field catalogue: a rule's field is the EVE record's JSON path"
     if args.event:
         title += f" (fields a rule with `event: {args.event}` may use)"
-    table = Table(title=title, title_justify="left")
+    table = new_table(title=title, title_justify="left")
     for column in ("name", "type", "events", "description"):
         table.add_column(column)
     for row in rows:

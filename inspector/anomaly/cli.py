@@ -17,12 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
 from inspector.anomaly.baseline import Baseline, BaselineError, BaselineParams
 from inspector.anomaly.learn import learn_baseline
+from inspector.console import Console, escape, new_table
 
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
 ONLINE = "online"
@@ -96,14 +93,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     learned = data["learned"]
     console.print(f"{args.baseline}: {learned['records']} records, {learned['seconds']:.0f} s "
                   f"({learned['first']} .. {learned['last']})")
-    table = Table(title="sets (new_* anomalies)", title_justify="left")
+    table = new_table(title="sets (new_* anomalies)", title_justify="left")
     for column in ("set", "scope", "observations", "distinct"):
         table.add_column(column)
     for key, known in baseline.sets:
         kind, _, scope = key.partition("|")
         table.add_row(kind, escape(scope), str(known.observations), str(len(known.values)))
     console.print(table)
-    rates = Table(title="request rates (rate_spike) and sizes (payload_size)", title_justify="left")
+    rates = new_table(title="request rates (rate_spike) and sizes (payload_size)", title_justify="left")
     for column in ("client|server|subject", "intervals", "mean/interval", "usual bytes"):
         rates.add_column(column)
     for key, counter in baseline.rates:

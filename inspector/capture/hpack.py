@@ -7,7 +7,8 @@ RFC's size accounting (name + value octets + 32 per entry, section 4.1), evicts 
 (section 4.4), and applies dynamic table size updates (section 6.3) within the limit the receiver
 advertised (SETTINGS_HEADER_TABLE_SIZE), which the caller sets as `max_table_size`.
 
-Huffman strings (section 5.2) are decoded by a byte-at-a-time automaton built once at import: its
+Huffman strings (section 5.2) are decoded by a byte-at-a-time automaton built once, when the
+first Huffman string is decoded (about 25 ms; a run that meets no HTTP/2 never builds it): its
 states are the 256 internal nodes of the code tree (plus a dead state entered when EOS is decoded),
 and for each (state, input octet) two flat lists hold the octets emitted and the next state. A
 string costs one lookup per input octet and one join. The string is accepted only if it ends at the
@@ -218,7 +219,11 @@ def _code_tree() -> list[list[int]]:
     return nodes
 
 
-def _build_automaton() -> tuple[list[bytes], list[int], frozenset[int], int, list[tuple[int, bool]]]:
+#: (emit, next_state, accepting, dead, paths): see _build_automaton.
+_Automaton = tuple[list[bytes], list[int], frozenset[int], int, list[tuple[int, bool]]]
+
+
+def _build_automaton() -> _Automaton:
     """The byte-at-a-time Huffman automaton (see the module docstring).
 
     Returns `(emit, next_state, accepting, dead, paths)`: states are numbered premultiplied by 256
@@ -271,13 +276,19 @@ def _build_automaton() -> tuple[list[bytes], list[int], frozenset[int], int, lis
     return emit, next_state, accepting, premultiplied[dead], paths
 
 
-_EMIT, _NEXT, _ACCEPTING, _DEAD, _PATHS = _build_automaton()
+_automaton: _Automaton | None = None
+
+
+def _huffman_automaton() -> _Automaton:
+    global _automaton
+    if _automaton is None:
+        _automaton = _build_automaton()
+    return _automaton
 
 
 def huffman_decode(data: bytes) -> bytes:
     """Decode one Huffman-coded string; raises `HpackHuffmanError` on bad padding or EOS."""
-    emit = _EMIT
-    next_state = _NEXT
+    emit, next_state, accepting, _, _ = _automaton or _huffman_automaton()
     state = 0
     out = []
     append = out.append
@@ -285,15 +296,16 @@ def huffman_decode(data: bytes) -> bytes:
         index = state + octet
         append(emit[index])
         state = next_state[index]
-    if state not in _ACCEPTING:
+    if state not in accepting:
         raise HpackHuffmanError(_huffman_problem(state, len(data)))
     return b"".join(out)
 
 
 def _huffman_problem(state: int, length: int) -> str:
-    if state == _DEAD:
+    _, _, _, dead, paths = _huffman_automaton()
+    if state == dead:
         return f"EOS symbol inside a Huffman string of {length} octets"
-    bits, all_ones = _PATHS[state >> 8]
+    bits, all_ones = paths[state >> 8]
     if all_ones:
         return f"Huffman string of {length} octets ends with {bits} bits of padding (at most 7 allowed)"
     return f"Huffman string of {length} octets ends with {bits} bits that are not all-ones padding"

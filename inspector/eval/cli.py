@@ -18,9 +18,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from inspector.console import Console, escape, new_table
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -97,7 +95,7 @@ def _comparing(args: argparse.Namespace) -> bool:
 
 
 def _print_summary(console: Console, evaluations: list[Any]) -> None:
-    table = Table(title="Evaluation", title_justify="left")
+    table = new_table(title="Evaluation", title_justify="left")
     table.add_column("")
     for evaluation in evaluations:
         table.add_column(evaluation.name, justify="right")

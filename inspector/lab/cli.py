@@ -16,9 +16,7 @@ import argparse
 import json
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from inspector.console import Console, escape, new_table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -34,7 +32,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    table = Table(title=f"{len(rows)} scenarios (inspector lab generate NAME... -o DIR)", title_justify="left")
+    table = new_table(title=f"{len(rows)} scenarios (inspector lab generate NAME... -o DIR)", title_justify="left")
     table.add_column("scenario", no_wrap=True)
     for column in ("what it does", "ATLAS (AML.)", "rules expected", "replay"):
         table.add_column(column)
@@ -98,7 +96,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(json.dumps([{"what": r.what, "step": r.step, "ok": r.ok, "detail": r.detail,
                            "seconds": round(r.seconds, 4)} for r in results], indent=2))
     else:
-        table = Table(title=f"{scenario.name} -> {target.url} ({target.transport})", title_justify="left")
+        table = new_table(title=f"{scenario.name} -> {target.url} ({target.transport})", title_justify="left")
         for column in ("step", "call", "outcome"):
             table.add_column(column)
         for r in results:

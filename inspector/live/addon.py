@@ -65,6 +65,7 @@ from inspector.live.runtime import Runtime, RuntimeSpec, describe_errors, load_p
 from inspector.live.watch import files_fingerprint
 from inspector.policy import PolicyLoadError
 from inspector.policy.zones import proxied_destination
+from inspector.protocols import pickle_scan
 from inspector.protocols.tls import clienthello_events
 from inspector.records import anomaly_record
 from inspector.rules import RuleLoadError
@@ -108,6 +109,7 @@ class InspectorAddon:
     # -- options --------------------------------------------------------------------------------
 
     def load(self, loader: Any) -> None:
+        pickle_scan.preload()  # imported now, not by the first request that carries a pickle
         for spec in opts.OPTIONS:
             loader.add_option(name=spec.name, typespec=spec.typespec, default=spec.default, help=spec.help,
                               choices=spec.choices)

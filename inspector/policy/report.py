@@ -20,10 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
+from inspector.console import Console, escape, new_table
 from inspector.policy.monitor import PolicyMonitor
 
 DEFAULT_RULE = "(default)"
@@ -124,7 +121,7 @@ def render_table(report: dict[str, Any], console: Console) -> None:
     zones_from = sorted({row["from_zone"] for row in report["matrix"]})
     zones_to = sorted({row["to_zone"] for row in report["matrix"]})
     cells = {(row["from_zone"], row["to_zone"]): row for row in report["matrix"]}
-    matrix = Table(title=f"Zone matrix, policy {report['policy']} (default {report['default']}): "
+    matrix = new_table(title=f"Zone matrix, policy {report['policy']} (default {report['default']}): "
                          "flows allowed / violating", title_justify="left")
     matrix.add_column("from \\ to")
     for zone in zones_to:
@@ -132,7 +129,7 @@ def render_table(report: dict[str, Any], console: Console) -> None:
     for f in zones_from:
         matrix.add_row(f, *(_cell_text(cells.get((f, t)), markdown=False) for t in zones_to))
     console.print(matrix)
-    protocols = Table(title="Flows by protocol", title_justify="left")
+    protocols = new_table(title="Flows by protocol", title_justify="left")
     for column in ("from", "to", "protocol", "allowed", "violating", "decided by"):
         protocols.add_column(column, justify="right" if column in ("allowed", "violating") else "left")
     for row in report["by_protocol"]:
@@ -142,7 +139,7 @@ def render_table(report: dict[str, Any], console: Console) -> None:
                           escape(rules))
     console.print(protocols)
     if report["top_violations"]:
-        top = Table(title="Top violating flows", title_justify="left")
+        top = new_table(title="Top violating flows", title_justify="left")
         for column in ("client", "server", "zones", "protocol", "rule", "flows"):
             top.add_column(column, justify="right" if column == "flows" else "left")
         for v in report["top_violations"]:

@@ -14,10 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
+from inspector.console import Console, escape, new_table
 from inspector.rules.config import load_config
 from inspector.rules.errors import RuleLoadError
 from inspector.rules.fixtures import run_rule_tests
@@ -121,7 +118,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    table = Table(title=f"{len(rows)} rule(s)", title_justify="left")
+    table = new_table(title=f"{len(rows)} rule(s)", title_justify="left")
     for column in ("sid", "title", "level", "event", "action", "rate", "file"):
         table.add_column(column, justify="right" if column == "sid" else "left")
     for row in rows:
