@@ -5,7 +5,8 @@ few-percent effects sharding work is made of. Valgrind's callgrind counts the in
 process of a run executes (parent and forked workers): the same run gives the same count, to
 0.1% in one process and about 0.5% sharded (the parent's waits follow the scheduling). Each
 command runs once on the capture and once on an empty capture of the same link type, and the
-difference is the analysis (start-up, imports and rule loading cancel out). Printed: the
+difference is the analysis (start-up, imports and rule loading cancel out, and so does the
+one-time work a run leaves to first use, done up front here in every run). Printed: the
 instructions of `--workers 1` and of `--workers N` (all processes), their ratio (the CPU sharding
 adds), and the speed-up that CPU would allow on N cores if the work split perfectly
 (`N x one / all`): an upper bound of what `bench_offline.py --workers N` can show.
@@ -31,6 +32,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 _COLLECTED = re.compile(r"^==(\d+)== Collected : (\d+)", re.MULTILINE)
+#: `inspector analyze`, with the one-time work a run leaves to first use (the HPACK Huffman
+#: automaton, picklescan's import) done up front, as a sharded run does before it forks: the
+#: empty-capture run then takes it away from one process and from the sharded run alike.
+_ANALYZE = ("import sys\n"
+            "from inspector.capture.hpack import huffman_automaton\n"
+            "from inspector.protocols import pickle_scan\n"
+            "huffman_automaton()\n"
+            "pickle_scan.preload()\n"
+            "from inspector.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
 
 
 def empty_like(capture: Path, out: Path) -> Path:
@@ -53,7 +64,7 @@ def instructions(capture: Path, workers: int, shard: str) -> list[int]:
     differently before forking. String
     hashing is seeded alike in every run, so that dicts and sets behave the same."""
     command = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--callgrind-out-file=/dev/null",
-               sys.executable, "-m", "inspector.cli", "analyze", str(capture), "--eve", "/dev/null", "-q",
+               sys.executable, "-c", _ANALYZE, "analyze", str(capture), "--eve", "/dev/null", "-q",
                "--workers", str(workers), "--shard", shard]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONHASHSEED": "0"})

@@ -973,3 +973,24 @@ def test_worker_pipes_are_widened_where_the_system_allows():
         assert after >= PIPE_BYTES > before
     else:  # refused: the default stays, and nothing raised
         assert after == before
+
+
+def test_a_sharded_run_makes_what_workers_share_before_it_forks(tmp_path):
+    """What one process leaves to first use (the HPACK Huffman automaton, picklescan's import)
+    a sharded run makes in the parent before the fork, once for every worker: the parent, which
+    decodes no frame itself, has both after the run; a process that has only loaded the
+    analyzer has neither."""
+    code = (
+        "import sys\n"
+        "import inspector.capture.hpack as hpack\n"
+        "from inspector.parallel import ParallelAnalyzer\n"
+        "before = (hpack._automaton is not None, 'picklescan' in sys.modules)\n"
+        "records = []\n"
+        "analyzer = ParallelAnalyzer(records.append, 2, shard='flows')\n"
+        f"analyzer.analyze_files([__import__('pathlib').Path({str(LAB / 'bucket-poisoning.pcap')!r})])\n"
+        "after = (hpack._automaton is not None, 'picklescan' in sys.modules)\n"
+        "print(before, after, len(records) > 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          check=True)
+    assert done.stdout.split() == ["(False,", "False)", "(True,", "True)", "True"], done.stdout + done.stderr

@@ -46,6 +46,7 @@ __all__ = [
     "HpackIntegerError",
     "HpackTableSizeError",
     "HpackTruncatedError",
+    "huffman_automaton",
     "huffman_codes",
     "huffman_decode",
 ]
@@ -279,7 +280,9 @@ def _build_automaton() -> _Automaton:
 _automaton: _Automaton | None = None
 
 
-def _huffman_automaton() -> _Automaton:
+def huffman_automaton() -> _Automaton:
+    """The Huffman automaton, built at the first call (a flow-sharded run builds it before it
+    forks its workers, which then share it)."""
     global _automaton
     if _automaton is None:
         _automaton = _build_automaton()
@@ -288,7 +291,7 @@ def _huffman_automaton() -> _Automaton:
 
 def huffman_decode(data: bytes) -> bytes:
     """Decode one Huffman-coded string; raises `HpackHuffmanError` on bad padding or EOS."""
-    emit, next_state, accepting, _, _ = _automaton or _huffman_automaton()
+    emit, next_state, accepting, _, _ = _automaton or huffman_automaton()
     state = 0
     out = []
     append = out.append
@@ -302,7 +305,7 @@ def huffman_decode(data: bytes) -> bytes:
 
 
 def _huffman_problem(state: int, length: int) -> str:
-    _, _, _, dead, paths = _huffman_automaton()
+    _, _, _, dead, paths = huffman_automaton()
     if state == dead:
         return f"EOS symbol inside a Huffman string of {length} octets"
     bits, all_ones = paths[state >> 8]
