@@ -22,7 +22,8 @@ Modules:
     rules/, engine.py   rule loading, matching, rate windows, verdicts (no I/O)
     policy/        segmentation policy: zones, flow rules, checks, the segmentation report
     sinks/         EVE writer, EVE JSON schema, Prometheus textfile of offline runs
-    analyze.py     the offline pipeline; cli.py the command line
+    analyze.py     the offline pipeline; cli.py the command line (console.py: its terminal
+                   output, rich imported at the first print)
 
 Principles: sans-IO parsers that never raise on peer input; every peer-controlled length capped
 (limits.py); time comes from the event (capture time offline); the log is the rule language.

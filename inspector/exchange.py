@@ -121,6 +121,26 @@ class ExchangeBuilder:
             self._anomalies.clear()
         return out
 
+    def counter_for(self, stream_id: int, direction: int) -> Callable[[int], None] | None:
+        """Once a message's body is past all it keeps and no observer reads it, a function that
+        takes the length of more body and does what feeding that body would: count it (and mark
+        the kept body truncated); None while the bytes themselves are still wanted. The live
+        path streams gigabyte bodies through it without an event per chunk."""
+        state = self._bodies.get((stream_id, direction))
+        message = self._message(stream_id, direction)
+        if state is None or message is None or state.observers:
+            return None
+        if not state.keeping:
+            def count(length: int) -> None:
+                message.body_length += length
+        elif state.kept >= self._limits.body_keep_bytes:
+            def count(length: int) -> None:
+                message.body_length += length
+                message.body_truncated = True
+        else:
+            return None
+        return count
+
     def alias(self, new_stream_id: int, old_stream_id: int) -> None:
         """Continue exchange `old_stream_id` under a new id (HTTP/1 -> h2c upgrade: stream 1)."""
         exchange = self._open.pop(old_stream_id, None)

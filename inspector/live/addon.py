@@ -649,14 +649,14 @@ class InspectorAddon:
     def _inspect_request_part(self, tx: Transaction, data: bytes, complete: bool) -> Decision:
         inspector = self.live_inspector()
         if not inspector.blocking_possible():
-            return Decision(action="allow", record={})
+            return Decision(action="allow", record={}, inspected=False)
         exchange, anomalies = request_exchange(inspector.settings.limits, tx.request_head, data, [], time.time(),
                                                complete=complete)
         return inspector.inspect(tx, exchange, anomalies, "request", block_only=True, partial=not complete)
 
     def _inspect_response_part(self, tx: Transaction, head: Any, data: bytes, complete: bool) -> Decision:
         if not self.live_inspector().blocking_possible():
-            return Decision(action="allow", record={})
+            return Decision(action="allow", record={}, inspected=False)
         limits = self.live_inspector().settings.limits
         request_side = tx.request_side
         if request_side is None:

@@ -71,8 +71,10 @@ class HeldBodyStream:
             if self.on_error(exc):
                 self._block("internal error")
                 return []
-            decision = Decision(action="allow", record={})
+            decision = Decision(action="allow", record={}, inspected=False)
         self.decision = decision
+        if decision.inspected:  # what the held part showed is written: the body's end tells the rest
+            self.body.forget_found()
         if decision.action == BLOCK:
             self._block(decision.message)
             return []

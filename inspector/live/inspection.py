@@ -121,6 +121,9 @@ class Decision:
     message: str = ""
     reason: str = ""  # rule, policy, fail_closed
     sid: int | None = None
+    #: False when nothing looked at the exchange (no block rule could act on it, or the
+    #: inspection failed): what its parsers would have found is still to be written.
+    inspected: bool = True
 
 
 class LiveInspector:

@@ -12,6 +12,7 @@ builder decodes gzip/deflate itself, capped). aws-chunked S3 uploads make `conte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from inspector.apps import OBSERVER_FACTORIES
@@ -123,29 +124,47 @@ def merge(request_side: HttpExchange, response_side: HttpExchange | None) -> Htt
 
 class StreamedMessage:
     """A message whose body streams past: fed chunk by chunk to its own builder, which keeps a
-    capped prefix and runs the body observers over every byte."""
+    capped prefix and runs the body observers over every byte. Once the builder wants no more
+    of the bytes (the prefix is kept and no observer reads the body: a model pulled from S3),
+    the rest is only counted, without an event per chunk."""
 
-    __slots__ = ("builder", "direction", "ended", "head")
+    __slots__ = ("_count", "_found", "builder", "direction", "ended", "head")
 
     def __init__(self, limits: Limits, direction: int, head: HttpMessage) -> None:
         self.builder = new_builder(limits)
         self.direction = direction
         self.head = fresh(head)
         self.ended = False
-        self.builder.feed([HeadReceived(stream_id=STREAM, direction=direction, message=self.head,
-                                        end_stream=False, ts=head.ts_start)])
+        self._count: Callable[[int], None] | None = None
+        #: What the builder found while the body went by (a coding that does not decode, a
+        #: decompression bomb), for :meth:`end`.
+        self._found: list = self.builder.feed([HeadReceived(stream_id=STREAM, direction=direction,
+                                                            message=self.head, end_stream=False,
+                                                            ts=head.ts_start)])
 
     def feed(self, data: bytes, ts: float) -> None:
         if data and not self.ended:
-            self.builder.feed([BodyReceived(stream_id=STREAM, direction=self.direction, data=data, ts=ts)])
+            if self._count is not None:
+                self._count(len(data))
+                return
+            found = self.builder.feed([BodyReceived(stream_id=STREAM, direction=self.direction, data=data, ts=ts)])
+            if found:
+                self._found += found
+            self._count = self.builder.counter_for(STREAM, self.direction)
+
+    def forget_found(self) -> None:
+        """What the builder found so far was written by an inspection of the same bytes (a held
+        first part): :meth:`end` reports only what it finds from here on."""
+        self._found = []
 
     def end(self, trailers: Headers, ts: float, *, complete: bool = True) -> tuple[HttpExchange, list]:
         """End the message; the exchange (one side) and the anomalies seen."""
-        results: list = []
+        results: list = self._found
+        self._found = []
         if not self.ended:
             self.ended = True
-            results = self.builder.feed([MessageEnded(stream_id=STREAM, direction=self.direction,
-                                                      trailers=trailers, ts=ts, complete=complete)])
+            results += self.builder.feed([MessageEnded(stream_id=STREAM, direction=self.direction,
+                                                       trailers=trailers, ts=ts, complete=complete)])
         results += self.builder.finish(ts)
         exchange, anomalies = split_results(results)
         if exchange is None:

@@ -10,6 +10,7 @@ import json
 import ssl
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -42,9 +43,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
-        self.end_headers()
         events = [{"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": body.get("model"),
                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]} for word in WORDS]
+        if body.get("corrupt_gzip"):  # gzip whose first event decodes and whose rest does not
+            self.send_header("content-encoding", "gzip")
+            self.end_headers()
+            packer = zlib.compressobj(wbits=31)
+            self._chunk(packer.compress(f"data: {json.dumps(events[0])}\n\n".encode())
+                        + packer.flush(zlib.Z_SYNC_FLUSH))
+            time.sleep(DELAY)
+            self._chunk(b"\xff" * 64)
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            return
+        self.end_headers()
         for event in events:
             self._chunk(f"data: {json.dumps(event)}\n\n".encode())
             time.sleep(DELAY)
@@ -117,6 +129,24 @@ def test_event_stream_passes_chunk_by_chunk(sidecar, certs):
                                              and r["alert"]["signature_id"] == SID_ANSWER])[-1]
     assert alert["alert"]["action"] == "allowed"
     assert sidecar.metric("inspector_streams_total", kind="event_stream") >= 1
+
+
+def test_what_an_answer_shows_as_it_streams_is_written(sidecar, certs):
+    """A gzip event stream whose bytes stop decoding after the first event: it passes as sent,
+    and the anomaly the parsers found in the middle of it is written when it ends."""
+    connection = _connection(sidecar, certs)
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "capital?"}], "stream": True,
+                       "corrupt_gzip": True})
+    connection.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+    response = connection.getresponse()
+    assert response.getheader("content-encoding") == "gzip"
+    sent = response.read()
+    connection.close()
+    assert sent.endswith(b"\xff" * 64)
+    found = sidecar.wait_records(lambda rs: [r for r in rs if r["event_type"] == "anomaly"
+                                             and r["anomaly"]["event"] == "content_decode_error"])
+    assert found[-1]["anomaly"]["layer"] == "http"
+    assert "gzip body does not decode after" in found[-1]["anomaly"]["message"]
 
 
 def test_whole_answer_is_still_blocked(sidecar, certs):

@@ -184,3 +184,78 @@ def test_held_body_stream_inspects_a_small_body_whole():
     assert stream(b"a" * 10) == [] and stream(b"b" * 10) == []
     assert stream(b"") == [b"a" * 10 + b"b" * 10]
     assert seen == [(20, True)]
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, mtime=0)
+
+
+@pytest.mark.parametrize(("headers", "body", "counts_only"), [
+    # a model pulled from S3: past the kept prefix, the rest is only counted
+    ([("content-type", "binary/octet-stream")], bytes(range(256)) * 400, True),
+    # gzip: decoded up to the cap, then counted (the encoded length)
+    ([("content-encoding", "gzip")], _gzip(bytes(range(256)) * 4000), True),
+    # a body that does not decode as its coding says: reported, then counted
+    ([("content-encoding", "br")], bytes(range(256)) * 400, True),
+    # a coding nothing here removes: reported, nothing kept, counted from the start
+    ([("content-encoding", "compress")], bytes(range(256)) * 400, True),
+    # shorter than the kept prefix: every byte kept
+    ([("content-type", "text/plain")], b"x" * 900, False),
+    # a gRPC body: its observer reads every byte, so every chunk goes through the builder
+    ([("content-type", "application/grpc")], b"".join(frame(bytes([i % 256]) * 300) for i in range(300)), False),
+])
+@pytest.mark.parametrize("chunk", [1000, 1024])  # 1024: a chunk ends exactly at the kept prefix's end
+def test_a_streamed_message_is_the_whole_message_whatever_it_skips(headers, body, counts_only, chunk):
+    """A body fed chunk by chunk gives the exchange the builder makes of the body whole (body
+    kept, its length, truncation, decoding, the gRPC messages), whether or not the rest of it
+    is only counted once nothing wants its bytes; and it is counted only then."""
+    from inspector.live.messages import STREAM, new_builder
+
+    limits = Limits(body_keep_bytes=4096)
+    head = HttpMessage(kind="response", version="HTTP/2", status=200, headers=headers)
+    streamed = StreamedMessage(limits, 1, head)
+    for start in range(0, len(body), chunk):
+        streamed.feed(body[start:start + chunk], 1.0)
+    got, got_anomalies = streamed.end([], 2.0)
+    whole = new_builder(limits).whole(1, HttpMessage(kind="response", version="HTTP/2", status=200,
+                                                     headers=list(headers)), body, [], 2.0, stream_id=STREAM)
+    want = next(item for item in whole if hasattr(item, "response"))
+    for name in ("body", "body_length", "body_truncated", "decoded", "encoded", "complete"):
+        assert getattr(got.response, name) == getattr(want.response, name), name
+    assert got.observations.keys() == want.observations.keys()
+    assert [a.event for a in got_anomalies] == [a.event for a in whole if not hasattr(a, "response")]
+    if headers[0][1] == "application/grpc":
+        framer, whole_framer = got.observations["grpc.response"], want.observations["grpc.response"]
+        assert (framer.message_count, framer.total_bytes) == (300, 300 * 300)
+        assert framer.messages == whole_framer.messages
+    assert (streamed._count is not None) == counts_only
+
+
+@pytest.mark.parametrize("held_part_inspected", [True, False])
+@pytest.mark.parametrize("where", ["held part", "after it"])
+def test_a_held_body_reports_each_finding_once(held_part_inspected, where):
+    """A gzip body that stops decoding, in its held first part or after it: the anomaly is
+    reported once, by the inspection of the held part when that looked at it, else when the
+    body ends (no block rule could act on the held part, or its inspection failed)."""
+    import os
+    import zlib
+
+    packer = zlib.compressobj(wbits=31)
+    good = packer.compress(os.urandom(3000)) + packer.flush(zlib.Z_SYNC_FLUSH)  # incompressible: ~3000 bytes
+    data = (b"\xff" * 64 + good) if where == "held part" else (good + b"\xff" * 64)
+    head = HttpMessage(kind="response", version="HTTP/1.1", status=200, headers=[("content-encoding", "gzip")])
+    stream = HeldBodyStream(StreamedMessage(Limits(), 1, head),
+                            lambda held, complete: Decision("allow", {"event_type": "http"},
+                                                            inspected=held_part_inspected),
+                            lambda reason: None, lambda exc: False, lambda: 1.0, hold_bytes=1000)
+    for start in range(0, len(data), 500):
+        stream(data[start:start + 500])
+    stream(b"")
+    _, anomalies = stream.end([], 2.0)
+    reported = [a.event for a in anomalies]
+    if where == "held part" and held_part_inspected:
+        assert reported == []  # the held part's inspection wrote it
+    else:
+        assert reported == ["content_decode_error"]
