@@ -36,10 +36,8 @@ _COLLECTED = re.compile(r"^==(\d+)== Collected : (\d+)", re.MULTILINE)
 #: automaton, picklescan's import) done up front, as a sharded run does before it forks: the
 #: empty-capture run then takes it away from one process and from the sharded run alike.
 _ANALYZE = ("import sys\n"
-            "from inspector.capture.hpack import huffman_automaton\n"
-            "from inspector.protocols import pickle_scan\n"
-            "huffman_automaton()\n"
-            "pickle_scan.preload()\n"
+            "from inspector.analyze import prepare_first_use\n"
+            "prepare_first_use()\n"
             "from inspector.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
 

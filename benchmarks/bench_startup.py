@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from inspector.lab.craft import write_pcap
+
 REPO = Path(__file__).resolve().parent.parent
-#: An empty little-endian pcap: the global header alone (Ethernet link type).
-EMPTY_PCAP = bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000")
 
 
 def timed(argv: list[str]) -> float:
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         empty = Path(directory) / "empty.pcap"
-        empty.write_bytes(EMPTY_PCAP)
+        write_pcap(empty, [])
         contenders = {
             "python -c pass": [sys.executable, "-c", "pass"],
             "import rich.console, rich.table": [sys.executable, "-c", "import rich.console, rich.table"],

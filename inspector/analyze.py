@@ -120,6 +120,17 @@ def expand_paths(paths: Iterable[str | Path], skipped: list[Path] | None = None)
     return out
 
 
+def prepare_first_use() -> None:
+    """Make now what an analysis otherwise makes the first time it needs it (start-up leaves
+    them to runs that do): the HPACK Huffman automaton and picklescan's import. A flow-sharded
+    run calls this before it forks, so its workers share them."""
+    from inspector.capture.hpack import huffman_automaton
+    from inspector.protocols import pickle_scan
+
+    huffman_automaton()
+    pickle_scan.preload()
+
+
 def record_meta(record: dict[str, Any]) -> tuple:
     """What counting a written record takes: `("alert", sid, signature, flow_id)`,
     `("anomaly", "layer.event")`, `("flow", flow_id)` or `(event_type,)`."""

@@ -128,17 +128,16 @@ class ExchangeBuilder:
         path streams gigabyte bodies through it without an event per chunk."""
         state = self._bodies.get((stream_id, direction))
         message = self._message(stream_id, direction)
-        if state is None or message is None or state.observers:
+        if (state is None or message is None or state.observers
+                or (state.keeping and state.kept < self._limits.body_keep_bytes)):
             return None
-        if not state.keeping:
-            def count(length: int) -> None:
-                message.body_length += length
-        elif state.kept >= self._limits.body_keep_bytes:
-            def count(length: int) -> None:
-                message.body_length += length
+        keeping = state.keeping  # past what it keeps: more of it truncates the kept body
+
+        def count(length: int) -> None:
+            message.body_length += length
+            if keeping:
                 message.body_truncated = True
-        else:
-            return None
+
         return count
 
     def alias(self, new_stream_id: int, old_stream_id: int) -> None:

@@ -93,7 +93,7 @@ except ImportError:  # not on Windows
     termios = None  # type: ignore[assignment]
 
 from inspector import jsonio
-from inspector.analyze import Analyzer, FileResult, RunStats, record_meta
+from inspector.analyze import Analyzer, FileResult, RunStats, prepare_first_use, record_meta
 from inspector.capture.decode import (
     ETHERTYPE_IPV4,
     ETHERTYPE_IPV6,
@@ -108,12 +108,10 @@ from inspector.capture.decode import (
     PacketDecoder,
 )
 from inspector.capture.flows import EXPIRY_CHECK_INTERVAL, Flow, FlowTable
-from inspector.capture.hpack import huffman_automaton
 from inspector.capture.packet import IPPROTO_TCP, IPPROTO_UDP, Frame
 from inspector.capture.reader import CaptureFormatError, open_capture
 from inspector.engine import Engine
 from inspector.limits import DEFAULT_LIMITS, Limits
-from inspector.protocols import pickle_scan
 from inspector.rules.rate import MemoryRateStore, RateResult
 from inspector.sinks.eve import encode_record
 
@@ -1137,10 +1135,7 @@ def _workers(jobs: list[tuple[list[Path], tuple]], options: dict[str, Any],
                                          args=(index, len(jobs), files, pipes[index][1], options,
                                                [end for end in ends if end not in own], *extra),
                                          kwargs=kwargs))
-    # What each worker would otherwise build or import at first use (start-up leaves them for
-    # runs that need them), made once here and shared.
-    huffman_automaton()
-    pickle_scan.preload()
+    prepare_first_use()  # once here, shared, rather than in each worker
     # Forked with the parent's objects (rules, engine, modules) frozen out of the collector, so the
     # workers' garbage collections do not write to, and copy, the pages they share.
     gc.freeze()
