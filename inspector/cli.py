@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from inspector import __version__
 from inspector.console import Console, escape, new_table
@@ -452,7 +452,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                          "keeping up, else to worker 0, which also reads), hash (by flow hash alone: the same "
                          "split every run)")
     analyze.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
-    analyze.set_defaults(func=cmd_analyze)
+    analyze.set_defaults(func=cmd_analyze, ends_without_teardown=True)  # closes what it writes
 
     fields = sub.add_parser("fields", help="list the field catalogue rules can match on")
     fields.add_argument("--event", help="only the fields a rule for this event type may use")
@@ -478,16 +478,32 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return _main(argv)[0]
+
+
+def _main(argv: list[str] | None) -> tuple[int, bool]:
+    """The command's exit code, and whether the process may end without interpreter teardown (the
+    command returned and says it closes what it writes: inspector.fastexit)."""
     arguments = sys.argv[1:] if argv is None else argv
     parser = build_parser(arguments[0] if arguments else None)
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return args.func(args), getattr(args, "ends_without_teardown", False)
     except KeyboardInterrupt:
-        return 130
+        return 130, False
     except BrokenPipeError:
-        return EXIT_OK
+        return EXIT_OK, False
+
+
+def run() -> NoReturn:
+    """The `inspector` script and `python -m inspector`: the command, then the process ends."""
+    code, quick = _main(None)
+    if quick:
+        from inspector.fastexit import end_process
+
+        end_process(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
