@@ -25,15 +25,17 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
+def _ending_with_end_process(body: str, code: int) -> subprocess.CompletedProcess[str]:
+    """A process that runs `body`, then `end_process(code)`."""
+    return _python(f"{_MARK_TEARDOWN}{body}from inspector.fastexit import end_process\nend_process({code})\n")
+
+
 def test_end_process_runs_atexit_handlers_and_flushes_without_teardown(tmp_path: Path) -> None:
     handled = tmp_path / "atexit"
-    result = _python(_MARK_TEARDOWN + (
+    result = _ending_with_end_process(
         "import atexit, pathlib\n"
         f"atexit.register(pathlib.Path({str(handled)!r}).write_text, 'ran')\n"
-        "sys.stdout.write('buffered, no newline')\n"
-        "from inspector.fastexit import end_process\n"
-        "end_process(3)\n"
-    ))
+        "sys.stdout.write('buffered, no newline')\n", 3)
     assert result.returncode == 3
     assert result.stdout == "buffered, no newline"
     assert handled.read_text() == "ran"
@@ -42,13 +44,10 @@ def test_end_process_runs_atexit_handlers_and_flushes_without_teardown(tmp_path:
 
 def test_end_process_waits_for_a_running_thread_like_the_ordinary_exit(tmp_path: Path) -> None:
     written = tmp_path / "thread"
-    result = _python(_MARK_TEARDOWN + (
+    result = _ending_with_end_process(
         "import pathlib, threading, time\n"
         f"out = pathlib.Path({str(written)!r})\n"
-        "threading.Thread(target=lambda: (time.sleep(0.3), out.write_text('done'))).start()\n"
-        "from inspector.fastexit import end_process\n"
-        "end_process(4)\n"
-    ))
+        "threading.Thread(target=lambda: (time.sleep(0.3), out.write_text('done'))).start()\n", 4)
     assert result.returncode == 4
     assert written.read_text() == "done"  # os._exit would have killed the thread first
     assert "torn down" in result.stderr  # the ordinary exit
