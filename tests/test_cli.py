@@ -111,7 +111,9 @@ def test_fields_catalogue(capsys, event):
 def test_analyze_starts_without_the_other_commands_modules(tmp_path):
     """`inspector analyze` registers and imports only what it runs: not the sidecar (its
     certificates, asyncio), the lab or the evaluation; not rich when it has nothing to print (-q),
-    nor picklescan when no pickle went by; every command is still there otherwise."""
+    nor picklescan when no pickle went by, nor the policy and anomaly machinery without --policy
+    and --baseline (the field catalogue imports only their field declarations); every command
+    is still there otherwise."""
     import subprocess
     import sys
 
@@ -120,7 +122,8 @@ def test_analyze_starts_without_the_other_commands_modules(tmp_path):
         "from inspector.cli import build_parser, main\n"
         f"status = main(['analyze', {str(CORE / 'grpc.pcap')!r}, '--eve', {str(tmp_path / 'eve.json')!r}, '-q'])\n"
         "heavy = sorted(m for m in ('inspector.live.proxy', 'inspector.live.certs', 'asyncio',"
-        " 'inspector.eval', 'inspector.lab.cli', 'rich', 'picklescan') if m in sys.modules)\n"
+        " 'inspector.eval', 'inspector.lab.cli', 'rich', 'picklescan', 'inspector.policy.loader',"
+        " 'inspector.policy.monitor', 'inspector.anomaly.baseline') if m in sys.modules)\n"
         "commands = sorted(build_parser()._subparsers._group_actions[0].choices)\n"
         "print(status, heavy, commands)\n"
     )

@@ -7,6 +7,14 @@ or from captures (`inspector baseline learn`, cli.py) and saved as JSON. The fea
 are in features.py, the statistics in stats.py; docs/anomaly.md has the maths.
 """
 
-from inspector.anomaly.baseline import KINDS, Baseline, BaselineError, BaselineParams
+from typing import TYPE_CHECKING
+
+from inspector.lazyexports import lazy_exports
+
+if TYPE_CHECKING:
+    from inspector.anomaly.baseline import KINDS, Baseline, BaselineError, BaselineParams
+
+__getattr__ = lazy_exports(__name__, dict.fromkeys(("KINDS", "Baseline", "BaselineError", "BaselineParams"),
+                                                   "inspector.anomaly.baseline"))
 
 __all__ = ["KINDS", "Baseline", "BaselineError", "BaselineParams"]

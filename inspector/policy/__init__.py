@@ -23,9 +23,21 @@ Modules:
 See docs/policy.md.
 """
 
-from inspector.policy.loader import PolicyLoadError, known_protocols, load_policy, load_policy_text
-from inspector.policy.model import Decision, FlowRule, Policy, Zone
-from inspector.policy.monitor import Check, PolicyMonitor
+from typing import TYPE_CHECKING
+
+from inspector.lazyexports import lazy_exports
+
+if TYPE_CHECKING:
+    from inspector.policy.loader import PolicyLoadError, known_protocols, load_policy, load_policy_text
+    from inspector.policy.model import Decision, FlowRule, Policy, Zone
+    from inspector.policy.monitor import Check, PolicyMonitor
+
+_LOADER, _MODEL, _MONITOR = "inspector.policy.loader", "inspector.policy.model", "inspector.policy.monitor"
+__getattr__ = lazy_exports(__name__, {
+    "PolicyLoadError": _LOADER, "known_protocols": _LOADER, "load_policy": _LOADER, "load_policy_text": _LOADER,
+    "Decision": _MODEL, "FlowRule": _MODEL, "Policy": _MODEL, "Zone": _MODEL,
+    "Check": _MONITOR, "PolicyMonitor": _MONITOR,
+})
 
 __all__ = [
     "Check",
