@@ -32,9 +32,10 @@ def _other_threads_running() -> bool:
 
 def end_process(code: int) -> NoReturn:
     """Exit with `code` now: atexit handlers run, standard streams flushed, no module teardown."""
-    if _other_threads_running():
+    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)  # CPython's; elsewhere, the ordinary exit
+    if run_exitfuncs is None or _other_threads_running():
         sys.exit(code)
-    atexit._run_exitfuncs()  # what the interpreter runs first at exit (and then forgets them)
+    run_exitfuncs()  # what the interpreter runs first at exit (and then forgets them)
     for stream in (sys.stdout, sys.stderr):
         if stream is None:
             continue
