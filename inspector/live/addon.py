@@ -42,7 +42,7 @@ from inspector.engine import BLOCK
 from inspector.http import TO_CLIENT, TO_SERVER, HttpMessage, SessionAnomaly
 from inspector.live import options as opts
 from inspector.live.blocking import BlockResponse, block_response, is_grpc_content_type
-from inspector.live.bodystream import HeldBodyStream, PassThroughStream
+from inspector.live.bodystream import HeldBodyStream, Inspect, PassThroughStream
 from inspector.live.flowinfo import LiveFlowInfo, flow_info
 from inspector.live.grpcstream import GrpcRequestStream, GrpcResponseStream
 from inspector.live.hookdispatch import dispatch_name, set_fast_dispatch
@@ -81,7 +81,7 @@ class _FlowState:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
         self.response_head: HttpMessage | None = None
-        self.request_stream: GrpcRequestStream | HeldBodyStream | None = None
+        self.request_stream: GrpcRequestStream | HeldBodyStream | PassThroughStream | None = None
         self.response_stream: GrpcResponseStream | HeldBodyStream | PassThroughStream | None = None
         #: The sidecar cut the transfer (a block decided while a body streamed).
         self.aborted = False
@@ -430,14 +430,11 @@ class InspectorAddon:
             flow.request.stream = stream
             inspector.metrics.streams.labels("grpc_stream").inc()
         elif (declared_large := self._should_stream(head)) or _unknown_length(head):
-            def held_stream() -> HeldBodyStream:
-                body = StreamedMessage(limits, TO_SERVER, head)
-                held = HeldBodyStream(body, lambda data, complete: self._inspect_request_part(tx, data, complete),
-                                      self._aborter(flow), lambda exc: inspector.failed(exc, "request body"),
-                                      time.time, hold_bytes=limits.body_keep_bytes)
-                state.request_stream = held
-                inspector.metrics.streams.labels("request_body").inc()
-                return held
+            def held_stream() -> HeldBodyStream | PassThroughStream:
+                stream = self._body_stream(flow, StreamedMessage(limits, TO_SERVER, head), "request",
+                                           lambda data, complete: self._inspect_request_part(tx, data, complete))
+                state.request_stream = stream
+                return stream
 
             if declared_large:
                 flow.request.stream = held_stream()
@@ -510,16 +507,13 @@ class InspectorAddon:
             flow.response.stream = passing
             inspector.metrics.streams.labels("event_stream").inc()
         else:
-            def held_stream() -> HeldBodyStream:
-                body = StreamedMessage(limits, TO_CLIENT, head)
+            def held_stream() -> HeldBodyStream | PassThroughStream:
                 tx = state.tx
-                held = HeldBodyStream(body, lambda data, complete: self._inspect_response_part(tx, head, data,
-                                                                                               complete),
-                                      self._aborter(flow), lambda exc: inspector.failed(exc, "response body"),
-                                      time.time, hold_bytes=limits.body_keep_bytes)
-                state.response_stream = held
-                inspector.metrics.streams.labels("response_body").inc()
-                return held
+                stream = self._body_stream(flow, StreamedMessage(limits, TO_CLIENT, head), "response",
+                                           lambda data, complete: self._inspect_response_part(tx, head, data,
+                                                                                              complete))
+                state.response_stream = stream
+                return stream
 
             if self._should_stream(head) or _unknown_length(head):  # a response's: HTTP/1 chunked only
                 flow.response.stream = held_stream()
@@ -669,6 +663,19 @@ class InspectorAddon:
         """Anomalies found when a streamed body ended: written with the transaction."""
         if anomalies:
             self.live_inspector().record_anomalies(tx, anomalies, [])
+
+    def _body_stream(self, flow: http.HTTPFlow, body: StreamedMessage, side: str,
+                     inspect: Inspect) -> HeldBodyStream | PassThroughStream:
+        """The stream callable of a large or unsized body: its first part held back until
+        `inspect` decides (a block rule, or the uninspectable policy, may stop it), or, when
+        nothing can block, forwarded as it comes (the transaction is still evaluated whole when
+        the body ends, as a held one's is)."""
+        inspector = self.live_inspector()
+        inspector.metrics.streams.labels(f"{side}_body").inc()
+        if not inspector.blocking_possible():
+            return PassThroughStream(body, time.time)
+        return HeldBodyStream(body, inspect, self._aborter(flow), lambda exc: inspector.failed(exc, f"{side} body"),
+                              time.time, hold_bytes=inspector.settings.limits.body_keep_bytes)
 
     def _should_stream(self, head: HttpMessage) -> bool:
         """Whether a body declares a length over the stream threshold."""

@@ -5,7 +5,8 @@ the stream threshold (or of unknown length over HTTP/1) the addon sets a :class:
 as the message's stream callable. It holds back the first `hold_bytes` (the part parsers look at:
 file format, pickle opcodes, ...), has the exchange inspected as it stands, then forwards what it
 held and everything after it without keeping it. Memory per flow stays near `2 x hold_bytes`
-whatever the body's size.
+whatever the body's size. When nothing can block (no block rule, no blocking uninspectable
+policy), the addon sets a :class:`PassThroughStream` instead: holding would only delay the body.
 
 A block decided on the held part drops it and everything after it, and aborts the transfer: the
 message's head already went out (mitmproxy sends it when streaming starts), so the only way to
@@ -89,12 +90,15 @@ class HeldBodyStream:
 
 
 class PassThroughStream:
-    """A stream callable for a streamed answer (server-sent events, JSON lines): every chunk is
-    forwarded the moment it arrives and fed to the parsers; nothing is held back.
+    """A stream callable for a streamed answer (server-sent events, JSON lines), and for any
+    large body when nothing can block: every chunk is forwarded the moment it arrives and fed to
+    the parsers; nothing is held back.
 
     Time to first token is what a streaming client wants, so nothing waits for an inspection:
     the answer is evaluated whole when it ends (see the addon), and a block rule that matches
-    its content then can only alert, since the content already went out."""
+    its content then can only alert, since the content already went out. Where no block rule and
+    no blocking uninspectable policy are in force, holding a body's first part would only delay
+    it: the inspection of that part could not act."""
 
     def __init__(self, body: StreamedMessage, now: Callable[[], float]) -> None:
         self.body = body
