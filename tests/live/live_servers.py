@@ -9,6 +9,7 @@ whether the sidecar let a call through.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -224,6 +226,29 @@ class RestServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A test upstream's request handler: HTTP/1.1 keep-alive, no access log on stderr."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1",
+            server_class: type[ThreadingHTTPServer] = ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
+    """An HTTP server for `handler` on a free port of `host`, answering from a thread of its own
+    until the block ends."""
+    server = server_class((host, 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def grpc_frame(payload: bytes, compressed: bool = False) -> bytes:

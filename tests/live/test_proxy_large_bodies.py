@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import http.client
 import ssl
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from live_servers import QuietHandler, serving
 from live_sidecar import Sidecar, write_rule
 
 FIRST = 256 << 10
@@ -22,13 +21,8 @@ SID_ALERT = 9500001
 SID_BLOCK = 9500002
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):  # quiet
-        pass
-
-    def do_GET(self):
+class _Handler(QuietHandler):
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("content-type", "application/octet-stream")
         self.send_header("content-length", str(SIZE))
@@ -42,12 +36,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Handler) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def _sidecar(tmp_path_factory, upstream, certs, *, can_block: bool) -> Sidecar:

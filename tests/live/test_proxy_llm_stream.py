@@ -8,12 +8,12 @@ import gzip
 import http.client
 import json
 import ssl
-import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
+from live_servers import QuietHandler, serving
 from live_sidecar import Sidecar, write_rule
 
 SID_PROMPT = 9400001
@@ -22,12 +22,7 @@ WORDS = ["The", " capital", " of", " France", " is", " Paris", "."]
 DELAY = 0.3
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):  # quiet
-        pass
-
+class _Handler(QuietHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
         if not body.get("stream"):
@@ -76,12 +71,8 @@ class _Server(ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def llm_upstream():
-    server = _Server(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Handler, server_class=_Server) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
 
 
 @pytest.fixture(scope="module")

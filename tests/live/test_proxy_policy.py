@@ -9,11 +9,12 @@ from __future__ import annotations
 import socket
 import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import jsonschema
 import pytest
+from live_servers import serving
 from live_sidecar import Sidecar
 
 from inspector.sinks.eveschema import shipped_schema
@@ -51,11 +52,8 @@ def upstream():
     address = _external_address()
     if address is None:
         pytest.skip("no non-loopback IPv4 address to put the upstream on")
-    server = ThreadingHTTPServer((address, 0), _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(_Handler, host=address) as server:
+        yield server
 
 
 def _get(port: int, path: str) -> bytes:
