@@ -128,7 +128,7 @@ class StreamedMessage:
     of the bytes (the prefix is kept and no observer reads the body: a model pulled from S3),
     the rest is only counted, without an event per chunk."""
 
-    __slots__ = ("_count", "_found", "builder", "direction", "ended", "head")
+    __slots__ = ("_ask_at", "_count", "_fed", "_found", "_keep", "builder", "direction", "ended", "head")
 
     def __init__(self, limits: Limits, direction: int, head: HttpMessage) -> None:
         self.builder = new_builder(limits)
@@ -136,6 +136,11 @@ class StreamedMessage:
         self.head = fresh(head)
         self.ended = False
         self._count: Callable[[int], None] | None = None
+        #: Body bytes fed, and at how many the builder is next asked whether it still wants them:
+        #: once per kept-prefix size, from the first (an observed body never stops wanting them,
+        #: and asking for every chunk cost a sixth of feeding a small one).
+        self._fed = 0
+        self._keep = self._ask_at = limits.body_keep_bytes
         #: What the builder found while the body went by (a coding that does not decode, a
         #: decompression bomb), for :meth:`end`.
         self._found: list = self.builder.feed([HeadReceived(stream_id=STREAM, direction=direction,
@@ -150,7 +155,10 @@ class StreamedMessage:
             found = self.builder.feed([BodyReceived(stream_id=STREAM, direction=self.direction, data=data, ts=ts)])
             if found:
                 self._found += found
-            self._count = self.builder.counter_for(STREAM, self.direction)
+            self._fed += len(data)
+            if self._fed >= self._ask_at:
+                self._count = self.builder.counter_for(STREAM, self.direction)
+                self._ask_at = self._fed + self._keep
 
     def forget_found(self) -> None:
         """What the builder found so far was written by an inspection of the same bytes (a held
