@@ -99,6 +99,8 @@ class CompileContext:
     #: Where each variable is defined: NAME -> (config file, line of the name, line of each item).
     variable_sources: Mapping[str, tuple[str, int, tuple[int, ...]]] = field(default_factory=dict)
     errors: list[RuleError] = field(default_factory=list)
+    #: Every field name the compiled selections read (a rule's `fields`).
+    fields_read: set[str] = field(default_factory=set)
 
     def error(self, line: int, message: str) -> None:
         """A problem at `line` of this file; about a value a variable gave (a VariableLine), it is
@@ -268,6 +270,7 @@ def _field_spec(name: str, line: int, ctx: CompileContext) -> FieldSpec | None:
     if spec is None:
         ctx.error(line, problem)
         return None
+    ctx.fields_read.add(name)
     if ctx.closure is not None and not field_allowed(spec, ctx.closure):
         ctx.error(line, f"field {name!r} is not carried by {ctx.events_label} records "
                         f"(it is on: {', '.join(spec.events)})")

@@ -49,6 +49,9 @@ class Rule:
     match: Callable[[dict], bool] = field(repr=False, compare=False)
     #: Necessary conditions of the detection, for the engine's index (see inspector.rules.dispatch).
     hints: tuple[IndexHint, ...] = field(default=(), repr=False, compare=False)
+    #: The fields the detection and the rate key read; None: not known (a rule not built by the
+    #: loader), to be taken as any field.
+    fields: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def severity(self) -> int:

@@ -97,6 +97,7 @@ def build_rule(doc: Any, file: str, *, catalogue: Mapping[str, FieldSpec], varia
         condition=condition_text, description=description or "", author=author or "", date=date,
         modified=modified, references=references, tags=tags, falsepositives=falsepositives, rate=rate,
         file=file, line=top, match=match, hints=hints,
+        fields=frozenset(ctx.fields_read) | frozenset(rate.by if rate is not None else ()),
     )
     return rule, []
 

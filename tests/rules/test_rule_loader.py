@@ -74,6 +74,30 @@ def test_loads_a_directory_recursively_sorted_by_sid(catalog, tmp_path):
                                        "file": str(tmp_path / "a/first.yaml")}
 
 
+def test_a_rule_knows_the_fields_its_detection_and_rate_key_read(catalog, tmp_path):
+    write(tmp_path, "a.yml", good(3100001, 1))
+    write(tmp_path, "b.yml", """\
+        title: Many inferences of one model
+        id: 9a1e6a8e-0000-4000-8000-000000000002
+        sid: 3100002
+        status: test
+        level: low
+        event: triton
+        detection:
+          calls:
+            - triton.api: infer
+            - http.url|startswith: /v2/models/
+          condition: calls
+        rate:
+          by: [src_ip, triton.model]
+          count: 3
+          window: 60s
+        """)
+    first, second = load_rules(tmp_path, Config(variables={"ADMIN_NETS": ["10.0.0.0/8"]}))
+    assert first.fields == {"triton.api", "triton.log_settings.log_file", "src_ip"}
+    assert second.fields == {"triton.api", "http.url", "src_ip", "triton.model"}
+
+
 def test_a_configmap_volume_is_read_once_and_hidden_files_are_skipped(catalog, tmp_path):
     """A Kubernetes ConfigMap volume: the files live in `..<timestamp>/`, `..data` points there and
     each file is a symlink at the top. Each rule is read once; editors' hidden files are skipped."""
