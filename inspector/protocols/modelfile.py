@@ -267,6 +267,40 @@ def _from_magic(data: bytes, complete: bool, total_size: int | None, cap: int,
     return None
 
 
+#: Bytes the detection order reads before it gets to safetensors: the furthest HDF5 signature
+#: offset and its 8 bytes (also past the 300 the protocol-0 pickle pattern may read).
+MAGIC_REACH = mf.HDF5_SIGNATURE_OFFSETS[-1] + len(mf.HDF5_SIGNATURE)
+
+
+def settled_at(data: bytes) -> int | None:
+    """The length from which an object's first bytes `data` settle its description: no byte
+    after it changes what :func:`inspect_model` says of the object (format, header checks,
+    anomalies). Known for safetensors only, the format models are pulled in: its header read
+    whole, and every check that comes before safetensors in the detection order (the magics,
+    HDF5's user-block offsets, the compressed-pickle magics) past deciding. None when the bytes
+    are not, or not yet, such a file (fewer than 13 bytes, another format claims them, the header
+    is over the format's limit); a live hold uses it to end early (inspector.live.settle).
+
+    An answer below the returned length is not settled: ask again with more bytes."""
+    if len(data) < 13 or _claimed_before_safetensors(data):
+        return None
+    if not mf.looks_like_safetensors(data):
+        return None
+    length = _u64_le(data)
+    if length > mf.SAFETENSORS_MAX_HEADER:
+        return None
+    return max(8 + length, MAGIC_REACH)
+
+
+def _claimed_before_safetensors(data: bytes) -> bool:
+    """Whether a check :func:`_from_magic` makes before safetensors claims the bytes (each only
+    reads the bytes it is given: on a prefix shorter than MAGIC_REACH, a later byte may still)."""
+    head = data[:8]
+    return (head[:4] == mf.GGUF_MAGIC or mf.hdf5_signature_at(data) is not None or head[:6] == mf.NPY_MAGIC
+            or zipprefix.looks_like_zip(data) or is_pickle_magic(head)
+            or _PROTOCOL0_GLOBAL.match(data, 0, 300) is not None or compression_of(data) is not None)
+
+
 def _u64_le(data: bytes) -> int:
     return int.from_bytes(data[:8], "little")
 

@@ -60,6 +60,8 @@ SAFETENSORS_DTYPE_BITS = {
 }
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: Where the superblock signature may be: 0, or after a user block of 512 * 2^n bytes.
+HDF5_SIGNATURE_OFFSETS = (0, 512, 1024, 2048)
 NPY_MAGIC = b"\x93NUMPY"
 GGUF_MAGIC = b"GGUF"
 _U64 = struct.Struct("<Q")
@@ -414,7 +416,7 @@ def read_onnx(data: bytes) -> HeaderCheck | None:
 
 def hdf5_signature_at(data: bytes) -> int | None:
     """Offset of the HDF5 superblock signature (0, or after a user block of 512 * 2^n bytes)."""
-    for offset in (0, 512, 1024, 2048):
+    for offset in HDF5_SIGNATURE_OFFSETS:
         if data[offset:offset + 8] == HDF5_SIGNATURE:
             return offset
     return None

@@ -564,6 +564,78 @@ def test_tflite_magic():
     assert inspect(b"\x1c\x00\x00\x00TFL3" + bytes(40), "m.tflite").confidence == "high"
 
 
+# --- when a prefix settles the description (the live hold's early end) ----------------------------
+
+
+def test_settled_at_a_safetensors_header_read_whole_and_past_every_earlier_magic():
+    small = safetensors(GOOD_HEADER, bytes(24))
+    assert modelfile.settled_at(small) == modelfile.MAGIC_REACH == 2056  # the HDF5 offsets come first
+    big_header = {f"t{i}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(200)}
+    body = safetensors(big_header, bytes(800))
+    header_end = 8 + struct.unpack_from("<Q", body)[0]
+    assert header_end > 2056 and modelfile.settled_at(body[:100]) == header_end  # known from the length
+    assert modelfile.settled_at(small[:12]) is None  # too short to tell
+
+
+@pytest.mark.parametrize("data", [
+    pickle.dumps({"w": 1}, protocol=4) + bytes(3000),
+    zip_bytes({"a/data.pkl": pickle.dumps(1)}) + bytes(3000),
+    b"GGUF" + struct.pack("<I", 3) + bytes(3000),
+    b"\x93NUMPY\x01\x00" + bytes(3000),
+    gzip.compress(bytes(3000)),
+    struct.pack("<Q", 0x088B1F)[:3] + b"{" * 3000,  # a header length whose bytes read as gzip's magic
+    struct.pack("<Q", 10**12) + b"{" + bytes(3000),  # over the format's header limit
+    bytes(3000),
+], ids=["pickle", "zip", "gguf", "npy", "gzip", "gzip-magic-length", "absurd-length", "zeros"])
+def test_settled_at_is_none_for_everything_else(data):
+    assert modelfile.settled_at(data) is None
+
+
+def test_settled_at_is_none_when_an_hdf5_user_block_offset_holds_the_signature():
+    data = bytearray(safetensors(GOOD_HEADER, bytes(3000)))
+    data[1024:1032] = b"\x89HDF\r\n\x1a\n"
+    assert inspect(bytes(data), complete=False).format == "hdf5"
+    assert modelfile.settled_at(bytes(data)) is None
+    assert modelfile.settled_at(bytes(data[:1000])) == 2056  # not yet seen: asked again at 2056
+
+
+_AFTER_HEADER = [bytes(4000), pickle.dumps(ShellOnLoad(), protocol=4) * 40, b"\x89HDF\r\n\x1a\n" * 500,
+                 b'<Error xmlns="http://s3.amazonaws.com/doc/2006-03-01/">' * 80, random.Random(5).randbytes(4000)]
+_HEADERS = [GOOD_HEADER, {"a": {"dtype": "Q7", "shape": [1], "data_offsets": [0, 1]}}, {"__metadata__": 3},
+            {f"t{i}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(150)}]
+
+
+@st.composite
+def _safetensors_like(draw) -> bytes:
+    header = json.dumps(draw(st.sampled_from(_HEADERS))).encode()
+    if draw(st.booleans()):
+        header = header[:draw(st.integers(1, len(header)))]  # not JSON: an invalid header, still final
+    length = draw(st.sampled_from([len(header), len(header) + draw(st.integers(1, 5000)), 0x088B1F]))
+    body = bytearray(struct.pack("<Q", length) + header + draw(st.sampled_from(_AFTER_HEADER)))
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(body) - 1))
+        body[at] = draw(st.integers(0, 255))
+    if draw(st.booleans()):  # an HDF5 superblock after a user block: HDF5 wins, wherever the header ends
+        at = draw(st.sampled_from([512, 1024, 2048]))
+        body[at:at + 8] = b"\x89HDF\r\n\x1a\n"
+    return bytes(body)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_safetensors_like(), st.sampled_from([None, "m.safetensors", "m.pkl", "m.bin"]), st.data())
+def test_a_settled_prefix_describes_the_object_as_any_longer_prefix_does(body, name, data):
+    """The property the early end of a hold relies on: once `settled_at` says a prefix is
+    settled, inspecting a longer prefix of the same object gives the same description."""
+    cut = data.draw(st.integers(13, len(body)))
+    at = modelfile.settled_at(body[:cut])
+    if at is None or at > cut:
+        return
+    settled = inspect_model(body[:cut], name=name, body_complete=False, total_size=len(body))
+    longer = data.draw(st.integers(cut, len(body)))
+    later = inspect_model(body[:longer], name=name, body_complete=False, total_size=len(body))
+    assert settled == later
+
+
 # --- names ----------------------------------------------------------------------------------------
 
 
