@@ -66,6 +66,7 @@ from inspector.live.watch import files_fingerprint
 from inspector.policy import PolicyLoadError
 from inspector.policy.zones import proxied_destination
 from inspector.protocols import pickle_scan
+from inspector.protocols.modelfile import settled_at
 from inspector.protocols.tls import clienthello_events
 from inspector.records import anomaly_record
 from inspector.rules import RuleLoadError
@@ -671,11 +672,19 @@ class InspectorAddon:
         nothing can block, forwarded as it comes (the transaction is still evaluated whole when
         the body ends, as a held one's is)."""
         inspector = self.live_inspector()
-        inspector.metrics.streams.labels(f"{side}_body").inc()
+        metrics = inspector.metrics
+        metrics.streams.labels(f"{side}_body").inc()
         if not inspector.blocking_possible():
             return PassThroughStream(body, time.time)
+        head = body.head
+
+        def settled(held: bytes) -> int | None:  # asked again as bytes come: a reload may change the rules
+            return settled_at(held) if inspector.answer_settles_early(head) else None
+
         return HeldBodyStream(body, inspect, self._aborter(flow), lambda exc: inspector.failed(exc, f"{side} body"),
-                              time.time, hold_bytes=inspector.settings.limits.body_keep_bytes)
+                              time.time, hold_bytes=inspector.settings.limits.body_keep_bytes,
+                              settled_at=settled if side == "response" else None,
+                              ended=lambda ended_by: metrics.body_holds.labels(ended_by).inc())
 
     def _should_stream(self, head: HttpMessage) -> bool:
         """Whether a body declares a length over the stream threshold."""

@@ -7,6 +7,9 @@ file format, pickle opcodes, ...), has the exchange inspected as it stands, then
 held and everything after it without keeping it. Memory per flow stays near `2 x hold_bytes`
 whatever the body's size. When nothing can block (no block rule, no blocking uninspectable
 policy), the addon sets a :class:`PassThroughStream` instead: holding would only delay the body.
+When the block rules read nothing the rest of the held part could change, the hold ends as soon
+as the bytes held settle them (`settled_at`: a safetensors model's header, see
+inspector.live.settle).
 
 A block decided on the held part drops it and everything after it, and aborts the transfer: the
 message's head already went out (mitmproxy sends it when streaming starts), so the only way to
@@ -24,9 +27,12 @@ from inspector.engine import BLOCK
 from inspector.http import HttpExchange, SessionAnomaly
 from inspector.live.inspection import Decision
 from inspector.live.messages import StreamedMessage
+from inspector.live.settle import SettledAt
 
 #: f(held bytes, complete) -> the decision on the exchange as it stands.
 Inspect = Callable[[bytes, bool], Decision]
+#: Held bytes before `settled_at` is first asked (the shortest prefix it can answer for).
+_SETTLE_FIRST_ASK = 13
 
 
 class HeldBodyStream:
@@ -36,7 +42,8 @@ class HeldBodyStream:
     chunk, and an empty chunk on an HTTP/1 chunked body is its terminator."""
 
     def __init__(self, body: StreamedMessage, inspect: Inspect, abort: Callable[[str], None],
-                 on_error: Callable[[BaseException], bool], now: Callable[[], float], hold_bytes: int) -> None:
+                 on_error: Callable[[BaseException], bool], now: Callable[[], float], hold_bytes: int,
+                 settled_at: SettledAt | None = None, ended: Callable[[str], None] | None = None) -> None:
         self.body = body
         self.inspect = inspect
         self.abort = abort
@@ -45,8 +52,15 @@ class HeldBodyStream:
         self.hold_bytes = hold_bytes
         self.decision: Decision | None = None
         self.blocked = False
+        #: What ended the hold: "settled" (the held bytes settled the block rules, see
+        #: inspector.live.settle), "prefix" (hold_bytes were in), "end" (the body ended first).
+        self.ended_by = ""
+        self._ended = ended
         self._held: list[bytes] = []
         self._held_bytes = 0
+        self._settled_at = settled_at
+        #: Held length at which to ask `settled_at` (again); None: not before the full hold.
+        self._ask_at: int | None = _SETTLE_FIRST_ASK if settled_at is not None else None
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
         if self.blocked:
@@ -59,10 +73,30 @@ class HeldBodyStream:
             self._held.append(data)
             self._held_bytes += len(data)
             if self._held_bytes < self.hold_bytes:
+                if self._ask_at is not None and self._held_bytes >= self._ask_at and self._settled():
+                    return self._decide(complete=False, ended_by="settled")
                 return []
-        return self._decide(complete=not data)
+            return self._decide(complete=False, ended_by="prefix")
+        return self._decide(complete=True, ended_by="end")
 
-    def _decide(self, *, complete: bool) -> list[bytes]:
+    def _settled(self) -> bool:
+        """Whether the bytes held so far settle the block rules; else when to ask again."""
+        assert self._settled_at is not None
+        held = b"".join(self._held)
+        self._held = [held]
+        at = self._settled_at(held)
+        if at is None or at >= self.hold_bytes:
+            self._ask_at = None  # never before the full hold
+            return False
+        if at <= len(held):
+            return True
+        self._ask_at = at
+        return False
+
+    def _decide(self, *, complete: bool, ended_by: str) -> list[bytes]:
+        self.ended_by = ended_by
+        if self._ended is not None:
+            self._ended(ended_by)
         held = b"".join(self._held)
         self._held = []
         self._held_bytes = 0

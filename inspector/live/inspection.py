@@ -48,8 +48,10 @@ from inspector.anomaly.baseline import Baseline
 from inspector.apps import HTTP_LAYERS, transaction_record
 from inspector.egress.policy import EgressPolicy, egress_policy_from_config, split_authority
 from inspector.engine import ALERT, ALLOW, BLOCK, Engine, Verdict
+from inspector.fields import catalogue
 from inspector.http import HttpExchange, HttpMessage, SessionAnomaly
 from inspector.limits import Limits
+from inspector.live import settle
 from inspector.live.blocking import DEFAULT_MESSAGE, block_message
 from inspector.live.flowinfo import LiveFlowInfo
 from inspector.live.metrics import Metrics
@@ -140,6 +142,7 @@ class LiveInspector:
         self._dirty = False
         self._split: tuple[Engine | None, frozenset[int]] = (None, frozenset())
         self._block_layers: list = list(HTTP_LAYERS)
+        self._block_rules_settle = False
         self.errors = 0
         #: The segmentation policy, when one is loaded (set by the runtime).
         self.policy: PolicyMonitor | None = None
@@ -155,8 +158,16 @@ class LiveInspector:
             block_rules = [r for r in engine.ruleset.rules if r.action == BLOCK]
             needed = layer_closure(event for rule in block_rules for event in rule.events)
             self._block_layers = [entry for entry in HTTP_LAYERS if entry[0] in needed]
+            self._block_rules_settle = settle.rules_settle_early(block_rules, settle.model_layers(catalogue()))
             self._split = (engine, frozenset(r.sid for r in block_rules))
         return self._split[1]
+
+    def answer_settles_early(self, head: HttpMessage) -> bool:
+        """Whether a held answer may be released once its first bytes settle the block rules
+        (inspector.live.settle): the running block rules read nothing the rest could change, and
+        the answer's body is read as it comes (no content coding)."""
+        self.block_sids()
+        return self._block_rules_settle and settle.answer_can_settle(head.header("content-encoding"))
 
     def blocking_possible(self) -> bool:
         """Whether anything can be enforced before the response: block rules, or the block policy

@@ -82,6 +82,10 @@ class Metrics:
                                        registry=registry)
         self.streams = Counter("inspector_streams", "Flows inspected while streaming.", ["kind"],
                                registry=registry)
+        self.body_holds = Counter("inspector_body_holds", "Large bodies held back until inspected, by what "
+                                  "ended the hold: settled (the first bytes settled the block rules), prefix "
+                                  "(the kept prefix was in), end (the body ended first).", ["ended_by"],
+                                  registry=registry)
         self.rules_loaded = Gauge("inspector_rules_loaded", "Rules in the running set.", registry=registry)
         self.rule_info = Gauge("inspector_rule_info", "1 for each rule of the running set: its title, level, "
                                "severity and action by sid.", ["sid", "signature", "level", "severity", "rule_action"],

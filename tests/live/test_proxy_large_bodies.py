@@ -1,12 +1,16 @@
 """A large answer through `inspector proxy` (http.client over TLS, a real HTTP/1.1 upstream that
 sends its first 256 KiB, pauses, then sends the rest): its first MiB is held back until inspected
 when a block could follow, and forwarded as it comes when nothing can block (no block rules,
-`--uninspectable alert`); either way the transaction is evaluated whole when the body ends."""
+`--uninspectable alert`); either way the transaction is evaluated whole when the body ends. A
+safetensors model pulled from an S3-like store is held only until its header is in when the block
+rules read nothing else of the body (inspector.live.settle)."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import ssl
+import struct
 import time
 
 import pytest
@@ -19,18 +23,36 @@ PAUSE = 1.5
 BODY = bytes(range(256)) * (SIZE // 256)
 SID_ALERT = 9500001
 SID_BLOCK = 9500002
+SID_MODEL = 9500003
+MODEL_PATH = "/models/m1/model.safetensors"
+
+
+def _safetensors(size: int) -> bytes:
+    tensors = 16
+    per = (size - 4096) // tensors // 2 * 2
+    header = {f"layers.{i}.weight": {"dtype": "F16", "shape": [per // 2], "data_offsets": [i * per, (i + 1) * per]}
+              for i in range(tensors)}
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + bytes(tensors * per)
+
+
+MODEL = _safetensors(SIZE)
 
 
 class _Handler(QuietHandler):
     def do_GET(self) -> None:
+        body = MODEL if self.path == MODEL_PATH else BODY
         self.send_response(200)
         self.send_header("content-type", "application/octet-stream")
-        self.send_header("content-length", str(SIZE))
+        self.send_header("content-length", str(len(body)))
+        if body is MODEL:  # what S3 stores answer with: the s3 layer recognises the exchange
+            self.send_header("x-amz-request-id", "4442587FB7D0A2F9")
+            self.send_header("x-amz-id-2", "vlR7PnpV2Ce81l0PRw6jlUpck7Jo5ZsQjryTjKlc5aLWGVHPZLj5NeC6qMa0emYBDXOo6Q=")
         self.end_headers()
-        self.wfile.write(BODY[:FIRST])
+        self.wfile.write(body[:FIRST])
         self.wfile.flush()
         time.sleep(PAUSE)
-        self.wfile.write(BODY[FIRST:])
+        self.wfile.write(body[FIRST:])
         self.wfile.flush()
 
 
@@ -52,13 +74,13 @@ def _sidecar(tmp_path_factory, upstream, certs, *, can_block: bool) -> Sidecar:
                    key=certs.server_key, args=args)
 
 
-def _download(sidecar: Sidecar, certs) -> tuple[float, bytes]:
+def _download(sidecar: Sidecar, certs, path: str = "/models/m1/weights") -> tuple[float, bytes]:
     """Seconds until the client had the upstream's first 256 KiB, and the whole body."""
     context = ssl.create_default_context(cafile=str(certs.ca))
     connection = http.client.HTTPSConnection("127.0.0.1", sidecar.port, context=context, timeout=30)
     try:
         started = time.monotonic()
-        connection.request("GET", "/models/m1/weights")
+        connection.request("GET", path)
         response = connection.getresponse()
         first = response.read(FIRST)
         first_at = time.monotonic() - started
@@ -81,3 +103,30 @@ def test_a_large_answer_is_held_only_when_a_block_could_follow(tmp_path_factory,
         alert = sidecar.wait_records(lambda rs: [r for r in rs if r["event_type"] == "alert"])[-1]
         assert alert["alert"]["signature_id"] == SID_ALERT and alert["alert"]["action"] == "allowed"
         assert sidecar.metric("inspector_streams_total", kind="response_body") == 1
+
+
+@pytest.mark.parametrize("rule", ["model-fields", "body-length"])
+def test_a_model_pull_is_held_until_its_header_settles_the_block_rules(tmp_path_factory, upstream, certs, rule):
+    """The block rule reads a model field (a pickle's dangerous globals): a safetensors file's
+    header settles it, and the rest of the first MiB is not waited for. A block rule that reads
+    the body's length keeps the whole hold."""
+    rules = tmp_path_factory.mktemp("rules")
+    if rule == "model-fields":
+        write_rule(rules, SID_MODEL, "Dangerous pickle pulled", "s3", {"s3.model.pickle.dangerous|exists": True},
+                   action="block")
+    else:
+        write_rule(rules, SID_MODEL, "Huge answer", "http", {"http.length|gt": 10 ** 12}, action="block")
+    with Sidecar(tmp_path_factory.mktemp("sidecar"), upstream, rules, cert=certs.server_cert,
+                 key=certs.server_key) as sidecar:
+        first_at, body = _download(sidecar, certs, MODEL_PATH)
+        assert body == MODEL
+        if rule == "model-fields":
+            assert first_at < PAUSE * 0.67, first_at
+            assert sidecar.metric("inspector_body_holds_total", ended_by="settled") == 1
+        else:
+            assert first_at >= PAUSE * 0.9, first_at
+            assert sidecar.metric("inspector_body_holds_total", ended_by="prefix") == 1
+        record = sidecar.wait_records(lambda rs: [r for r in rs if r["event_type"] == "s3"])[-1]
+        assert record["http"]["length"] == len(MODEL) and record["http"]["response_complete"] is True
+        assert record["s3"]["model"]["format"] == "safetensors"
+        assert record["s3"]["model"]["safetensors"]["header_valid"] is True

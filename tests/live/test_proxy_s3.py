@@ -8,8 +8,10 @@ sidecar keeps the client's Host (and why `--rewrite-host` breaks S3: tested).
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
+import struct
 import time
 
 import boto3
@@ -154,6 +156,25 @@ def test_64_mib_object_passes_with_bounded_memory(sidecar, s3):
                                                and r["s3"].get("operation") == "GetObject"])
     assert records[-1]["http"]["length"] == 64 * 1024 * 1024
     assert sidecar.metric("inspector_streams_total", kind="response_body") >= 1
+
+
+def test_large_safetensors_pull_is_released_once_its_header_is_in(sidecar, s3, moto):
+    """The module's block rule reads the model's pickle globals only: a safetensors file's header
+    settles it, so the hold ends there (inspector_body_holds_total{ended_by="settled"}) and the
+    record still describes the whole file; the large pickle test above is held and blocked."""
+    endpoint, credentials = moto
+    header = json.dumps({"w": {"dtype": "F32", "shape": [3 << 18], "data_offsets": [0, 3 << 20]}}).encode()
+    body = struct.pack("<Q", len(header)) + header + os.urandom(3 << 20)
+    _s3(endpoint, credentials).put_object(Bucket=BUCKET, Key="models/big.safetensors", Body=body)
+    settled = sidecar.metric("inspector_body_holds_total", ended_by="settled")
+    assert s3.get_object(Bucket=BUCKET, Key="models/big.safetensors")["Body"].read() == body
+    records = sidecar.wait_records(lambda rs: [r for r in rs if r["event_type"] == "s3"
+                                               and r["s3"].get("key") == "models/big.safetensors"
+                                               and r["s3"].get("operation") == "GetObject"])
+    assert records[-1]["http"]["length"] == len(body)
+    assert records[-1]["s3"]["model"]["format"] == "safetensors"
+    assert records[-1]["s3"]["model"]["safetensors"]["header_valid"] is True
+    assert sidecar.metric("inspector_body_holds_total", ended_by="settled") == settled + 1
 
 
 def test_small_pickle_put_gets_access_denied_and_never_reaches_moto(sidecar, s3, moto):
