@@ -5,17 +5,19 @@ Both proxies terminate TLS with the same certificate and forward to the same ups
 v2 REST server (HTTP/1.1, JSON inference), a Triton-protocol gRPC server over TLS and another in
 cleartext (h2c: plain mitmdump gets benchmarks/mitm_h2c.py, the prior-knowledge switch alone),
 and moto's S3 server holding a 64 MiB model object that boto3 GETs (both proxies stream bodies
-over 1 MiB: plain mitmdump with stream_large_bodies=1m, inspector proxy holding and inspecting
-the first MiB). A third contender is plain mitmdump with the sidecar's hook dispatch
-(benchmarks/mitm_fast_dispatch.py, inspector/live/hookdispatch.py): `i/m` is what a user gets
-against stock mitmdump, `i/f` and the CPU column `i-f` the inspection's own cost. Runs alternate
-between the proxies scenario by scenario so drift hits all of them.
+over 1 MiB: plain mitmdump with stream_large_bodies=1m, inspector proxy holding the body until
+its first part is inspected: the first MiB, or, as here, a safetensors file's header when the
+block rules read nothing else of the body, inspector.live.settle). A third contender is plain
+mitmdump with the sidecar's hook dispatch (benchmarks/mitm_fast_dispatch.py,
+inspector/live/hookdispatch.py): `i/m` is what a user gets against stock mitmdump, `i/f` and the
+CPU column `i-f` the inspection's own cost. Runs alternate between the proxies scenario by
+scenario so drift hits all of them.
 Besides requests/s and latency, each proxy process's CPU time per request is printed (from
 /proc): the least noisy figure on a shared machine, and the one the 8-client ratios follow.
 Clients, proxies and servers share this machine's cores: absolute numbers mean little, the
 ratios are the figures to watch.
 
-    python benchmarks/bench_live.py [--seconds 5] [--concurrency 8] [--rounds 2]
+    python benchmarks/bench_live.py [--seconds 5] [--concurrency 8] [--rounds 2] [--only s3]
 """
 
 from __future__ import annotations
@@ -242,6 +244,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="clients for the throughput runs (default 8)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per scenario (default 2)")
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 GET scenario (it needs moto)")
+    parser.add_argument("--only", choices=("rest", "grpc", "h2c", "s3"),
+                        help="run only this scenario kind (e.g. s3: more rounds of the 64 MiB GET)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
@@ -249,7 +253,7 @@ def main() -> int:
     rest = RestServer()
     grpc_server, grpc_port, _ = start_grpc(cert=certs.cert.read_bytes(), key=certs.key.read_bytes())
     h2c_server, h2c_port, _ = start_grpc()
-    moto = model_store() if not args.no_s3 else None
+    moto = model_store() if not args.no_s3 and args.only in (None, "s3") else None
     listen = {kind: free_port() for kind in ("grpc", "h2c", "s3")}
     routes = ["--upstream", f"https://localhost:{grpc_port}", "--listen", f"127.0.0.1:{listen['grpc']}",
               "--upstream", f"h2c://127.0.0.1:{h2c_port}", "--listen", f"127.0.0.1:{listen['h2c']}"]
@@ -269,6 +273,8 @@ def main() -> int:
                  (f"gRPC to an h2c upstream, {many} clients", "h2c", many)]
     if moto is not None:
         scenarios.append(("S3 GET of a 64 MiB object", "s3", 1))
+    if args.only is not None:
+        scenarios = [scenario for scenario in scenarios if scenario[1] == args.only]
     workers = {"rest": rest_worker, "grpc": grpc_worker, "h2c": grpc_worker, "s3": s3_worker}
     results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
     try:

@@ -1,0 +1,172 @@
+"""What holding a large answer for inspection costs a model pull: time to first byte and time to
+the last, through `inspector proxy` (the shipped rules) against plain mitmdump, same invocation.
+
+One upstream (its own process, HTTP/1.1, S3's response headers) serves two objects of the same
+size: a safetensors model, whose header settles the shipped block rules so the sidecar holds it
+only until the header is in (inspector.live.settle), and an object of the same bytes that is no
+model format the sidecar can settle early, held until its first MiB is in and inspected (what every
+large answer got before). A client GETs each through each proxy in turn (alternating, so drift
+hits all four), reading the body in 1 MiB reads; medians are printed with the sidecar's added
+time to first byte (`i-m`) per object: the hold's price is the difference between the two rows.
+
+    python benchmarks/bench_hold.py [--size-mib 64] [--rounds 8] [--gets 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "live"))
+
+from live_servers import QuietHandler  # noqa: E402
+from live_sidecar import Sidecar, free_port, wait_for  # noqa: E402
+
+OBJECTS = {"/models/m1/model.safetensors": "safetensors (settles at its header)",
+           "/models/m1/model.bin": "not settled early (held 1 MiB)"}
+
+
+def safetensors_object(size: int) -> bytes:
+    tensors = 64
+    per = (size - 16384) // tensors // 2 * 2
+    header = {f"layers.{i}.weight": {"dtype": "F16", "shape": [per // 2], "data_offsets": [i * per, (i + 1) * per]}
+              for i in range(tensors)}
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + bytes(tensors * per)
+
+
+def serve(port: int, size: int) -> None:
+    """The upstream (run in its own process): both objects, S3's response headers."""
+    model = safetensors_object(size)
+    other = b"\x00" * 8 + model[8:]  # the same bytes but the header length: no format claims it
+    bodies = {"/models/m1/model.safetensors": model, "/models/m1/model.bin": other}
+
+    class Handler(QuietHandler):
+        def do_GET(self) -> None:
+            body = bodies.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("content-type", "binary/octet-stream")
+            self.send_header("content-length", str(len(body)))
+            self.send_header("x-amz-request-id", "4442587FB7D0A2F9")
+            self.send_header("x-amz-id-2", "bench")
+            self.end_headers()
+            view = memoryview(body)
+            for at in range(0, len(body), 1 << 18):
+                self.wfile.write(view[at:at + (1 << 18)])
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+class Mitmdump:
+    """Plain mitmdump in reverse mode, streaming bodies over 1 MiB as the sidecar does."""
+
+    def __init__(self, workdir: Path, upstream: int) -> None:
+        self.port = free_port()
+        self.command = [str(Path(sys.executable).with_name("mitmdump")), "-q", "--mode",
+                        f"reverse:http://127.0.0.1:{upstream}@127.0.0.1:{self.port}",
+                        "--set", "stream_large_bodies=1m", "--set", "keep_host_header=true",
+                        "--set", "connection_strategy=lazy", "--set", f"confdir={workdir}"]
+        self.process: Any = None
+
+    def __enter__(self) -> Mitmdump:
+        import subprocess
+
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _answers(self.port), timeout=20)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(15)
+
+
+def _answers(port: int) -> bool:
+    try:
+        get(port, "/missing")
+        return True
+    except OSError:
+        return False
+
+
+def get(port: int, path: str) -> tuple[float, float, int]:
+    """(seconds to the first body byte, seconds to the last, bytes) of one GET."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        started = time.perf_counter()
+        connection.request("GET", path)
+        response = connection.getresponse()
+        first = response.read(1)
+        first_at = time.perf_counter() - started
+        got = len(first)
+        while chunk := response.read(1 << 20):
+            got += len(chunk)
+        return first_at, time.perf_counter() - started, got
+    finally:
+        connection.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=64, help="object size (default 64)")
+    parser.add_argument("--rounds", type=int, default=8, help="alternating rounds (default 8)")
+    parser.add_argument("--gets", type=int, default=3, help="GETs per object, proxy and round (default 3)")
+    args = parser.parse_args()
+    size = len(safetensors_object(args.size_mib << 20))  # whole tensors: a little under the MiBs asked
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-hold-"))
+    upstream_port = free_port()
+    upstream = multiprocessing.get_context("spawn").Process(target=serve, args=(upstream_port, args.size_mib << 20), daemon=True)
+    upstream.start()
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    try:
+        wait_for(lambda: _answers(upstream_port), timeout=30)
+        plain = Mitmdump(workdir, upstream_port)
+        inspector = Sidecar(workdir, f"http://127.0.0.1:{upstream_port}", [ROOT / "signatures"], args=["-q"],
+                            name="inspector")
+        with plain, inspector:
+            ports = {"mitmdump": plain.port, "inspector": inspector.port}
+            print(f"inspector proxy with {inspector.health()['rules']} shipped rules; {args.size_mib} MiB objects, "
+                  f"{args.rounds} rounds x {args.gets} GETs per object and proxy")
+            for path in OBJECTS:
+                for port in ports.values():
+                    get(port, path)  # warm
+            for _ in range(args.rounds):
+                for path in OBJECTS:
+                    for proxy, port in ports.items():
+                        for _ in range(args.gets):
+                            first_at, last_at, got = get(port, path)
+                            if got != size:
+                                raise RuntimeError(f"{proxy} {path}: {got} bytes of {size}")
+                            results.setdefault((path, proxy), []).append((first_at, last_at))
+            holds = {ended: inspector.metric("inspector_body_holds_total", ended_by=ended)
+                     for ended in ("settled", "prefix", "end")}
+    finally:
+        upstream.terminate()
+
+    print(f"medians in ms; m = plain mitmdump, i = inspector proxy; holds ended by: {holds}")
+    print(f"{'object':40} {'first byte m/i':>16} {'added':>8} {'last byte m/i':>17} {'added':>8}")
+    for path, label in OBJECTS.items():
+        m, i = ([statistics.median(r[k] for r in results[(path, proxy)]) * 1000 for k in range(2)]
+                for proxy in ("mitmdump", "inspector"))
+        print(f"{label:40} {m[0]:7.2f}/{i[0]:<8.2f} {i[0] - m[0]:+8.2f} {m[1]:8.1f}/{i[1]:<8.1f} {i[1] - m[1]:+8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
