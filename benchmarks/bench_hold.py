@@ -131,7 +131,8 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-hold-"))
     upstream_port = free_port()
-    upstream = multiprocessing.get_context("spawn").Process(target=serve, args=(upstream_port, args.size_mib << 20), daemon=True)
+    upstream = multiprocessing.get_context("spawn").Process(target=serve, args=(upstream_port, args.size_mib << 20),
+                                                            daemon=True)
     upstream.start()
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:

@@ -31,8 +31,6 @@ from inspector.live.settle import SettledAt
 
 #: f(held bytes, complete) -> the decision on the exchange as it stands.
 Inspect = Callable[[bytes, bool], Decision]
-#: Held bytes before `settled_at` is first asked (the shortest prefix it can answer for).
-_SETTLE_FIRST_ASK = 13
 
 
 class HeldBodyStream:
@@ -60,7 +58,7 @@ class HeldBodyStream:
         self._held_bytes = 0
         self._settled_at = settled_at
         #: Held length at which to ask `settled_at` (again); None: not before the full hold.
-        self._ask_at: int | None = _SETTLE_FIRST_ASK if settled_at is not None else None
+        self._ask_at: int | None = 0 if settled_at is not None else None
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
         if self.blocked:

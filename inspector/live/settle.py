@@ -34,6 +34,8 @@ HEAD_FIELDS = frozenset({
     "egress", "egress.allowed", "egress.bucket", "egress.entry", "egress.host", "egress.matched", "egress.phase",
     "egress.port", "egress.repo",
     "grpc.encoding",
+    "principal", "principal.common_name", "principal.fingerprint_s", "principal.issuer", "principal.sans",
+    "principal.serial", "principal.source", "principal.subject",
     "s3.bucket", "s3.key", "s3.operation", "s3.region", "s3.access_key_id", "s3.range",
     "modelhub.hub", "modelhub.repo", "modelhub.repo_type", "modelhub.revision", "modelhub.file",
 })
@@ -71,6 +73,6 @@ def answer_can_settle(content_encoding: str | None) -> bool:
     return all(c in ("", "identity") for c in codings)
 
 
-#: f(held bytes) -> the held length from which they settle the rules, or None (not before the
-#: full hold): inspector.protocols.modelfile.settled_at.
+#: f(held bytes) -> the held length from which they settle the rules (more than held: ask again
+#: then), or None (not before the full hold): inspector.protocols.modelfile.settled_at.
 SettledAt = Callable[[bytes], int | None]

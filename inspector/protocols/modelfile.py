@@ -270,6 +270,8 @@ def _from_magic(data: bytes, complete: bool, total_size: int | None, cap: int,
 #: Bytes the detection order reads before it gets to safetensors: the furthest HDF5 signature
 #: offset and its 8 bytes (also past the 300 the protocol-0 pickle pattern may read).
 MAGIC_REACH = mf.HDF5_SIGNATURE_OFFSETS[-1] + len(mf.HDF5_SIGNATURE)
+#: Bytes before the first magics can be told apart (lzma-alone's header is 13).
+_SETTLED_AT_MIN_BYTES = 13
 
 
 def settled_at(data: bytes) -> int | None:
@@ -278,11 +280,14 @@ def settled_at(data: bytes) -> int | None:
     anomalies). Known for safetensors only, the format models are pulled in: its header read
     whole, and every check that comes before safetensors in the detection order (the magics,
     HDF5's user-block offsets, the compressed-pickle magics) past deciding. None when the bytes
-    are not, or not yet, such a file (fewer than 13 bytes, another format claims them, the header
-    is over the format's limit); a live hold uses it to end early (inspector.live.settle).
+    are no such file, whatever follows (another format claims them, the header is over the
+    format's limit); a live hold uses it to end early (inspector.live.settle).
 
-    An answer below the returned length is not settled: ask again with more bytes."""
-    if len(data) < 13 or _claimed_before_safetensors(data):
+    An answer above `len(data)` means not settled yet: ask again with that many bytes (13 when
+    fewer are given: the compression magics read that many)."""
+    if len(data) < _SETTLED_AT_MIN_BYTES:
+        return _SETTLED_AT_MIN_BYTES
+    if _claimed_before_safetensors(data):
         return None
     if not mf.looks_like_safetensors(data):
         return None

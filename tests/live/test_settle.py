@@ -28,7 +28,7 @@ from inspector.rules import load_rules
 
 SIGNATURES = Path(__file__).resolve().parents[2] / "signatures"
 SID_PICKLE = 9700001
-HOLD = 64 << 10
+HOLD = 256 << 10
 
 
 class _Exploit:
@@ -123,12 +123,13 @@ def _download(live: LiveInspector, body: bytes, chunk: int) -> tuple[HeldBodyStr
     return stream, bytes(out), inspected
 
 
-def test_a_safetensors_download_is_released_once_its_header_is_in(tmp_path):
+@pytest.mark.parametrize("chunk", [7, 1024, 65536])
+def test_a_safetensors_download_is_released_once_its_header_is_in(tmp_path, chunk):
     live = _inspector(tmp_path, {"s3.model.pickle.dangerous|exists": True})
     body = _safetensors(4 * HOLD)
-    stream, out, inspected = _download(live, body, 1024)
+    stream, out, inspected = _download(live, body, chunk)
     assert out == body and stream.decision is not None and stream.decision.action == "allow"
-    assert stream.ended_by == "settled" and inspected == [3072]  # 2056 reached with the third chunk
+    assert stream.ended_by == "settled" and inspected == [-(-2056 // chunk) * chunk]  # the chunk that reached 2056
     assert stream.decision.record["s3"]["model"]["format"] == "safetensors"
     assert stream.decision.record["s3"]["model"]["safetensors"]["header_valid"] is True
 
