@@ -158,7 +158,8 @@ class LiveInspector:
             block_rules = [r for r in engine.ruleset.rules if r.action == BLOCK]
             needed = layer_closure(event for rule in block_rules for event in rule.events)
             self._block_layers = [entry for entry in HTTP_LAYERS if entry[0] in needed]
-            self._block_rules_settle = settle.rules_settle_early(block_rules, settle.model_layers(catalogue()))
+            self._block_rules_settle = settle.rules_settle_early(block_rules, settle.model_layers(catalogue()),
+                                                                 engine.config.suppressions.entries)
             self._split = (engine, frozenset(r.sid for r in block_rules))
         return self._split[1]
 

@@ -8,8 +8,9 @@ a model file's own header settles (`<layer>.model.*` of a safetensors file whose
 read whole), the bytes still to come within the prefix cannot change their verdict; the hold
 then ends as soon as the header is in, with the same decision it would have reached at 1 MiB.
 
-Everything else keeps the full hold: a block rule that reads any other field (the body's length,
-an error code read from the body, a field this module does not know to be fixed by the heads), a
+Everything else keeps the full hold: a block rule, or a site suppression of one, that reads any
+other field (the body's length, an error code read from the body, a field this module does not
+know to be fixed by the heads), a
 block rule on `anomaly` records (the rest of the prefix could raise one), a content-coded answer
 (decoding the rest could fail, which the `uninspectable` policy blocks), and a body that is not
 a safetensors file (a pickle's next opcodes, an archive's next entry, a prefix too short to tell).
@@ -55,13 +56,23 @@ def field_settled_by_model_header(name: str, layers: frozenset[str]) -> bool:
     return layer in layers and (rest == "model" or rest.startswith("model."))
 
 
-def rules_settle_early(block_rules: Iterable[Any], layers: frozenset[str]) -> bool:
-    """Whether every block rule reads only head fields and model-header fields (and none
-    listens to anomalies): then a settled model header settles their verdicts."""
+def rules_settle_early(block_rules: Iterable[Any], layers: frozenset[str],
+                       suppressions: Iterable[Any] = ()) -> bool:
+    """Whether every block rule, and every suppression entry of a block rule's sid, reads only
+    head fields and model-header fields (and no block rule listens to anomalies): then a settled
+    model header settles their verdicts."""
+    block_rules = list(block_rules)
+    sids = {rule.sid for rule in block_rules}
+    read: list[frozenset[str] | None] = []
     for rule in block_rules:
-        if rule.fields is None or ANOMALY_EVENT in rule.events:
+        if ANOMALY_EVENT in rule.events:
             return False
-        for name in rule.fields:
+        read.append(rule.fields)
+    read += [entry.fields for entry in suppressions if sids.intersection(entry.sids)]
+    for names in read:
+        if names is None:
+            return False
+        for name in names:
             if name not in HEAD_FIELDS and not field_settled_by_model_header(name, layers):
                 return False
     return True

@@ -39,6 +39,8 @@ class SuppressEntry:
     line: int
     #: The config file the entry is in.
     file: str = ""
+    #: The fields its predicate reads.
+    fields: frozenset[str] = frozenset()
 
 
 class Suppressions:
@@ -99,18 +101,19 @@ def _compile_entry(item: Any, line: int, ctx: CompileContext) -> SuppressEntry |
             fields[key] = value
             fields.key_lines[key] = line_of(item, key, line)
     predicate = None
+    read: set[str] = set()
     if fields:
-        saved = ctx.implicit_cidr
-        ctx.implicit_cidr = _IMPLICIT_CIDR
+        saved, saved_read = ctx.implicit_cidr, ctx.fields_read
+        ctx.implicit_cidr, ctx.fields_read = _IMPLICIT_CIDR, read
         try:
             predicate, _ = compile_map(fields, ctx, line)
         finally:
-            ctx.implicit_cidr = saved
+            ctx.implicit_cidr, ctx.fields_read = saved, saved_read | read
         if predicate is None:
             return None
     if sids is None:
         return None
-    return SuppressEntry(sids, predicate, reason, line, ctx.file)
+    return SuppressEntry(sids, predicate, reason, line, ctx.file, frozenset(read))
 
 
 def _sids(value: Any, line: int, ctx: CompileContext) -> tuple[int, ...] | None:

@@ -24,7 +24,7 @@ from inspector.live.inspection import Connection, Decision, LiveInspector, LiveS
 from inspector.live.messages import StreamedMessage, merge, request_exchange, response_exchange
 from inspector.live.metrics import Metrics
 from inspector.protocols.modelfile import settled_at
-from inspector.rules import load_rules
+from inspector.rules import load_config, load_rules
 
 SIGNATURES = Path(__file__).resolve().parents[2] / "signatures"
 SID_PICKLE = 9700001
@@ -70,6 +70,25 @@ def test_the_shipped_block_rules_settle_with_a_model_header():
 def test_which_block_rules_a_model_header_settles(tmp_path, selection, event, settles):
     rules = _block_rules(tmp_path, selection, event)
     assert settle.rules_settle_early(rules, settle.model_layers(catalogue())) is settles
+
+
+@pytest.mark.parametrize(("suppress", "settles"), [
+    ({"sid": SID_PICKLE, "src_ip": "10.0.0.0/8"}, True),
+    ({"sid": SID_PICKLE, "s3.model.format": "safetensors"}, True),
+    ({"sid": SID_PICKLE, "http.length|lt": 1000}, False),  # a suppression can lift a block: it counts too
+    ({"sid": 1, "http.length|lt": 1000}, True),  # of no block rule
+])
+def test_a_site_suppression_of_a_block_rule_counts_as_the_rule(tmp_path, suppress, settles):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    write_rule(rules, SID_PICKLE, "Held-answer rule", "s3", {"s3.model.pickle.dangerous|exists": True},
+               action="block")
+    config = tmp_path / "site.yaml"
+    config.write_text(json.dumps({"suppress": [suppress]}))
+    ruleset = load_rules([rules], load_config(config))
+    block = [r for r in ruleset.rules if r.action == "block"]
+    entries = ruleset.config.suppressions.entries
+    assert settle.rules_settle_early(block, settle.model_layers(catalogue()), entries) is settles
 
 
 def test_a_rule_not_built_by_the_loader_keeps_the_full_hold(tmp_path):
