@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import multiprocessing
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -32,25 +30,16 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "live"))
 
-from live_servers import QuietHandler  # noqa: E402
+from live_servers import QuietHandler, safetensors_model  # noqa: E402
 from live_sidecar import Sidecar, free_port, wait_for  # noqa: E402
 
 OBJECTS = {"/models/m1/model.safetensors": "safetensors (settles at its header)",
            "/models/m1/model.bin": "not settled early (held 1 MiB)"}
 
 
-def safetensors_object(size: int) -> bytes:
-    tensors = 64
-    per = (size - 16384) // tensors // 2 * 2
-    header = {f"layers.{i}.weight": {"dtype": "F16", "shape": [per // 2], "data_offsets": [i * per, (i + 1) * per]}
-              for i in range(tensors)}
-    text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + bytes(tensors * per)
-
-
 def serve(port: int, size: int) -> None:
     """The upstream (run in its own process): both objects, S3's response headers."""
-    model = safetensors_object(size)
+    model = safetensors_model(size, 64)
     other = b"\x00" * 8 + model[8:]  # the same bytes but the header length: no format claims it
     bodies = {"/models/m1/model.safetensors": model, "/models/m1/model.bin": other}
 
@@ -127,7 +116,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8, help="alternating rounds (default 8)")
     parser.add_argument("--gets", type=int, default=3, help="GETs per object, proxy and round (default 3)")
     args = parser.parse_args()
-    size = len(safetensors_object(args.size_mib << 20))  # whole tensors: a little under the MiBs asked
+    size = len(safetensors_model(args.size_mib << 20, 64))  # whole tensors: a little under the MiBs asked
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-hold-"))
     upstream_port = free_port()

@@ -251,6 +251,16 @@ def serving(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1",
         server.server_close()
 
 
+def safetensors_model(size: int, tensors: int = 16) -> bytes:
+    """A safetensors file of a little under `size` bytes: `tensors` F16 tensors of zeros that tile
+    the data exactly, so the model-file checks find its header valid."""
+    per = (size - 64 * tensors - 64) // tensors // 2 * 2
+    header = {f"layers.{i}.weight": {"dtype": "F16", "shape": [per // 2], "data_offsets": [i * per, (i + 1) * per]}
+              for i in range(tensors)}
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + bytes(tensors * per)
+
+
 def grpc_frame(payload: bytes, compressed: bool = False) -> bytes:
     return struct.pack(">BI", int(compressed), len(payload)) + payload
 

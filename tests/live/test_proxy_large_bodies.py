@@ -8,13 +8,11 @@ rules read nothing else of the body (inspector.live.settle)."""
 from __future__ import annotations
 
 import http.client
-import json
 import ssl
-import struct
 import time
 
 import pytest
-from live_servers import QuietHandler, serving
+from live_servers import QuietHandler, safetensors_model, serving
 from live_sidecar import Sidecar, write_rule
 
 FIRST = 256 << 10
@@ -27,16 +25,7 @@ SID_MODEL = 9500003
 MODEL_PATH = "/models/m1/model.safetensors"
 
 
-def _safetensors(size: int) -> bytes:
-    tensors = 16
-    per = (size - 4096) // tensors // 2 * 2
-    header = {f"layers.{i}.weight": {"dtype": "F16", "shape": [per // 2], "data_offsets": [i * per, (i + 1) * per]}
-              for i in range(tensors)}
-    text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + bytes(tensors * per)
-
-
-MODEL = _safetensors(SIZE)
+MODEL = safetensors_model(SIZE)
 
 
 class _Handler(QuietHandler):

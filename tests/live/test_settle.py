@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import pickle
-import struct
 import time
 from pathlib import Path
 
 import pytest
+from live_servers import safetensors_model
 from live_sidecar import write_rule
 
 from inspector.engine import Engine
@@ -36,15 +36,6 @@ class _Exploit:
         import os
 
         return (os.system, ("true",))
-
-
-def _safetensors(size: int) -> bytes:
-    count = 8
-    per = (size - 1024) // count // 4 * 4
-    header = {f"layer{i}.weight": {"dtype": "F32", "shape": [per // 4], "data_offsets": [i * per, (i + 1) * per]}
-              for i in range(count)}
-    text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + bytes(count * per)
 
 
 def _block_rules(directory: Path, selection: dict, event: str = "s3") -> list:
@@ -145,7 +136,7 @@ def _download(live: LiveInspector, body: bytes, chunk: int) -> tuple[HeldBodyStr
 @pytest.mark.parametrize("chunk", [7, 1024, 65536])
 def test_a_safetensors_download_is_released_once_its_header_is_in(tmp_path, chunk):
     live = _inspector(tmp_path, {"s3.model.pickle.dangerous|exists": True})
-    body = _safetensors(4 * HOLD)
+    body = safetensors_model(4 * HOLD)
     stream, out, inspected = _download(live, body, chunk)
     assert out == body and stream.decision is not None and stream.decision.action == "allow"
     assert stream.ended_by == "settled" and inspected == [-(-2056 // chunk) * chunk]  # the chunk that reached 2056
@@ -162,6 +153,6 @@ def test_a_pickle_download_is_still_held_and_blocked(tmp_path):
 
 def test_a_rule_on_the_body_keeps_a_safetensors_download_held(tmp_path):
     live = _inspector(tmp_path, {"http.length|gt": 10 ** 12}, "http")
-    body = _safetensors(4 * HOLD)
+    body = safetensors_model(4 * HOLD)
     stream, out, inspected = _download(live, body, 1024)
     assert out == body and stream.ended_by == "prefix" and inspected == [HOLD]
