@@ -54,18 +54,26 @@ def empty_like(capture: Path, out: Path) -> Path:
     return out
 
 
+def _counting_environment() -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
 def instructions(capture: Path, workers: int, shard: str) -> list[int]:
     """Instructions of each process of `inspector analyze CAPTURE --workers N` under callgrind:
     the parent first, then the workers in the order they were forked (flows sharded: worker 0
     reads the capture). A forked process's count starts from its parent's at the fork, which the
     empty-capture run takes away again, all but the little the two runs' parents did
     differently before forking. String
-    hashing is seeded alike in every run, so that dicts and sets behave the same."""
+    hashing is seeded alike in every run, so that dicts and sets behave the same, and bytecode
+    is cached (PYTHONDONTWRITEBYTECODE dropped), so that the first run compiles it and no run
+    counts compiling the project's modules."""
     command = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--callgrind-out-file=/dev/null",
                sys.executable, "-c", _ANALYZE, "analyze", str(capture), "--eve", "/dev/null", "-q",
                "--workers", str(workers), "--shard", shard]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONHASHSEED": "0"})
+                               env=_counting_environment())
     _, stderr = process.communicate()
     counts = {int(pid): int(n) for pid, n in _COLLECTED.findall(stderr)}
     if process.pid not in counts or process.returncode not in (0, 1):
