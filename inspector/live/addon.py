@@ -66,7 +66,6 @@ from inspector.live.watch import files_fingerprint
 from inspector.policy import PolicyLoadError
 from inspector.policy.zones import proxied_destination
 from inspector.protocols import pickle_scan
-from inspector.protocols.modelfile import settled_at
 from inspector.protocols.tls import clienthello_events
 from inspector.records import anomaly_record
 from inspector.rules import RuleLoadError
@@ -679,7 +678,8 @@ class InspectorAddon:
         head = body.head
 
         def settled(held: bytes) -> int | None:  # asked again as bytes come: a reload may change the rules
-            return settled_at(held) if inspector.answer_settles_early(head) else None
+            settled_at = inspector.answer_settled_at(head)
+            return None if settled_at is None else settled_at(held)
 
         return HeldBodyStream(body, inspect, self._aborter(flow), lambda exc: inspector.failed(exc, f"{side} body"),
                               time.time, hold_bytes=inspector.settings.limits.body_keep_bytes,

@@ -142,7 +142,7 @@ class LiveInspector:
         self._dirty = False
         self._split: tuple[Engine | None, frozenset[int]] = (None, frozenset())
         self._block_layers: list = list(HTTP_LAYERS)
-        self._block_rules_settle = False
+        self._settle_level: int | None = None
         self.errors = 0
         #: The segmentation policy, when one is loaded (set by the runtime).
         self.policy: PolicyMonitor | None = None
@@ -158,17 +158,20 @@ class LiveInspector:
             block_rules = [r for r in engine.ruleset.rules if r.action == BLOCK]
             needed = layer_closure(event for rule in block_rules for event in rule.events)
             self._block_layers = [entry for entry in HTTP_LAYERS if entry[0] in needed]
-            self._block_rules_settle = settle.rules_settle_early(block_rules, settle.model_layers(catalogue()),
-                                                                 engine.config.suppressions.entries)
+            self._settle_level = settle.settle_level(block_rules, settle.model_layers(catalogue()),
+                                                     engine.config.suppressions.entries)
             self._split = (engine, frozenset(r.sid for r in block_rules))
         return self._split[1]
 
-    def answer_settles_early(self, head: HttpMessage) -> bool:
-        """Whether a held answer may be released once its first bytes settle the block rules
-        (inspector.live.settle): the running block rules read nothing the rest could change, and
-        the answer's body is read as it comes (no content coding)."""
+    def answer_settled_at(self, head: HttpMessage) -> settle.SettledAt | None:
+        """How soon a held answer's first bytes settle the running block rules
+        (inspector.live.settle), or None when only the full hold does (the rules read what the
+        rest could change, or the answer is content-coded)."""
         self.block_sids()
-        return self._block_rules_settle and settle.answer_can_settle(head.header("content-encoding"))
+        level = self._settle_level
+        if level is None or not settle.answer_can_settle(head.header("content-encoding")):
+            return None
+        return settle.settled_at_for(level)
 
     def blocking_possible(self) -> bool:
         """Whether anything can be enforced before the response: block rules, or the block policy

@@ -1,27 +1,39 @@
 """Whether a held answer's first bytes already decide the block rules, so the hold can end early.
 
-A large answer (a model pulled from S3 or a hub) is held back until its first `body_keep_bytes`
-(1 MiB) are in and the block rules have looked at them (bodystream.HeldBodyStream): at a few
-hundred MB/s that is milliseconds before the client's first byte. When the block rules read only
-what the heads already fixed (addresses, the URL, the egress verdict, the gRPC encoding) and what
-a model file's own header settles (`<layer>.model.*` of a safetensors file whose header has been
-read whole), the bytes still to come within the prefix cannot change their verdict; the hold
-then ends as soon as the header is in, with the same decision it would have reached at 1 MiB.
+A large answer (a model pulled from S3 or a hub, a dataset) is held back until its first
+`body_keep_bytes` (1 MiB) are in and the block rules have looked at them
+(bodystream.HeldBodyStream): at a few hundred MB/s that is milliseconds before the client's first
+byte. What the rest of that MiB could still change depends on the fields the block rules read
+(:func:`settle_level`), and so does how soon the hold can end (:func:`settled_at_for`):
 
-Everything else keeps the full hold: a block rule, or a site suppression of one, that reads any
-other field (the body's length, an error code read from the body, a field this module does not
-know to be fixed by the heads), a
-block rule on `anomaly` records (the rest of the prefix could raise one), a content-coded answer
-(decoding the rest could fail, which the `uninspectable` policy blocks), and a body that is not
-a safetensors file (a pickle's next opcodes, an archive's next entry, a prefix too short to tell).
-Requests (uploads) keep the full hold: their bodies can be framed (aws-chunked) so that the bytes
-on the wire are not the file the layers read.
+* only fields the heads fix (addresses, the URL and headers, the egress verdict, the gRPC
+  encoding, the S3 bucket and key, the hub's repository): the body cannot change the verdict,
+  the hold ends with the first chunk;
+* also a model file's pickle findings (`<layer>.model.pickle.*`, as the shipped rule that blocks
+  dangerous pickles): every pickle the model-file detection scans is announced by the object's
+  first bytes (a pickle, a zip archive, a .npy array, a compressed stream), so any other answer
+  (safetensors, GGUF, a dataset, JSON, an image) is settled after 300 bytes; one that starts like
+  a pickle keeps the full hold, its opcodes read as they come;
+* also other model-file fields (`<layer>.model.format`, header checks): settled once a safetensors
+  file's header is read whole (and the first 2,056 bytes, where the detection's last magic lies);
+  any other answer keeps the full hold.
+
+The decision is the one the full hold would reach (a property test checks that a settled prefix
+describes the object as every longer prefix does). Everything else keeps the full hold: a block
+rule, or a site suppression of one, that reads any other field (the body's length, an error code
+read from the body, a field this module does not know to be fixed by the heads), a block rule on
+`anomaly` records (the rest of the prefix could raise one), and a content-coded answer (decoding
+the rest could fail, which the `uninspectable` policy blocks). Requests (uploads) keep the full
+hold: their bodies can be framed (aws-chunked) so that the bytes on the wire are not the file
+the layers read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from inspector.protocols.modelfile import pickle_settled_at, settled_at
 
 #: Fields whose values come from the connection, the request (its head, or its body: complete
 #: before the answer's body starts) and the answer's head: never from the answer's body. Only
@@ -42,6 +54,9 @@ HEAD_FIELDS = frozenset({
 })
 #: Records about parser findings: the rest of a prefix may still raise one.
 ANOMALY_EVENT = "anomaly"
+#: f(held bytes) -> the held length from which they settle the rules (more than held: ask again
+#: then), or None (not before the full hold).
+SettledAt = Callable[[bytes], int | None]
 
 
 def model_layers(catalogue: Mapping[str, Any]) -> frozenset[str]:
@@ -50,40 +65,54 @@ def model_layers(catalogue: Mapping[str, Any]) -> frozenset[str]:
                      and name.count(".") == 2)
 
 
-def field_settled_by_model_header(name: str, layers: frozenset[str]) -> bool:
-    """`<layer>.model` or a field below it, for a layer that describes model files."""
+#: What a rule set's block rules read, in the order of how long a held answer must wait.
+HEAD, PICKLE, MODEL = 1, 2, 3
+
+
+def field_level(name: str, layers: frozenset[str]) -> int | None:
+    """HEAD, PICKLE (`<layer>.model.pickle` and below), MODEL (any other `<layer>.model` field,
+    for a layer that describes model files), or None (a field the body may still change)."""
+    if name in HEAD_FIELDS:
+        return HEAD
     layer, _, rest = name.partition(".")
-    return layer in layers and (rest == "model" or rest.startswith("model."))
+    if layer not in layers or not (rest == "model" or rest.startswith("model.")):
+        return None
+    return PICKLE if rest == "model.pickle" or rest.startswith("model.pickle.") else MODEL
 
 
-def rules_settle_early(block_rules: Iterable[Any], layers: frozenset[str],
-                       suppressions: Iterable[Any] = ()) -> bool:
-    """Whether every block rule, and every suppression entry of a block rule's sid, reads only
-    head fields and model-header fields (and no block rule listens to anomalies): then a settled
-    model header settles their verdicts."""
+def settle_level(block_rules: Iterable[Any], layers: frozenset[str], suppressions: Iterable[Any] = ()) -> int | None:
+    """The most any block rule, or any suppression entry of a block rule's sid, reads (a level);
+    None when one reads a field the body may change, or a block rule listens to anomalies."""
     block_rules = list(block_rules)
     sids = {rule.sid for rule in block_rules}
     read: list[frozenset[str] | None] = []
     for rule in block_rules:
         if ANOMALY_EVENT in rule.events:
-            return False
+            return None
         read.append(rule.fields)
     read += [entry.fields for entry in suppressions if sids.intersection(entry.sids)]
+    level = HEAD
     for names in read:
         if names is None:
-            return False
+            return None
         for name in names:
-            if name not in HEAD_FIELDS and not field_settled_by_model_header(name, layers):
-                return False
-    return True
+            found = field_level(name, layers)
+            if found is None:
+                return None
+            level = max(level, found)
+    return level
+
+
+def _at_once(data: bytes) -> int:
+    return 0
+
+
+def settled_at_for(level: int) -> SettledAt:
+    """How soon a held answer settles block rules of `level`."""
+    return {HEAD: _at_once, PICKLE: pickle_settled_at, MODEL: settled_at}[level]
 
 
 def answer_can_settle(content_encoding: str | None) -> bool:
     """An answer whose body the layers read as it is on the wire (no content coding)."""
     codings = [c.strip() for c in (content_encoding or "").lower().split(",")]
     return all(c in ("", "identity") for c in codings)
-
-
-#: f(held bytes) -> the held length from which they settle the rules (more than held: ask again
-#: then), or None (not before the full hold): inspector.protocols.modelfile.settled_at.
-SettledAt = Callable[[bytes], int | None]

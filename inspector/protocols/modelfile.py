@@ -102,6 +102,8 @@ _TORCH_BIN_NAME = re.compile(r"model|training_args|optimizer|scheduler|checkpoin
 _PICKLE_ENTRY_SUFFIXES = (".pkl", ".pickle", ".joblib", ".dill")
 _TORCH_STORAGE = re.compile(r"(?:^|/)\.?data/\d+$")
 _PROTOCOL0_GLOBAL = re.compile(rb"\(?[ci][A-Za-z_][\w.]{0,127}\n[A-Za-z_][\w.]{0,127}\n")
+#: Bytes the protocol-0 pattern is tried on (it spans at most 261).
+PROTOCOL0_REACH = 300
 #: The first pickle of a legacy torch file: protocol 2, LONG1 0x1950a86a20f9469cfc6c, STOP.
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."
 #: Name suffixes of compressed files (joblib, pandas), looked through for the model's own suffix.
@@ -246,7 +248,7 @@ def _from_magic(data: bytes, complete: bool, total_size: int | None, cap: int,
         return _archive(data, complete, cap)
     if is_pickle_magic(head):
         return _pickle(data, complete, cap, ext_format)
-    if _PROTOCOL0_GLOBAL.match(data, 0, 300):
+    if _PROTOCOL0_GLOBAL.match(data, 0, PROTOCOL0_REACH):
         return _pickle(data, complete, cap, ext_format, confidence=MEDIUM)
     wrapped = _compressed_pickle(data, complete, cap, ext_format)
     if wrapped is not None:
@@ -297,13 +299,28 @@ def settled_at(data: bytes) -> int | None:
     return max(8 + length, MAGIC_REACH)
 
 
+def pickle_settled_at(data: bytes) -> int | None:
+    """The length from which an object's first bytes `data` settle the `pickle` part of its
+    description (what a rule on `<layer>.model.pickle.*` reads): none, whatever follows, when the
+    object does not start like anything that holds a pickle (a pickle, a zip archive, a .npy
+    array, a compressed stream); every branch of the detection that scans pickles is chosen by
+    the object's first bytes, the protocol-0 pattern reading the most (PROTOCOL0_REACH). None
+    when it does start like one: its pickles are read as the bytes come (not settled before the
+    whole prefix). An answer above `len(data)`: ask again with that many bytes."""
+    head = data[:8]  # on fewer than PROTOCOL0_REACH bytes, the answer says to ask again
+    if (head[:6] == mf.NPY_MAGIC or zipprefix.looks_like_zip(data) or is_pickle_magic(head)
+            or _PROTOCOL0_GLOBAL.match(data, 0, PROTOCOL0_REACH) is not None or compression_of(data) is not None):
+        return None
+    return PROTOCOL0_REACH
+
+
 def _claimed_before_safetensors(data: bytes) -> bool:
     """Whether a check :func:`_from_magic` makes before safetensors claims the bytes (each only
     reads the bytes it is given: on a prefix shorter than MAGIC_REACH, a later byte may still)."""
     head = data[:8]
     return (head[:4] == mf.GGUF_MAGIC or mf.hdf5_signature_at(data) is not None or head[:6] == mf.NPY_MAGIC
             or zipprefix.looks_like_zip(data) or is_pickle_magic(head)
-            or _PROTOCOL0_GLOBAL.match(data, 0, 300) is not None or compression_of(data) is not None)
+            or _PROTOCOL0_GLOBAL.match(data, 0, PROTOCOL0_REACH) is not None or compression_of(data) is not None)
 
 
 def _u64_le(data: bytes) -> int:

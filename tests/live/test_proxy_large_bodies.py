@@ -1,13 +1,14 @@
 """A large answer through `inspector proxy` (http.client over TLS, a real HTTP/1.1 upstream that
 sends its first 256 KiB, pauses, then sends the rest): its first MiB is held back until inspected
-when a block could follow, and forwarded as it comes when nothing can block (no block rules,
-`--uninspectable alert`); either way the transaction is evaluated whole when the body ends. A
-safetensors model pulled from an S3-like store is held only until its header is in when the block
-rules read nothing else of the body (inspector.live.settle)."""
+when a block rule could act on it, and forwarded as it comes when nothing can block (no block
+rules, `--uninspectable alert`); either way the transaction is evaluated whole when the body
+ends. Under a block rule on a model's pickles, a safetensors model pulled from an S3-like store
+is released once its first bytes rule a pickle out, and a pickle is held (inspector.live.settle)."""
 
 from __future__ import annotations
 
 import http.client
+import pickle
 import ssl
 import time
 
@@ -23,18 +24,19 @@ SID_ALERT = 9500001
 SID_BLOCK = 9500002
 SID_MODEL = 9500003
 MODEL_PATH = "/models/m1/model.safetensors"
-
-
+PICKLE_PATH = "/models/m1/model.pkl"
 MODEL = safetensors_model(SIZE)
+BENIGN_PICKLE = pickle.dumps(bytes(SIZE), protocol=4)  # no global: allowed once its first MiB is scanned
+OBJECTS = {MODEL_PATH: MODEL, PICKLE_PATH: BENIGN_PICKLE}
 
 
 class _Handler(QuietHandler):
     def do_GET(self) -> None:
-        body = MODEL if self.path == MODEL_PATH else BODY
+        body = OBJECTS.get(self.path, BODY)
         self.send_response(200)
         self.send_header("content-type", "application/octet-stream")
         self.send_header("content-length", str(len(body)))
-        if body is MODEL:  # what S3 stores answer with: the s3 layer recognises the exchange
+        if body is not BODY:  # what S3 stores answer with: the s3 layer recognises the exchange
             self.send_header("x-amz-request-id", "4442587FB7D0A2F9")
             self.send_header("x-amz-id-2", "vlR7PnpV2Ce81l0PRw6jlUpck7Jo5ZsQjryTjKlc5aLWGVHPZLj5NeC6qMa0emYBDXOo6Q=")
         self.end_headers()
@@ -56,7 +58,7 @@ def _sidecar(tmp_path_factory, upstream, certs, *, can_block: bool) -> Sidecar:
     write_rule(rules, SID_ALERT, "Large download", "http", {"http.url|contains": "/weights"})
     args = []
     if can_block:
-        write_rule(rules, SID_BLOCK, "Admin path", "http", {"http.url|contains": "/admin"}, action="block")
+        write_rule(rules, SID_BLOCK, "Huge answer", "http", {"http.length|gt": 10 ** 12}, action="block")
     else:
         args = ["--uninspectable", "alert"]
     return Sidecar(tmp_path_factory.mktemp("sidecar"), upstream, rules, cert=certs.server_cert,
@@ -94,28 +96,31 @@ def test_a_large_answer_is_held_only_when_a_block_could_follow(tmp_path_factory,
         assert sidecar.metric("inspector_streams_total", kind="response_body") == 1
 
 
-@pytest.mark.parametrize("rule", ["model-fields", "body-length"])
-def test_a_model_pull_is_held_until_its_header_settles_the_block_rules(tmp_path_factory, upstream, certs, rule):
-    """The block rule reads a model field (a pickle's dangerous globals): a safetensors file's
-    header settles it, and the rest of the first MiB is not waited for. A block rule that reads
-    the body's length keeps the whole hold."""
+@pytest.mark.parametrize(("rule", "path", "held"), [
+    ("pickle-rule", MODEL_PATH, False), ("pickle-rule", PICKLE_PATH, True), ("body-length-rule", MODEL_PATH, True)],
+    ids=["pickle-rule-safetensors", "pickle-rule-pickle", "body-length-rule-safetensors"])
+def test_a_model_pull_is_held_until_its_first_bytes_settle_the_block_rules(tmp_path_factory, upstream, certs, rule,
+                                                                          path, held):
+    """A block rule on a model's pickles: a safetensors file's first bytes rule a pickle out, and
+    the rest of the first MiB is not waited for; a pickle is held until its first MiB is scanned.
+    A block rule that reads the body's length keeps the whole hold whatever the body."""
     rules = tmp_path_factory.mktemp("rules")
-    if rule == "model-fields":
+    if rule == "pickle-rule":
         write_rule(rules, SID_MODEL, "Dangerous pickle pulled", "s3", {"s3.model.pickle.dangerous|exists": True},
                    action="block")
     else:
         write_rule(rules, SID_MODEL, "Huge answer", "http", {"http.length|gt": 10 ** 12}, action="block")
+    expected = OBJECTS[path]
     with Sidecar(tmp_path_factory.mktemp("sidecar"), upstream, rules, cert=certs.server_cert,
                  key=certs.server_key) as sidecar:
-        first_at, body = _download(sidecar, certs, MODEL_PATH)
-        assert body == MODEL
-        if rule == "model-fields":
-            assert first_at < PAUSE * 0.67, first_at
-            assert sidecar.metric("inspector_body_holds_total", ended_by="settled") == 1
-        else:
+        first_at, body = _download(sidecar, certs, path)
+        assert body == expected
+        if held:
             assert first_at >= PAUSE * 0.9, first_at
             assert sidecar.metric("inspector_body_holds_total", ended_by="prefix") == 1
+        else:
+            assert first_at < PAUSE * 0.67, first_at
+            assert sidecar.metric("inspector_body_holds_total", ended_by="settled") == 1
         record = sidecar.wait_records(lambda rs: [r for r in rs if r["event_type"] == "s3"])[-1]
-        assert record["http"]["length"] == len(MODEL) and record["http"]["response_complete"] is True
-        assert record["s3"]["model"]["format"] == "safetensors"
-        assert record["s3"]["model"]["safetensors"]["header_valid"] is True
+        assert record["http"]["length"] == len(expected) and record["http"]["response_complete"] is True
+        assert record["s3"]["model"]["format"] == ("safetensors" if path == MODEL_PATH else "pickle")

@@ -159,9 +159,9 @@ def test_64_mib_object_passes_with_bounded_memory(sidecar, s3):
 
 
 def test_large_safetensors_pull_is_released_once_its_header_is_in(sidecar, s3, moto):
-    """The module's block rule reads the model's pickle globals only: a safetensors file's header
-    settles it, so the hold ends there (inspector_body_holds_total{ended_by="settled"}) and the
-    record still describes the whole file; the large pickle test above is held and blocked."""
+    """The module's block rule reads the model's pickle globals only: a safetensors file's first
+    bytes rule a pickle out, so the hold ends there (inspector_body_holds_total{ended_by="settled"})
+    and the record still describes the whole file; the large pickle test above is held and blocked."""
     endpoint, credentials = moto
     header = json.dumps({"w": {"dtype": "F32", "shape": [3 << 18], "data_offsets": [0, 3 << 20]}}).encode()
     body = struct.pack("<Q", len(header)) + header + os.urandom(3 << 20)

@@ -23,7 +23,6 @@ from inspector.live.flowinfo import flow_info
 from inspector.live.inspection import Connection, Decision, LiveInspector, LiveSettings
 from inspector.live.messages import StreamedMessage, merge, request_exchange, response_exchange
 from inspector.live.metrics import Metrics
-from inspector.protocols.modelfile import settled_at
 from inspector.rules import load_config, load_rules
 
 SIGNATURES = Path(__file__).resolve().parents[2] / "signatures"
@@ -43,33 +42,36 @@ def _block_rules(directory: Path, selection: dict, event: str = "s3") -> list:
     return [r for r in load_rules([directory]).rules if r.action == "block"]
 
 
-def test_the_shipped_block_rules_settle_with_a_model_header():
+def _level(rules: list, suppressions=()) -> int | None:
+    return settle.settle_level(rules, settle.model_layers(catalogue()), suppressions)
+
+
+def test_the_shipped_block_rules_settle_once_no_pickle_can_follow():
     rules = [r for r in load_rules([SIGNATURES]).rules if r.action == "block"]
     assert {r.sid for r in rules} >= {2200001, 4800001, 4800002}
-    assert settle.rules_settle_early(rules, settle.model_layers(catalogue()))
+    assert _level(rules) == settle.PICKLE
 
 
-@pytest.mark.parametrize(("selection", "event", "settles"), [
-    ({"s3.model.pickle.dangerous|exists": True}, "s3", True),
-    ({"modelhub.model.format": "pickle", "modelhub.repo|startswith": "x/"}, "modelhub", True),
-    ({"http.url|contains": "/admin"}, "http", True),
-    ({"http.length|gt": 10}, "http", False),  # grows with every byte of the body
-    ({"s3.error_code": "AccessDenied"}, "s3", False),  # read from an answer's body
-    ({"llm.model": "gpt-x"}, "llm", False),  # a layer's `model` that is not a model file
-    ({"anomaly.event": "model_safetensors_header_invalid"}, "anomaly", False),  # the rest may raise one
+@pytest.mark.parametrize(("selection", "event", "level"), [
+    ({"http.url|contains": "/admin"}, "http", settle.HEAD),
+    ({"s3.model.pickle.dangerous|exists": True}, "s3", settle.PICKLE),
+    ({"modelhub.model.format": "pickle", "modelhub.repo|startswith": "x/"}, "modelhub", settle.MODEL),
+    ({"http.length|gt": 10}, "http", None),  # grows with every byte of the body
+    ({"s3.error_code": "AccessDenied"}, "s3", None),  # read from an answer's body
+    ({"llm.model": "gpt-x"}, "llm", None),  # a layer's `model` that is not a model file
+    ({"anomaly.event": "model_safetensors_header_invalid"}, "anomaly", None),  # the rest may raise one
 ])
-def test_which_block_rules_a_model_header_settles(tmp_path, selection, event, settles):
-    rules = _block_rules(tmp_path, selection, event)
-    assert settle.rules_settle_early(rules, settle.model_layers(catalogue())) is settles
+def test_how_long_block_rules_keep_an_answer_held(tmp_path, selection, event, level):
+    assert _level(_block_rules(tmp_path, selection, event)) == level
 
 
-@pytest.mark.parametrize(("suppress", "settles"), [
-    ({"sid": SID_PICKLE, "src_ip": "10.0.0.0/8"}, True),
-    ({"sid": SID_PICKLE, "s3.model.format": "safetensors"}, True),
-    ({"sid": SID_PICKLE, "http.length|lt": 1000}, False),  # a suppression can lift a block: it counts too
-    ({"sid": 1, "http.length|lt": 1000}, True),  # of no block rule
+@pytest.mark.parametrize(("suppress", "level"), [
+    ({"sid": SID_PICKLE, "src_ip": "10.0.0.0/8"}, settle.PICKLE),
+    ({"sid": SID_PICKLE, "s3.model.format": "safetensors"}, settle.MODEL),
+    ({"sid": SID_PICKLE, "http.length|lt": 1000}, None),  # a suppression can lift a block: it counts too
+    ({"sid": 1, "http.length|lt": 1000}, settle.PICKLE),  # of no block rule
 ])
-def test_a_site_suppression_of_a_block_rule_counts_as_the_rule(tmp_path, suppress, settles):
+def test_a_site_suppression_of_a_block_rule_counts_as_the_rule(tmp_path, suppress, level):
     rules = tmp_path / "rules"
     rules.mkdir()
     write_rule(rules, SID_PICKLE, "Held-answer rule", "s3", {"s3.model.pickle.dangerous|exists": True},
@@ -78,15 +80,14 @@ def test_a_site_suppression_of_a_block_rule_counts_as_the_rule(tmp_path, suppres
     config.write_text(json.dumps({"suppress": [suppress]}))
     ruleset = load_rules([rules], load_config(config))
     block = [r for r in ruleset.rules if r.action == "block"]
-    entries = ruleset.config.suppressions.entries
-    assert settle.rules_settle_early(block, settle.model_layers(catalogue()), entries) is settles
+    assert _level(block, ruleset.config.suppressions.entries) == level
 
 
 def test_a_rule_not_built_by_the_loader_keeps_the_full_hold(tmp_path):
     (rule,) = _block_rules(tmp_path, {"http.url|contains": "/admin"}, "http")
     import dataclasses
 
-    assert not settle.rules_settle_early([dataclasses.replace(rule, fields=None)], frozenset({"s3"}))
+    assert _level([dataclasses.replace(rule, fields=None)]) is None
 
 
 @pytest.mark.parametrize(("coding", "settles"), [(None, True), ("identity", True), ("gzip", False),
@@ -122,8 +123,7 @@ def _download(live: LiveInspector, body: bytes, chunk: int) -> tuple[HeldBodyStr
                             partial=not complete)
 
     stream = HeldBodyStream(StreamedMessage(Limits(), TO_CLIENT, head), inspect, lambda reason: None,
-                            lambda exc: False, time.time, hold_bytes=HOLD,
-                            settled_at=settled_at if live.answer_settles_early(head) else None)
+                            lambda exc: False, time.time, hold_bytes=HOLD, settled_at=live.answer_settled_at(head))
     out = bytearray()
     for at in range(0, len(body), chunk):
         sent = stream(body[at:at + chunk])
@@ -133,26 +133,42 @@ def _download(live: LiveInspector, body: bytes, chunk: int) -> tuple[HeldBodyStr
     return stream, bytes(out), inspected
 
 
+DATASET = b"PAR1" + bytes(range(256)) * (4 * HOLD // 256)  # no model format: nothing to scan in it
+BENIGN_PICKLE = pickle.dumps(bytes(4 * HOLD), protocol=4)
+PICKLE_RULE = {"s3.model.pickle.dangerous|exists": True}
+FORMAT_RULE = {"s3.model.format": "pickle"}
+
+
 @pytest.mark.parametrize("chunk", [7, 1024, 65536])
-def test_a_safetensors_download_is_released_once_its_header_is_in(tmp_path, chunk):
-    live = _inspector(tmp_path, {"s3.model.pickle.dangerous|exists": True})
-    body = safetensors_model(4 * HOLD)
+@pytest.mark.parametrize(("rule", "body", "settled_from"), [
+    (PICKLE_RULE, safetensors_model(4 * HOLD), 300),  # past the protocol-0 pickle pattern's reach
+    (PICKLE_RULE, DATASET, 300),
+    (FORMAT_RULE, safetensors_model(4 * HOLD), 2056),  # its header read, and the HDF5 offsets
+    ({"http.url|contains": "/admin"}, DATASET, 1),  # the body cannot matter: the first chunk
+], ids=["pickle-rule-safetensors", "pickle-rule-dataset", "format-rule-safetensors", "head-rule-dataset"])
+def test_an_answer_is_released_once_its_first_bytes_settle_the_block_rules(tmp_path, chunk, rule, body,
+                                                                           settled_from):
+    live = _inspector(tmp_path, rule)
     stream, out, inspected = _download(live, body, chunk)
     assert out == body and stream.decision is not None and stream.decision.action == "allow"
-    assert stream.ended_by == "settled" and inspected == [-(-2056 // chunk) * chunk]  # the chunk that reached 2056
+    assert stream.ended_by == "settled" and inspected == [-(-settled_from // chunk) * chunk]  # the chunk that got there
+
+
+def test_the_settled_record_describes_the_model(tmp_path):
+    live = _inspector(tmp_path, FORMAT_RULE)
+    stream, _, _ = _download(live, safetensors_model(4 * HOLD), 1024)
     assert stream.decision.record["s3"]["model"]["format"] == "safetensors"
     assert stream.decision.record["s3"]["model"]["safetensors"]["header_valid"] is True
 
 
-def test_a_pickle_download_is_still_held_and_blocked(tmp_path):
-    live = _inspector(tmp_path, {"s3.model.pickle.dangerous|exists": True})
-    body = pickle.dumps([_Exploit(), bytes(4 * HOLD)], protocol=4)
+@pytest.mark.parametrize(("rule", "body", "blocked"), [
+    (PICKLE_RULE, pickle.dumps([_Exploit(), bytes(4 * HOLD)], protocol=4), True),
+    (PICKLE_RULE, BENIGN_PICKLE, False),  # a pickle's next opcodes could import anything
+    (FORMAT_RULE, DATASET, False),  # only a safetensors header settles a rule on the format
+    ({"http.length|gt": 10 ** 12}, safetensors_model(4 * HOLD), False),  # a field of the body
+], ids=["pickle-rule-exploit", "pickle-rule-benign-pickle", "format-rule-dataset", "length-rule-safetensors"])
+def test_other_answers_keep_the_full_hold(tmp_path, rule, body, blocked):
+    live = _inspector(tmp_path, rule, "http" if "http.length|gt" in rule else "s3")
     stream, out, inspected = _download(live, body, 1024)
-    assert out == b"" and stream.blocked and stream.ended_by == "prefix" and inspected == [HOLD]
-
-
-def test_a_rule_on_the_body_keeps_a_safetensors_download_held(tmp_path):
-    live = _inspector(tmp_path, {"http.length|gt": 10 ** 12}, "http")
-    body = safetensors_model(4 * HOLD)
-    stream, out, inspected = _download(live, body, 1024)
-    assert out == body and stream.ended_by == "prefix" and inspected == [HOLD]
+    assert stream.ended_by == "prefix" and inspected == [HOLD]
+    assert stream.blocked is blocked and out == (b"" if blocked else body)

@@ -636,6 +636,52 @@ def test_a_settled_prefix_describes_the_object_as_any_longer_prefix_does(body, n
     assert settled == later
 
 
+_STARTS = [pickle.dumps([ShellOnLoad(), bytes(3000)], protocol=4), b"cposix\nsystem\n(S'id'\ntR." + bytes(3000),
+           zip_bytes({"archive/data.pkl": pickle.dumps(ShellOnLoad())}), gzip.compress(pickle.dumps(ShellOnLoad())),
+           b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, 'shape': (1,), }" + b" " * 50 + b"\n"
+           + pickle.dumps([ShellOnLoad()]), safetensors(GOOD_HEADER, bytes(24)), b"GGUF" + bytes(3000),
+           b"PAR1" + random.Random(7).randbytes(3000), b'{"rows": [1, 2, 3]}' + b" " * 3000, b"c" + b"a" * 400,
+           random.Random(8).randbytes(3000)]
+
+
+@st.composite
+def _any_object(draw) -> bytes:
+    body = bytearray(draw(st.sampled_from(_STARTS)))
+    if draw(st.booleans()):  # what follows the start: more of it, a pickle, a signature at an HDF5 offset
+        body += draw(st.sampled_from([pickle.dumps(ShellOnLoad(), protocol=2), b"\x89HDF\r\n\x1a\n" * 300,
+                                      random.Random(9).randbytes(2000)]))
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(body) - 1))
+        body[at] = draw(st.integers(0, 255))
+    return bytes(body)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_any_object(), st.sampled_from([None, "m.pkl", "m.safetensors", "m.bin", "data.parquet"]), st.data())
+def test_a_prefix_settled_for_pickles_has_none_and_no_longer_prefix_finds_one(body, name, data):
+    """What a block rule on `<layer>.model.pickle.*` relies on to end a hold early."""
+    cut = data.draw(st.integers(1, len(body)))
+    at = modelfile.pickle_settled_at(body[:cut])
+    if at is None or at > cut:
+        return
+    for end in (cut, data.draw(st.integers(cut, len(body))), len(body)):
+        model = inspect_model(body[:end], name=name, body_complete=end == len(body), total_size=len(body))
+        assert model is None or model.pickle is None
+
+
+@pytest.mark.parametrize(("data", "settled"), [
+    (pickle.dumps(ShellOnLoad(), protocol=4) + bytes(400), None),
+    (b"cposix\nsystem\n" + bytes(400), None),
+    (zip_bytes({"a.txt": b"x" * 400}), None),
+    (gzip.compress(random.Random(1).randbytes(400)), None),
+    (b"PAR1" + bytes(400), 300),
+    (safetensors(GOOD_HEADER, bytes(400)), 300),
+    (b"PAR1", 300),  # too short to rule out a protocol-0 global: asked again at 300
+], ids=["pickle", "protocol-0", "zip", "gzip", "parquet", "safetensors", "short"])
+def test_pickle_settled_at(data, settled):
+    assert modelfile.pickle_settled_at(data) == settled
+
+
 # --- names ----------------------------------------------------------------------------------------
 
 
