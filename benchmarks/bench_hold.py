@@ -1,13 +1,13 @@
 """What holding a large answer for inspection costs a model pull: time to first byte and time to
 the last, through `inspector proxy` (the shipped rules) against plain mitmdump, same invocation.
 
-One upstream (its own process, HTTP/1.1, S3's response headers) serves two objects of the same
-size: a safetensors model, whose header settles the shipped block rules so the sidecar holds it
-only until the header is in (inspector.live.settle), and an object of the same bytes that is no
-model format the sidecar can settle early, held until its first MiB is in and inspected (what every
+One upstream (its own process, HTTP/1.1, S3's response headers) serves three objects of about the
+same size: a safetensors model and a dataset (Parquet's magic), whose first bytes rule out a
+pickle and so settle the shipped block rules (the hold ends after 300 bytes,
+inspector.live.settle), and a pickle, held until its first MiB is in and scanned (what every
 large answer got before). A client GETs each through each proxy in turn (alternating, so drift
-hits all four), reading the body in 1 MiB reads; medians are printed with the sidecar's added
-time to first byte (`i-m`) per object: the hold's price is the difference between the two rows.
+hits all of them), reading the body in 1 MiB reads; medians are printed with the sidecar's added
+time to first byte (`added`): the full hold's price is the difference between the rows.
 
     python benchmarks/bench_hold.py [--size-mib 64] [--rounds 8] [--gets 3]
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import multiprocessing
+import pickle
 import statistics
 import sys
 import tempfile
@@ -33,15 +34,24 @@ sys.path.insert(0, str(ROOT / "tests" / "live"))
 from live_servers import QuietHandler, safetensors_model  # noqa: E402
 from live_sidecar import Sidecar, free_port, wait_for  # noqa: E402
 
-OBJECTS = {"/models/m1/model.safetensors": "safetensors (settles at its header)",
-           "/models/m1/model.bin": "not settled early (held 1 MiB)"}
+OBJECTS = {"/models/m1/model.safetensors": "safetensors (settled after 300 B)",
+           "/datasets/d1/part-0.parquet": "dataset (settled after 300 B)",
+           "/models/m1/model.pkl": "pickle (held 1 MiB)"}
+
+
+def objects(size: int) -> list[bytes]:
+    """The three objects, each of len(safetensors_model(size, 64)) bytes."""
+    model = safetensors_model(size, 64)
+    dataset = b"PAR1" + bytes(range(256)) * ((len(model) - 4) // 256)
+    dataset += b"\x00" * (len(model) - len(dataset))
+    overhead = len(pickle.dumps(bytes(1 << 20), protocol=4)) - (1 << 20)  # PROTO, BINBYTES, MEMOIZE, STOP
+    pickled = pickle.dumps(bytes(len(model) - overhead), protocol=4)
+    return [model, dataset, pickled]
 
 
 def serve(port: int, size: int) -> None:
     """The upstream (run in its own process): both objects, S3's response headers."""
-    model = safetensors_model(size, 64)
-    other = b"\x00" * 8 + model[8:]  # the same bytes but the header length: no format claims it
-    bodies = {"/models/m1/model.safetensors": model, "/models/m1/model.bin": other}
+    bodies = dict(zip(OBJECTS, objects(size), strict=True))
 
     class Handler(QuietHandler):
         def do_GET(self) -> None:
@@ -116,7 +126,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8, help="alternating rounds (default 8)")
     parser.add_argument("--gets", type=int, default=3, help="GETs per object, proxy and round (default 3)")
     args = parser.parse_args()
-    size = len(safetensors_model(args.size_mib << 20, 64))  # whole tensors: a little under the MiBs asked
+    sizes = {len(body) for body in objects(args.size_mib << 20)}
+    assert len(sizes) == 1, sizes
+    size = sizes.pop()  # whole tensors: a little under the MiBs asked
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-hold-"))
     upstream_port = free_port()
