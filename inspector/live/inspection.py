@@ -61,6 +61,9 @@ from inspector.records import anomaly_record, base_record
 from inspector.rules.layers import layer_closure
 
 logger = logging.getLogger("inspector.live")
+#: The layers an HTTP transaction's record can have: its event type and objects (apps.transaction_record,
+#: plus what :meth:`LiveInspector.record` adds).
+_ANSWER_LAYERS = frozenset({"http", "egress", "principal", *(entry[0] for entry in HTTP_LAYERS)})
 
 UNINSPECTABLE_POLICIES = ("block", "alert", "allow")
 
@@ -159,7 +162,7 @@ class LiveInspector:
             needed = layer_closure(event for rule in block_rules for event in rule.events)
             self._block_layers = [entry for entry in HTTP_LAYERS if entry[0] in needed]
             self._settle_level = settle.settle_level(block_rules, settle.model_layers(catalogue()),
-                                                     engine.config.suppressions.entries)
+                                                     engine.config.suppressions.entries, _ANSWER_LAYERS)
             self._split = (engine, frozenset(r.sid for r in block_rules))
         return self._split[1]
 

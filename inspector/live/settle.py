@@ -80,13 +80,18 @@ def field_level(name: str, layers: frozenset[str]) -> int | None:
     return PICKLE if rest == "model.pickle" or rest.startswith("model.pickle.") else MODEL
 
 
-def settle_level(block_rules: Iterable[Any], layers: frozenset[str], suppressions: Iterable[Any] = ()) -> int | None:
+def settle_level(block_rules: Iterable[Any], layers: frozenset[str], suppressions: Iterable[Any] = (),
+                 answer_layers: frozenset[str] | None = None) -> int | None:
     """The most any block rule, or any suppression entry of a block rule's sid, reads (a level);
-    None when one reads a field the body may change, or a block rule listens to anomalies."""
-    block_rules = list(block_rules)
-    sids = {rule.sid for rule in block_rules}
+    None when one reads a field the body may change, or a block rule listens to anomalies.
+    `answer_layers`: the layers an HTTP transaction's record can have (its event type and its
+    objects); a block rule for none of them (TCPStore, NCCL) never sees an answer and is left
+    out. None: every rule counts."""
+    relevant = [rule for rule in block_rules
+                if answer_layers is None or ANOMALY_EVENT in rule.events or not answer_layers.isdisjoint(rule.events)]
+    sids = {rule.sid for rule in relevant}
     read: list[frozenset[str] | None] = []
-    for rule in block_rules:
+    for rule in relevant:
         if ANOMALY_EVENT in rule.events:
             return None
         read.append(rule.fields)

@@ -83,6 +83,22 @@ def test_a_site_suppression_of_a_block_rule_counts_as_the_rule(tmp_path, suppres
     assert _level(block, ruleset.config.suppressions.entries) == level
 
 
+def test_a_block_rule_no_answer_can_meet_is_left_out(tmp_path):
+    """A TCPStore rule reads what a TCPStore message carries: it never sees an HTTP answer."""
+    write_rule(tmp_path, SID_PICKLE, "Pickle over TCPStore", "tcpstore", {"tcpstore.pickle_dangerous|exists": True},
+               action="block")
+    write_rule(tmp_path, SID_PICKLE + 1, "Admin path", "http", {"http.url|contains": "/admin"}, action="block")
+    rules = list(load_rules([tmp_path]).rules)
+    layers = settle.model_layers(catalogue())
+    assert settle.settle_level(rules, layers) is None  # counted, its field is not an answer's head
+    answer_layers = frozenset({"http", "egress", "s3", "modelhub"})
+    assert settle.settle_level(rules, layers, answer_layers=answer_layers) == settle.HEAD
+    live = LiveInspector(Engine(load_rules([tmp_path]), blocking=True), lambda record: None, lambda: None, Metrics(),
+                         LiveSettings())
+    stream, out, inspected = _download(live, DATASET, 1024)  # the sidecar leaves it out too
+    assert stream.ended_by == "settled" and inspected == [1024] and out == DATASET
+
+
 def test_a_rule_not_built_by_the_loader_keeps_the_full_hold(tmp_path):
     (rule,) = _block_rules(tmp_path, {"http.url|contains": "/admin"}, "http")
     import dataclasses
