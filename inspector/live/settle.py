@@ -18,8 +18,9 @@ byte. What the rest of that MiB could still change depends on the fields the blo
   file's header is read whole (and the first 2,056 bytes, where the detection's last magic lies);
   any other answer keeps the full hold.
 
-The decision is the one the full hold would reach (a property test checks that a settled prefix
-describes the object as every longer prefix does). Everything else keeps the full hold: a block
+Block rules for records an HTTP answer never makes (TCPStore, NCCL) do not count. The decision
+is the one the full hold would reach (property tests check that a settled prefix describes the
+object, or its pickles, as every longer prefix does). Everything else keeps the full hold: a block
 rule, or a site suppression of one, that reads any other field (the body's length, an error code
 read from the body, a field this module does not know to be fixed by the heads), a block rule on
 `anomaly` records (the rest of the prefix could raise one), and a content-coded answer (decoding
