@@ -169,10 +169,10 @@ class LiveInspector:
     def answer_settled_at(self, head: HttpMessage) -> settle.SettledAt | None:
         """How soon a held answer's first bytes settle the running block rules
         (inspector.live.settle), or None when only the full hold does (the rules read what the
-        rest could change, or the answer is content-coded)."""
+        rest could change, or the answer is content-coded or gRPC)."""
         self.block_sids()
         level = self._settle_level
-        if level is None or not settle.answer_can_settle(head.header("content-encoding")):
+        if level is None or not settle.answer_can_settle(head):
             return None
         return settle.settled_at_for(level)
 

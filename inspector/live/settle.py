@@ -23,8 +23,8 @@ is the one the full hold would reach (property tests check that a settled prefix
 object, or its pickles, as every longer prefix does). Everything else keeps the full hold: a block
 rule, or a site suppression of one, that reads any other field (the body's length, an error code
 read from the body, a field this module does not know to be fixed by the heads), a block rule on
-`anomaly` records (the rest of the prefix could raise one), and a content-coded answer (decoding
-the rest could fail, which the `uninspectable` policy blocks). Requests (uploads) keep the full
+`anomaly` records (the rest of the prefix could raise one), and a content-coded or gRPC answer
+(decoding the rest could fail, which the `uninspectable` policy blocks). Requests (uploads) keep the full
 hold: their bodies can be framed (aws-chunked) so that the bytes on the wire are not the file
 the layers read.
 """
@@ -34,6 +34,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from inspector.http import HttpMessage
+from inspector.protocols.grpc import grpc_kind
 from inspector.protocols.modelfile import pickle_settled_at, settled_at
 
 #: Fields whose values come from the connection, the request (its head, or its body: complete
@@ -118,7 +120,9 @@ def settled_at_for(level: int) -> SettledAt:
     return {HEAD: _at_once, PICKLE: pickle_settled_at, MODEL: settled_at}[level]
 
 
-def answer_can_settle(content_encoding: str | None) -> bool:
-    """An answer whose body the layers read as it is on the wire (no content coding)."""
-    codings = [c.strip() for c in (content_encoding or "").lower().split(",")]
-    return all(c in ("", "identity") for c in codings)
+def answer_can_settle(head: HttpMessage) -> bool:
+    """An answer whose body the layers read as it is on the wire: no content coding, and not
+    gRPC (whose messages may be compressed: one that does not decompress, anywhere in the
+    prefix, is uninspectable, which the `uninspectable` policy blocks)."""
+    codings = [c.strip() for c in (head.header("content-encoding") or "").lower().split(",")]
+    return all(c in ("", "identity") for c in codings) and grpc_kind(head.content_type) is None

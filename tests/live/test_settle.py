@@ -106,10 +106,15 @@ def test_a_rule_not_built_by_the_loader_keeps_the_full_hold(tmp_path):
     assert _level([dataclasses.replace(rule, fields=None)]) is None
 
 
-@pytest.mark.parametrize(("coding", "settles"), [(None, True), ("identity", True), ("gzip", False),
-                                                  ("identity, br", False)])
-def test_a_content_coded_answer_keeps_the_full_hold(coding, settles):
-    assert settle.answer_can_settle(coding) is settles
+@pytest.mark.parametrize(("headers", "settles"), [
+    ([], True), ([("content-encoding", "identity")], True), ([("content-encoding", "gzip")], False),
+    ([("content-encoding", "identity, br")], False),
+    ([("content-type", "application/grpc"), ("grpc-encoding", "gzip")], False),  # a message may not decompress
+    ([("content-type", "application/grpc-web+proto")], False),
+])
+def test_a_coded_or_grpc_answer_keeps_the_full_hold(headers, settles):
+    head = HttpMessage(kind="response", version="HTTP/2", status=200, headers=headers)
+    assert settle.answer_can_settle(head) is settles
 
 
 def _inspector(tmp_path: Path, selection: dict, event: str = "s3") -> LiveInspector:
