@@ -21,6 +21,7 @@ response instead (see blocking.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from inspector.engine import BLOCK
@@ -28,6 +29,8 @@ from inspector.http import HttpExchange, SessionAnomaly
 from inspector.live.inspection import Decision
 from inspector.live.messages import StreamedMessage
 from inspector.live.settle import SettledAt
+
+logger = logging.getLogger("inspector.live")
 
 #: f(held bytes, complete) -> the decision on the exchange as it stands.
 Inspect = Callable[[bytes, bool], Decision]
@@ -82,7 +85,11 @@ class HeldBodyStream:
         assert self._settled_at is not None
         held = b"".join(self._held)
         self._held = [held]
-        at = self._settled_at(held)
+        try:
+            at = self._settled_at(held)
+        except Exception:  # a bug: nothing is lost, the full hold decides
+            logger.exception("inspector: cannot tell whether a held body settles the block rules; holding it whole")
+            at = None
         if at is None or at >= self.hold_bytes:
             self._ask_at = None  # never before the full hold
             return False

@@ -174,6 +174,21 @@ def test_held_body_stream(verdict):
         assert exchange.request.body_length == seen[0][0] and exchange.request.complete is False
 
 
+def test_a_held_body_whose_settling_check_fails_is_held_whole(caplog):
+    seen: list[int] = []
+
+    def broken(held: bytes) -> int:
+        raise ValueError("a bug")
+
+    head = HttpMessage(kind="response", version="HTTP/1.1", status=200, headers=[("content-length", "5000")])
+    stream = HeldBodyStream(StreamedMessage(Limits(), 1, head),
+                            lambda held, complete: seen.append(len(held)) or Decision("allow", {}),
+                            lambda reason: None, lambda exc: False, lambda: 1.0, hold_bytes=1000, settled_at=broken)
+    out = b"".join(collect(stream(b"x" * 500)) for _ in range(10)) + collect(stream(b""))
+    assert out == b"x" * 5000 and seen == [1000] and stream.ended_by == "prefix"
+    assert "holding it whole" in caplog.text
+
+
 def test_held_body_stream_inspects_a_small_body_whole():
     seen: list[tuple[int, bool]] = []
     head = HttpMessage(kind="request", version="HTTP/1.1", method="PUT", path="/b/k",
