@@ -19,12 +19,12 @@ import http.client
 import multiprocessing
 import pickle
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -81,16 +81,15 @@ class Mitmdump:
                         f"reverse:http://127.0.0.1:{upstream}@127.0.0.1:{self.port}",
                         "--set", "stream_large_bodies=1m", "--set", "keep_host_header=true",
                         "--set", "connection_strategy=lazy", "--set", f"confdir={workdir}"]
-        self.process: Any = None
+        self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Mitmdump:
-        import subprocess
-
         self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: _answers(self.port), timeout=20)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
         self.process.terminate()
         self.process.wait(15)
 

@@ -115,9 +115,12 @@ def _at_once(data: bytes) -> int:
     return 0
 
 
+_SETTLED_AT: dict[int, SettledAt] = {HEAD: _at_once, PICKLE: pickle_settled_at, MODEL: settled_at}
+
+
 def settled_at_for(level: int) -> SettledAt:
     """How soon a held answer settles block rules of `level`."""
-    return {HEAD: _at_once, PICKLE: pickle_settled_at, MODEL: settled_at}[level]
+    return _SETTLED_AT[level]
 
 
 def answer_can_settle(head: HttpMessage) -> bool:

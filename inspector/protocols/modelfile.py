@@ -307,20 +307,23 @@ def pickle_settled_at(data: bytes) -> int | None:
     the object's first bytes, the protocol-0 pattern reading the most (PROTOCOL0_REACH). None
     when it does start like one: its pickles are read as the bytes come (not settled before the
     whole prefix). An answer above `len(data)`: ask again with that many bytes."""
-    head = data[:8]  # on fewer than PROTOCOL0_REACH bytes, the answer says to ask again
-    if (head[:6] == mf.NPY_MAGIC or zipprefix.looks_like_zip(data) or is_pickle_magic(head)
-            or _PROTOCOL0_GLOBAL.match(data, 0, PROTOCOL0_REACH) is not None or compression_of(data) is not None):
-        return None
-    return PROTOCOL0_REACH
+    # on fewer than PROTOCOL0_REACH bytes, the answer says to ask again
+    return None if _starts_like_pickle_holder(data) else PROTOCOL0_REACH
+
+
+def _starts_like_pickle_holder(data: bytes) -> bool:
+    """Whether the first bytes pick a branch of :func:`_from_magic` that scans pickles: a .npy
+    array, a zip archive, a pickle (PROTO or a protocol-0 GLOBAL), a compressed stream."""
+    head = data[:8]
+    return (head[:6] == mf.NPY_MAGIC or zipprefix.looks_like_zip(data) or is_pickle_magic(head)
+            or _PROTOCOL0_GLOBAL.match(data, 0, PROTOCOL0_REACH) is not None or compression_of(data) is not None)
 
 
 def _claimed_before_safetensors(data: bytes) -> bool:
     """Whether a check :func:`_from_magic` makes before safetensors claims the bytes (each only
     reads the bytes it is given: on a prefix shorter than MAGIC_REACH, a later byte may still)."""
-    head = data[:8]
-    return (head[:4] == mf.GGUF_MAGIC or mf.hdf5_signature_at(data) is not None or head[:6] == mf.NPY_MAGIC
-            or zipprefix.looks_like_zip(data) or is_pickle_magic(head)
-            or _PROTOCOL0_GLOBAL.match(data, 0, PROTOCOL0_REACH) is not None or compression_of(data) is not None)
+    return (data[:4] == mf.GGUF_MAGIC or mf.hdf5_signature_at(data) is not None
+            or _starts_like_pickle_holder(data))
 
 
 def _u64_le(data: bytes) -> int:
