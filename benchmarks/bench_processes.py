@@ -10,7 +10,8 @@ Clients, sidecars and servers share this machine's cores, so what the load gener
 upstreams spend is taken from the sidecar. With nghttp2's h2load installed (`--load auto`, the
 default) the load comes from it (C, one thread, `--connections` keep-alive connections of one
 request in flight each, every answer checked to be a 2xx) and the upstreams are the lean ones
-of benchmarks/lean_upstreams.py (one prepared, real answer per call); `--load python` uses
+of benchmarks/lean_upstreams.py (one prepared, real answer per call): nginx, also C, where it is
+installed (`--upstreams auto`), else asyncio and grpcio servers; `--load python` uses
 `--clients` processes of `--concurrency` threads of the Python clients (tritonclient,
 http.client) and the test servers instead. The kernel assigns each connection to one of the
 sidecar's processes. Besides the ratio, each run reports how busy the whole machine was and how
@@ -18,6 +19,7 @@ many cores the sidecar's processes used: a run at 100% busy is bound by the mach
 sidecar.
 
     python benchmarks/bench_processes.py [--processes 2] [--seconds 8] [--load auto|h2load|python]
+                                         [--upstreams auto|nginx|python]
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "live"))
 
 from bench_live import INFER_JSON, Certs, grpc_worker, rest_worker, run_load  # noqa: E402
-from lean_upstreams import LeanGrpcServer, LeanRestServer  # noqa: E402
+from lean_upstreams import LeanGrpcServer, LeanRestServer, NginxUpstreams, nginx_installed  # noqa: E402
 from live_servers import RestServer, grpc_frame, start_grpc  # noqa: E402
 from live_sidecar import Sidecar, free_port, wait_for  # noqa: E402
 
@@ -143,24 +145,37 @@ def main() -> int:
                         help="load generator: nghttp2's h2load (C, light on the shared cores; auto when "
                              "installed) or the Python clients of bench_live.py (tritonclient, http.client)")
     parser.add_argument("--connections", type=int, default=16, help="h2load connections (default 16)")
+    parser.add_argument("--upstreams", choices=("auto", "nginx", "python"), default="auto",
+                        help="with h2load: the upstreams' server, nginx (C, the prepared answers as static "
+                             "files; auto when installed) or lean Python servers (asyncio, grpcio)")
     args = parser.parse_args()
     use_h2load = args.load == "h2load" or (args.load == "auto" and shutil.which("h2load") is not None)
     if args.load == "h2load" and shutil.which("h2load") is None:
         parser.error("h2load is not installed (apt-get install nghttp2-client)")
+    if args.upstreams == "nginx" and not nginx_installed():
+        parser.error("nginx is not installed (apt-get install nginx-light)")
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-processes-"))
     certs = Certs(workdir)
-    if use_h2load:  # upstreams as light as the load generator (benchmarks/lean_upstreams.py)
+    if use_h2load and (args.upstreams == "nginx" or (args.upstreams == "auto" and nginx_installed())):
+        upstreams = NginxUpstreams((free_port(), free_port(), free_port()), certs.cert, certs.key)
+        rest_port, grpc_port, h2c_port = upstreams.rest, upstreams.grpc, upstreams.h2c
+        stop_servers = [upstreams.stop]
+        upstream = "nginx"
+    elif use_h2load:  # upstreams as light as the load generator (benchmarks/lean_upstreams.py)
         rest = LeanRestServer()
         grpc_server = LeanGrpcServer(cert=certs.cert.read_bytes(), key=certs.key.read_bytes())
         h2c_server = LeanGrpcServer()
-        grpc_port, h2c_port = grpc_server.port, h2c_server.port
+        rest_port, grpc_port, h2c_port = rest.port, grpc_server.port, h2c_server.port
         stop_servers = [grpc_server.stop, h2c_server.stop, rest.stop]
+        upstream = "lean Python servers"
     else:
         rest = RestServer()
         grpc_test_server, grpc_port, _ = start_grpc(cert=certs.cert.read_bytes(), key=certs.key.read_bytes())
         h2c_test_server, h2c_port, _ = start_grpc()
+        rest_port = rest.port
         stop_servers = [lambda: grpc_test_server.stop(0), lambda: h2c_test_server.stop(0), rest.stop]
+        upstream = "the test servers"
     redis = None
     extra: list[str] = []
     if shutil.which("redis-server"):
@@ -171,7 +186,7 @@ def main() -> int:
     sidecars = {}
     for count in (1, args.processes):
         listen = {"grpc": free_port(), "h2c": free_port()}
-        sidecar = Sidecar(workdir, f"http://127.0.0.1:{rest.port}", [], cert=certs.cert, key=certs.key,
+        sidecar = Sidecar(workdir, f"http://127.0.0.1:{rest_port}", [], cert=certs.cert, key=certs.key,
                           args=["--upstream", f"https://localhost:{grpc_port}",
                                 "--listen", f"127.0.0.1:{listen['grpc']}",
                                 "--upstream", f"h2c://127.0.0.1:{h2c_port}", "--listen", f"127.0.0.1:{listen['h2c']}",
@@ -189,7 +204,7 @@ def main() -> int:
         generator = (f"h2load, {args.connections} connections" if use_h2load
                      else f"{args.clients} client processes x {args.concurrency} threads")
         print(f"shipped rules; {'rate windows in redis' if redis else 'no redis-server: rate windows per process'}; "
-              f"load: {generator}")
+              f"load: {generator}; upstreams: {upstream}")
         for scenario in SCENARIOS:
             kind = "rest" if scenario == "rest" else "grpc"
             for _ in range(args.rounds):

@@ -4,13 +4,26 @@ tritonclient-protobuf servicer) take 0.25-0.6 ms of CPU per request, a share of 
 sidecar's processes then cannot use. These answer every inference call with one prepared, real
 answer (what the test servers answer for the benchmark's request), so the sidecar still
 inspects a complete KServe or Triton exchange in both directions.
+
+Where nginx is installed, it serves all three (`NginxUpstreams`: C, one worker process, the
+prepared answers as static files, the gRPC one with `content-type: application/grpc` and a
+`grpc-status: 0` trailer); else an asyncio HTTP/1.1 server (`LeanRestServer`, about 30 µs of
+CPU per call here) and grpcio's asyncio server (`LeanGrpcServer`, about 210 µs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import tempfile
 import threading
+import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -126,3 +139,94 @@ class LeanGrpcServer:
         asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+NGINX_CONF = """daemon off;
+{user}worker_processes 1;
+pid {root}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {root}/body;
+  keepalive_requests 10000000;
+  root {root}/htdocs;
+  # a POST to a static file is refused with 405: answer it with the file instead
+  error_page 405 =200 $uri;
+  server {{  # KServe v2 REST, HTTP/1.1
+    listen 127.0.0.1:{rest};
+    location = /v2/models/simple/infer {{ default_type application/json; }}
+  }}
+  server {{  # Triton gRPC over TLS
+    listen 127.0.0.1:{grpc} ssl http2;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    location = /inference.GRPCInferenceService/ModelInfer {{
+      default_type application/grpc;
+      add_trailer grpc-status 0 always;
+    }}
+  }}
+  server {{  # Triton gRPC in cleartext (h2c, prior knowledge, as Triton's port 8001)
+    listen 127.0.0.1:{h2c} http2;
+    location = /inference.GRPCInferenceService/ModelInfer {{
+      default_type application/grpc;
+      add_trailer grpc-status 0 always;
+    }}
+  }}
+}}
+"""
+
+
+class NginxUpstreams:
+    """The three upstreams in one nginx (C, one worker process), each call answered with the
+    prepared answer as a static file: REST infer over HTTP/1.1 (`rest_answer()`'s JSON), and
+    ModelInfer over TLS with the `cert` and `key` files and over h2c, every call getting the
+    headers (`:status 200`, `content-type: application/grpc`), the one message and the trailers
+    (`grpc-status: 0`) of a real unary answer. Request bodies are read and dropped."""
+
+    def __init__(self, ports: tuple[int, int, int], cert: Path, key: Path) -> None:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.rest, self.grpc, self.h2c = ports
+        self.root = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+        docs = self.root / "htdocs"
+        (docs / "v2" / "models" / "simple").mkdir(parents=True)
+        (docs / "v2" / "models" / "simple" / "infer").write_bytes(rest_answer().split(b"\r\n\r\n", 1)[1])
+        (docs / "inference.GRPCInferenceService").mkdir()
+        message = grpc_answer()  # framed as one uncompressed gRPC message
+        (docs / "inference.GRPCInferenceService" / "ModelInfer").write_bytes(
+            struct.pack(">BI", 0, len(message)) + message)
+        (self.root / "body").mkdir()
+        (self.root / "nginx.conf").write_text(NGINX_CONF.format(
+            root=self.root, rest=self.rest, grpc=self.grpc, h2c=self.h2c, cert=cert, key=key,
+            user="user root;\n" if os.geteuid() == 0 else ""))  # as root, workers would drop to nobody
+        log = self.root / "error.log"
+        self.process = subprocess.Popen([binary, "-c", str(self.root / "nginx.conf"), "-e", str(log)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not all(_listening(port) for port in ports):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                why = log.read_text(errors="replace") if log.exists() else "no error log"
+                self.stop()
+                raise RuntimeError(f"nginx did not start: {why}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # graceful: finish open connections, then exit
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def nginx_installed() -> bool:
+    return shutil.which("nginx") is not None or os.path.exists("/usr/sbin/nginx")
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
