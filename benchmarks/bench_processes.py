@@ -28,6 +28,7 @@ import argparse
 import multiprocessing
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -183,6 +184,18 @@ def main() -> int:
 
         redis = RedisServer(workdir).start()
         extra = ["--redis", redis.url]
+
+    def parts_cpu() -> tuple[float, float, float]:
+        """CPU seconds so far of the load generator (finished child processes: h2load, the Python
+        clients), the upstreams (nginx, else the threads of this process) and redis-server."""
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if upstream == "nginx":
+            upstreams_cpu = tree_cpu_seconds(upstreams.process.pid)
+        else:
+            own = resource.getrusage(resource.RUSAGE_SELF)
+            upstreams_cpu = own.ru_utime + own.ru_stime
+        return (children.ru_utime + children.ru_stime, upstreams_cpu,
+                tree_cpu_seconds(redis.process.pid) if redis is not None else 0.0)
     sidecars = {}
     for count in (1, args.processes):
         listen = {"grpc": free_port(), "h2c": free_port()}
@@ -219,11 +232,13 @@ def main() -> int:
                     measure(1.0)  # warm up
                     busy0, total0 = machine_jiffies()
                     cpu0 = tree_cpu_seconds(sidecar.process.pid)
+                    parts0 = parts_cpu()
                     rps = measure(args.seconds)
                     busy1, total1 = machine_jiffies()
                     cores_used = (tree_cpu_seconds(sidecar.process.pid) - cpu0) / args.seconds
+                    parts = [(after - before) / args.seconds for before, after in zip(parts0, parts_cpu(), strict=True)]
                     results.setdefault((scenario, count), []).append(
-                        (rps, 100 * (busy1 - busy0) / max(total1 - total0, 1), cores_used))
+                        (rps, 100 * (busy1 - busy0) / max(total1 - total0, 1), cores_used, *parts))
                     time.sleep(0.5)
     finally:
         for sidecar, _ in sidecars.values():
@@ -233,19 +248,39 @@ def main() -> int:
         if redis is not None:
             redis.stop()
     cores = os.cpu_count() or 1
+    speedups: dict[str, list[float]] = {}
     print(f"{'scenario':26} {'1 process req/s':>16} {f'{args.processes} processes req/s':>20} {'speed-up':>9} "
           f"{'machine busy (1/N)':>19} {'sidecar cores (1/N)':>20} {'ms/req sidecar+rest':>20} {'ceiling':>8}")
     for scenario, title in SCENARIOS.items():
         one = [statistics.median(r[i] for r in results[(scenario, 1)]) for i in range(3)]
         many = [statistics.median(r[i] for r in results[(scenario, args.processes)]) for i in range(3)]
         sidecar_ms, rest_ms, ceiling = scaling_ceiling(one[0], one[1], one[2], cores, args.processes)
-        print(f"{title:26} {one[0]:16.0f} {many[0]:20.0f} {many[0] / one[0]:8.2f}x "
+        pairs = [b[0] / a[0] for a, b in zip(results[(scenario, 1)], results[(scenario, args.processes)], strict=True)]
+        speedups[title] = pairs
+        print(f"{title:26} {one[0]:16.0f} {many[0]:20.0f} {statistics.median(pairs):8.2f}x "
               f"{one[1]:8.0f}% /{many[1]:4.0f}%  {one[2]:10.2f} / {many[2]:.2f} "
               f"{sidecar_ms:12.2f} + {rest_ms:.2f} {ceiling:7.2f}x")
-    print("machine busy: all cores, clients and servers included; sidecar cores: CPU seconds of the "
+    for title, pairs in speedups.items():
+        print(f"{title:26} each round's pair, 1 then {args.processes} processes: "
+              + ", ".join(f"{ratio:.2f}x" for ratio in pairs))
+    print("speed-up: the median of the rounds' pairs (this machine's speed drifts between rounds); "
+          "machine busy: all cores, clients and servers included; sidecar cores: CPU seconds of the "
           "sidecar's processes per second; ms/req: CPU per request of the sidecar and of everything else "
           "(load generator, upstreams, Redis, kernel), from the 1-process runs; ceiling: the speed-up "
           f"{args.processes} processes could reach on these {cores} cores at those costs, were they perfect")
+    print(f"\nCPU ms per request, 1 process: {'sidecar':>8} {'load':>6} {'upstreams':>10} {'redis':>6} "
+          f"{'the rest':>9}")
+    for scenario, title in SCENARIOS.items():
+        runs = results[(scenario, 1)]
+        rps = statistics.median(r[0] for r in runs)
+        busy, sidecar_cores, load_cores, upstream_cores, redis_cores = (
+            statistics.median(r[i] for r in runs) for i in range(1, 6))
+        rest = busy / 100 * cores - sidecar_cores - load_cores - upstream_cores - redis_cores
+        print(f"{title:31} " + " ".join(f"{1000 * value / rps:{width}.2f}" for value, width in (
+            (sidecar_cores, 8), (load_cores, 6), (upstream_cores, 10), (redis_cores, 6), (rest, 9))))
+    print("load: the load generator's processes; upstreams: nginx, or this process's threads (the "
+          "lean Python servers) and the benchmark itself; the rest: the kernel (loopback TCP) and "
+          "everything else the machine ran")
     return 0
 
 
