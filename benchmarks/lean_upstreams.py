@@ -147,7 +147,11 @@ pid {root}/nginx.pid;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
-  client_body_temp_path {root}/body;
+  client_body_temp_path {root}/body;  # every temporary path in the run's own directory, so
+  proxy_temp_path {root}/proxy;        # nginx starts as any user
+  fastcgi_temp_path {root}/fastcgi;
+  uwsgi_temp_path {root}/uwsgi;
+  scgi_temp_path {root}/scgi;
   keepalive_requests 10000000;
   root {root}/htdocs;
   # a POST to a static file is refused with 405: answer it with the file instead
@@ -194,7 +198,8 @@ class NginxUpstreams:
         message = grpc_answer()  # framed as one uncompressed gRPC message
         (docs / "inference.GRPCInferenceService" / "ModelInfer").write_bytes(
             struct.pack(">BI", 0, len(message)) + message)
-        (self.root / "body").mkdir()
+        for temporary in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (self.root / temporary).mkdir()
         (self.root / "nginx.conf").write_text(NGINX_CONF.format(
             root=self.root, rest=self.rest, grpc=self.grpc, h2c=self.h2c, cert=cert, key=key,
             user="user root;\n" if os.geteuid() == 0 else ""))  # as root, workers would drop to nobody

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from live_sidecar import free_port
 
 from benchmarks.lean_upstreams import LeanGrpcServer, LeanRestServer, NginxUpstreams, nginx_installed
-from live_sidecar import free_port
 
 A = np.arange(16, dtype=np.int32).reshape(1, 16)
 B = np.ones((1, 16), dtype=np.int32)
