@@ -37,6 +37,7 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.connection import ConnectionState
+from mitmproxy.net.http.http1 import expected_http_body_size
 
 from inspector.engine import BLOCK
 from inspector.http import TO_CLIENT, TO_SERVER, HttpMessage, SessionAnomaly
@@ -673,8 +674,18 @@ class InspectorAddon:
         inspector = self.live_inspector()
         metrics = inspector.metrics
         metrics.streams.labels(f"{side}_body").inc()
+        hand_back = None
+        declared = _enforced_length(flow) if side == "response" else None
+        if declared is not None:
+            def hand_back() -> bool:  # the rest to mitmproxy, once only counted (bodystream.py)
+                if flow.response is None or not body.hand_back(declared):
+                    return False
+                flow.response.stream = True
+                metrics.streams_handed_back.inc()
+                return True
+
         if not inspector.blocking_possible():
-            return PassThroughStream(body, time.time)
+            return PassThroughStream(body, time.time, hand_back)
         head = body.head
 
         def settled(held: bytes) -> int | None:  # asked again as bytes come: a reload may change the rules
@@ -684,7 +695,7 @@ class InspectorAddon:
         return HeldBodyStream(body, inspect, self._aborter(flow), lambda exc: inspector.failed(exc, f"{side} body"),
                               time.time, hold_bytes=inspector.settings.limits.body_keep_bytes,
                               settled_at=settled if side == "response" else None,
-                              ended=lambda ended_by: metrics.body_holds.labels(ended_by).inc())
+                              ended=lambda ended_by: metrics.body_holds.labels(ended_by).inc(), hand_back=hand_back)
 
     def _should_stream(self, head: HttpMessage) -> bool:
         """Whether a body declares a length over the stream threshold."""
@@ -787,6 +798,20 @@ STREAMED_ANSWERS = frozenset({"text/event-stream", "application/x-ndjson", "appl
 def is_streamed_answer(head: HttpMessage) -> bool:
     """A response whose content type is an event stream (SSE, JSON lines)."""
     return (head.header("content-type") or "").split(";", 1)[0].strip().lower() in STREAMED_ANSWERS
+
+
+def _enforced_length(flow: http.HTTPFlow) -> int | None:
+    """The body length of an answer that mitmproxy's HTTP/1 reader holds the upstream to (a
+    Content-Length body: the message completes with exactly that many bytes, or fails), else
+    None (HTTP/2, chunked, read until close, no body)."""
+    response = flow.response
+    if response is None or response.http_version not in ("HTTP/1.1", "HTTP/1.0"):
+        return None
+    try:
+        size = expected_http_body_size(flow.request, response)
+    except ValueError:
+        return None
+    return size if size is not None and size > 0 else None
 
 
 def _unknown_length(head: HttpMessage) -> bool:

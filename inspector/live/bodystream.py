@@ -11,6 +11,11 @@ When the block rules read nothing the rest of the held part could change, the ho
 as the bytes held settle them (`settled_at`: a safetensors model's header, see
 inspector.live.settle).
 
+Past what the parsers keep, a body no parser reads further is only counted; where the transport
+holds the sender to the declared length (an HTTP/1 answer with Content-Length), the stream hands
+the rest back to mitmproxy (`hand_back`, which sets the message's `stream` to True): no Python
+call per chunk for the rest of a model pull, and the length is complete when the message is.
+
 A block decided on the held part drops it and everything after it, and aborts the transfer: the
 message's head already went out (mitmproxy sends it when streaming starts), so the only way to
 stop the server from waiting for the rest (a request), or the client from taking a partial body
@@ -44,8 +49,12 @@ class HeldBodyStream:
 
     def __init__(self, body: StreamedMessage, inspect: Inspect, abort: Callable[[str], None],
                  on_error: Callable[[BaseException], bool], now: Callable[[], float], hold_bytes: int,
-                 settled_at: SettledAt | None = None, ended: Callable[[str], None] | None = None) -> None:
+                 settled_at: SettledAt | None = None, ended: Callable[[str], None] | None = None,
+                 hand_back: Callable[[], bool] | None = None) -> None:
         self.body = body
+        #: Asked once the hold is over and the body only counted: True when mitmproxy takes the
+        #: rest over (see the module docstring).
+        self._hand_back = hand_back
         self.inspect = inspect
         self.abort = abort
         self.on_error = on_error
@@ -69,6 +78,8 @@ class HeldBodyStream:
         if data:
             self.body.feed(data, self.now())
         if self.decision is not None:
+            if self._hand_back is not None and self.body.counting_only and self._hand_back():
+                self._hand_back = None
             return data
         if data:
             self._held.append(data)
@@ -139,14 +150,18 @@ class PassThroughStream:
     no blocking uninspectable policy are in force, holding a body's first part would only delay
     it: the inspection of that part could not act."""
 
-    def __init__(self, body: StreamedMessage, now: Callable[[], float]) -> None:
+    def __init__(self, body: StreamedMessage, now: Callable[[], float],
+                 hand_back: Callable[[], bool] | None = None) -> None:
         self.body = body
         self.now = now
+        self._hand_back = hand_back  # as HeldBodyStream's
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
         if not data:
             return []
         self.body.feed(data, self.now())
+        if self._hand_back is not None and self.body.counting_only and self._hand_back():
+            self._hand_back = None
         return data
 
     def end(self, trailers: list, ts: float) -> tuple[HttpExchange, list[SessionAnomaly]]:

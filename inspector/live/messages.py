@@ -126,9 +126,11 @@ class StreamedMessage:
     """A message whose body streams past: fed chunk by chunk to its own builder, which keeps a
     capped prefix and runs the body observers over every byte. Once the builder wants no more
     of the bytes (the prefix is kept and no observer reads the body: a model pulled from S3),
-    the rest is only counted, without an event per chunk."""
+    the rest is only counted, without an event per chunk; and where the transport holds the
+    sender to a declared length, not even counted (:meth:`hand_back`)."""
 
-    __slots__ = ("_ask_at", "_count", "_fed", "_found", "_keep", "builder", "direction", "ended", "head")
+    __slots__ = ("_ask_at", "_count", "_declared", "_fed", "_found", "_keep", "builder", "direction", "ended",
+                 "head")
 
     def __init__(self, limits: Limits, direction: int, head: HttpMessage) -> None:
         self.builder = new_builder(limits)
@@ -141,6 +143,7 @@ class StreamedMessage:
         #: and asking for every chunk cost a sixth of feeding a small one).
         self._fed = 0
         self._keep = self._ask_at = limits.body_keep_bytes
+        self._declared: int | None = None  # set by hand_back: the body's length once it completes
         #: What the builder found while the body went by (a coding that does not decode, a
         #: decompression bomb), for :meth:`end`.
         self._found: list = self.builder.feed([HeadReceived(stream_id=STREAM, direction=direction,
@@ -151,6 +154,7 @@ class StreamedMessage:
         if data and not self.ended:
             if self._count is not None:
                 self._count(len(data))
+                self._fed += len(data)
                 return
             found = self.builder.feed([BodyReceived(stream_id=STREAM, direction=self.direction, data=data, ts=ts)])
             if found:
@@ -159,6 +163,21 @@ class StreamedMessage:
             if self._fed >= self._ask_at:
                 self._count = self.builder.counter_for(STREAM, self.direction)
                 self._ask_at = self._fed + self._keep
+
+    @property
+    def counting_only(self) -> bool:
+        """Whether the bytes themselves are no longer wanted (only their number)."""
+        return self._count is not None
+
+    def hand_back(self, declared: int) -> bool:
+        """Stop being fed: the rest of the body is not wanted (only counted) and the transport
+        delivers `declared` body bytes in all or fails the message (mitmproxy's HTTP/1 reader of
+        a Content-Length body). A message that then ends complete is counted to `declared`;
+        one that fails keeps what was fed. False (keep feeding) while the bytes are wanted."""
+        if self._count is None or self.ended or declared < self._fed:
+            return False
+        self._declared = declared
+        return True
 
     def forget_found(self) -> None:
         """What the builder found so far was written by an inspection of the same bytes (a held
@@ -171,6 +190,9 @@ class StreamedMessage:
         self._found = []
         if not self.ended:
             self.ended = True
+            if complete and self._declared is not None and self._count is not None and self._declared > self._fed:
+                self._count(self._declared - self._fed)  # the part forwarded without the sidecar
+                self._fed = self._declared
             results += self.builder.feed([MessageEnded(stream_id=STREAM, direction=self.direction,
                                                        trailers=trailers, ts=ts, complete=complete)])
         results += self.builder.finish(ts)

@@ -86,6 +86,10 @@ class Metrics:
                                   "ended the hold: settled (the first bytes settled the block rules), prefix "
                                   "(the kept prefix was in), end (the body ended first).", ["ended_by"],
                                   registry=registry)
+        self.streams_handed_back = Counter("inspector_streams_handed_back", "Large answers whose rest mitmproxy "
+                                           "forwarded without a call per chunk: past the inspected prefix, no "
+                                           "parser reading on, a length the HTTP/1 reader enforces.",
+                                           registry=registry)
         self.rules_loaded = Gauge("inspector_rules_loaded", "Rules in the running set.", registry=registry)
         self.rule_info = Gauge("inspector_rule_info", "1 for each rule of the running set: its title, level, "
                                "severity and action by sid.", ["sid", "signature", "level", "severity", "rule_action"],

@@ -3,7 +3,11 @@ sends its first 256 KiB, pauses, then sends the rest): its first MiB is held bac
 when a block rule could act on it, and forwarded as it comes when nothing can block (no block
 rules, `--uninspectable alert`); either way the transaction is evaluated whole when the body
 ends. Under a block rule on a model's pickles, a safetensors model pulled from an S3-like store
-is released once its first bytes rule a pickle out, and a pickle is held (inspector.live.settle)."""
+is released once its first bytes rule a pickle out, and a pickle is held (inspector.live.settle).
+Past the inspected first MiB, an answer with a Content-Length goes on through mitmproxy without
+a call per chunk (handed back), and its record still has the whole length; a chunked one is
+counted to its end; one cut short after the hand-back fails and its record claims no length it
+did not see."""
 
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ BODY = bytes(range(256)) * (SIZE // 256)
 SID_ALERT = 9500001
 SID_BLOCK = 9500002
 SID_MODEL = 9500003
+CHUNKED_PATH = "/weights/chunked"
+SHORT_PATH = "/weights/short"  # declares SIZE + 1 MiB, sends SIZE, closes
 MODEL_PATH = "/models/m1/model.safetensors"
 PICKLE_PATH = "/models/m1/model.pkl"
 MODEL = safetensors_model(SIZE)
@@ -32,6 +38,17 @@ OBJECTS = {MODEL_PATH: MODEL, PICKLE_PATH: BENIGN_PICKLE}
 
 class _Handler(QuietHandler):
     def do_GET(self) -> None:
+        if self.path == CHUNKED_PATH:
+            self._chunked()
+            return
+        if self.path == SHORT_PATH:
+            self.send_response(200)
+            self.send_header("content-length", str(SIZE + (1 << 20)))
+            self.end_headers()
+            self.wfile.write(BODY)
+            self.wfile.flush()
+            self.close_connection = True
+            return
         body = OBJECTS.get(self.path, BODY)
         self.send_response(200)
         self.send_header("content-type", "application/octet-stream")
@@ -44,6 +61,18 @@ class _Handler(QuietHandler):
         self.wfile.flush()
         time.sleep(PAUSE)
         self.wfile.write(body[FIRST:])
+        self.wfile.flush()
+
+
+    def _chunked(self) -> None:
+        self.protocol_version = "HTTP/1.1"
+        self.send_response(200)
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for start in range(0, SIZE, 64 << 10):
+            chunk = BODY[start:start + (64 << 10)]
+            self.wfile.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
 
@@ -94,6 +123,29 @@ def test_a_large_answer_is_held_only_when_a_block_could_follow(tmp_path_factory,
         alert = sidecar.wait_records(lambda rs: [r for r in rs if r["event_type"] == "alert"])[-1]
         assert alert["alert"]["signature_id"] == SID_ALERT and alert["alert"]["action"] == "allowed"
         assert sidecar.metric("inspector_streams_total", kind="response_body") == 1
+        assert sidecar.metric("inspector_streams_handed_back_total") == 1  # past its first MiB
+
+
+@pytest.mark.parametrize("can_block", [True, False], ids=["block-rules", "nothing-can-block"])
+def test_an_answer_of_unenforced_length_is_counted_to_its_end(tmp_path_factory, upstream, certs, can_block):
+    """A chunked answer has no length mitmproxy holds the upstream to: never handed back."""
+    with _sidecar(tmp_path_factory, upstream, certs, can_block=can_block) as sidecar:
+        _, body = _download(sidecar, certs, CHUNKED_PATH)
+        assert body == BODY
+        record = sidecar.wait_records(lambda rs: [r for r in rs if r["event_type"] == "http"])[-1]
+        assert record["http"]["length"] == SIZE and record["http"]["response_complete"] is True
+        assert sidecar.metric("inspector_streams_handed_back_total") == 0
+
+
+def test_an_answer_cut_short_after_the_hand_back_fails_and_claims_no_length(tmp_path_factory, upstream, certs):
+    with _sidecar(tmp_path_factory, upstream, certs, can_block=True) as sidecar:
+        with pytest.raises(http.client.IncompleteRead):
+            _download(sidecar, certs, SHORT_PATH)
+        record = sidecar.wait_records(lambda rs: [r for r in rs if r["event_type"] == "http"])[-1]
+        assert record["http"]["url"] == SHORT_PATH
+        assert record["http"].get("length") != SIZE + (1 << 20)  # the declared length was never reached
+        assert record["http"].get("response_complete") is not True
+        assert sidecar.metric("inspector_streams_handed_back_total") == 1
 
 
 @pytest.mark.parametrize(("rule", "path", "held"), [

@@ -222,17 +222,25 @@ def _gzip(data: bytes) -> bytes:
     ([("content-type", "application/grpc")], b"".join(frame(bytes([i % 256]) * 300) for i in range(300)), False),
 ])
 @pytest.mark.parametrize("chunk", [1000, 1024])  # 1024: a chunk ends exactly at the kept prefix's end
-def test_a_streamed_message_is_the_whole_message_whatever_it_skips(headers, body, counts_only, chunk):
+@pytest.mark.parametrize("hand_back", [False, True], ids=["fed-whole", "handed-back"])
+def test_a_streamed_message_is_the_whole_message_whatever_it_skips(headers, body, counts_only, chunk, hand_back):
     """A body fed chunk by chunk gives the exchange the builder makes of the body whole (body
     kept, its length, truncation, decoding, the gRPC messages), whether or not the rest of it
-    is only counted once nothing wants its bytes; and it is counted only then."""
+    is only counted once nothing wants its bytes, or not fed at all once handed back to a
+    transport that delivers the declared length; and it is counted only, or handed back, only
+    then."""
     from inspector.live.messages import STREAM, new_builder
 
     limits = Limits(body_keep_bytes=4096)
     head = HttpMessage(kind="response", version="HTTP/2", status=200, headers=headers)
     streamed = StreamedMessage(limits, 1, head)
+    handed_back_at = None
     for start in range(0, len(body), chunk):
         streamed.feed(body[start:start + chunk], 1.0)
+        if hand_back and streamed.hand_back(len(body)):
+            handed_back_at = start + chunk
+            break
+    assert (handed_back_at is not None) == (hand_back and counts_only)
     got, got_anomalies = streamed.end([], 2.0)
     whole = new_builder(limits).whole(1, HttpMessage(kind="response", version="HTTP/2", status=200,
                                                      headers=list(headers)), body, [], 2.0, stream_id=STREAM)
@@ -274,3 +282,20 @@ def test_a_held_body_reports_each_finding_once(held_part_inspected, where):
         assert reported == []  # the held part's inspection wrote it
     else:
         assert reported == ["content_decode_error"]
+
+
+def test_a_handed_back_body_that_fails_keeps_what_was_fed():
+    """Cut short after the hand-back (the transport failed the message): the length is what was
+    fed, not the declared one; a declared length below what was fed is refused."""
+    limits = Limits(body_keep_bytes=4096)
+    head = HttpMessage(kind="response", version="HTTP/1.1", status=200, headers=[("content-length", "100000")])
+    streamed = StreamedMessage(limits, 1, head)
+    assert not streamed.hand_back(100_000)  # the kept prefix is still wanted
+    for _ in range(6):
+        streamed.feed(b"x" * 1000, 1.0)
+    assert streamed.counting_only
+    assert not streamed.hand_back(5_000)  # less than was fed: no transport delivers that
+    assert streamed.hand_back(100_000)
+    got, _ = streamed.end([], 2.0, complete=False)
+    assert got.response.body_length == 6000 and got.response.complete is False
+
