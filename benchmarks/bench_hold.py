@@ -7,7 +7,9 @@ pickle and so settle the shipped block rules (the hold ends after 300 bytes,
 inspector.live.settle), and a pickle, held until its first MiB is in and scanned (what every
 large answer got before). A client GETs each through each proxy in turn (alternating, so drift
 hits all of them), reading the body in 1 MiB reads; medians are printed with the sidecar's added
-time to first byte (`added`): the full hold's price is the difference between the rows.
+time to first byte (`added`): the full hold's price is the difference between the rows; and
+each proxy's CPU per GET (its process's user + system time over all its GETs), where this
+machine's timing spread hides what a 64 MiB answer costs the sidecar beyond mitmdump.
 
     python benchmarks/bench_hold.py [--size-mib 64] [--rounds 8] [--gets 3]
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import multiprocessing
+import os
 import pickle
 import statistics
 import subprocess
@@ -94,6 +97,12 @@ class Mitmdump:
         self.process.wait(15)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _answers(port: int) -> bool:
     try:
         get(port, "/missing")
@@ -142,6 +151,9 @@ def main() -> int:
                             name="inspector")
         with plain, inspector:
             ports = {"mitmdump": plain.port, "inspector": inspector.port}
+            assert plain.process is not None and inspector.process is not None
+            pids = {"mitmdump": plain.process.pid, "inspector": inspector.process.pid}
+            cpu: dict[tuple[str, str], float] = {}
             print(f"inspector proxy with {inspector.health()['rules']} shipped rules; {args.size_mib} MiB objects, "
                   f"{args.rounds} rounds x {args.gets} GETs per object and proxy")
             for path in OBJECTS:
@@ -150,22 +162,30 @@ def main() -> int:
             for _ in range(args.rounds):
                 for path in OBJECTS:
                     for proxy, port in ports.items():
+                        before = cpu_seconds(pids[proxy])
                         for _ in range(args.gets):
                             first_at, last_at, got = get(port, path)
                             if got != size:
                                 raise RuntimeError(f"{proxy} {path}: {got} bytes of {size}")
                             results.setdefault((path, proxy), []).append((first_at, last_at))
+                        cpu[(path, proxy)] = cpu.get((path, proxy), 0.0) + cpu_seconds(pids[proxy]) - before
             holds = {ended: inspector.metric("inspector_body_holds_total", ended_by=ended)
                      for ended in ("settled", "prefix", "end")}
+            handed_back = inspector.metric("inspector_streams_handed_back_total")
     finally:
         upstream.terminate()
 
-    print(f"medians in ms; m = plain mitmdump, i = inspector proxy; holds ended by: {holds}")
-    print(f"{'object':40} {'first byte m/i':>16} {'added':>8} {'last byte m/i':>17} {'added':>8}")
+    print(f"medians in ms; m = plain mitmdump, i = inspector proxy; holds ended by: {holds}; "
+          f"answers handed back to mitmproxy past their first MiB: {handed_back:.0f}")
+    print(f"{'object':40} {'first byte m/i':>16} {'added':>8} {'last byte m/i':>17} {'added':>8} "
+          f"{'CPU/GET m/i':>15} {'added':>7}")
+    gets = args.rounds * args.gets
     for path, label in OBJECTS.items():
         m, i = ([statistics.median(r[k] for r in results[(path, proxy)]) * 1000 for k in range(2)]
                 for proxy in ("mitmdump", "inspector"))
-        print(f"{label:40} {m[0]:7.2f}/{i[0]:<8.2f} {i[0] - m[0]:+8.2f} {m[1]:8.1f}/{i[1]:<8.1f} {i[1] - m[1]:+8.1f}")
+        cm, ci = (1000 * cpu[(path, proxy)] / gets for proxy in ("mitmdump", "inspector"))
+        print(f"{label:40} {m[0]:7.2f}/{i[0]:<8.2f} {i[0] - m[0]:+8.2f} {m[1]:8.1f}/{i[1]:<8.1f} {i[1] - m[1]:+8.1f} "
+              f"{cm:7.1f}/{ci:<7.1f} {ci - cm:+7.1f}")
     return 0
 
 
