@@ -162,21 +162,21 @@ def main() -> int:
         upstreams = NginxUpstreams((free_port(), free_port(), free_port()), certs.cert, certs.key)
         rest_port, grpc_port, h2c_port = upstreams.rest, upstreams.grpc, upstreams.h2c
         stop_servers = [upstreams.stop]
-        upstream = "nginx"
+        upstream, upstream_pid = "nginx", upstreams.process.pid
     elif use_h2load:  # upstreams as light as the load generator (benchmarks/lean_upstreams.py)
         rest = LeanRestServer()
         grpc_server = LeanGrpcServer(cert=certs.cert.read_bytes(), key=certs.key.read_bytes())
         h2c_server = LeanGrpcServer()
         rest_port, grpc_port, h2c_port = rest.port, grpc_server.port, h2c_server.port
         stop_servers = [grpc_server.stop, h2c_server.stop, rest.stop]
-        upstream = "lean Python servers"
+        upstream, upstream_pid = "lean Python servers", None
     else:
         rest = RestServer()
         grpc_test_server, grpc_port, _ = start_grpc(cert=certs.cert.read_bytes(), key=certs.key.read_bytes())
         h2c_test_server, h2c_port, _ = start_grpc()
         rest_port = rest.port
         stop_servers = [lambda: grpc_test_server.stop(0), lambda: h2c_test_server.stop(0), rest.stop]
-        upstream = "the test servers"
+        upstream, upstream_pid = "the test servers", None
     redis = None
     extra: list[str] = []
     if shutil.which("redis-server"):
@@ -189,8 +189,8 @@ def main() -> int:
         """CPU seconds so far of the load generator (finished child processes: h2load, the Python
         clients), the upstreams (nginx, else the threads of this process) and redis-server."""
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if upstream == "nginx":
-            upstreams_cpu = tree_cpu_seconds(upstreams.process.pid)
+        if upstream_pid is not None:
+            upstreams_cpu = tree_cpu_seconds(upstream_pid)
         else:
             own = resource.getrusage(resource.RUSAGE_SELF)
             upstreams_cpu = own.ru_utime + own.ru_stime

@@ -41,20 +41,21 @@ def through_sidecar(chunks: list[bytes], total: int, *, hand_back: bool = False)
     limits = Limits()
     started = time.process_time()
     body = StreamedMessage(limits, TO_CLIENT, head)
-    handed = []
+    handed_back = False
 
     def handing_back() -> bool:
-        handed.append(body.hand_back(total))
-        return handed[-1]
+        nonlocal handed_back
+        handed_back = body.hand_back(total)
+        return handed_back
 
     stream = HeldBodyStream(body, lambda held, complete: Decision("allow", {}), lambda reason: None,
                             lambda exc: False, time.time, hold_bytes=limits.body_keep_bytes,
                             hand_back=handing_back if hand_back else None)
     for chunk in chunks:
-        if handed and handed[-1]:  # mitmproxy: `stream` is True now, the chunk goes out as it is
+        if handed_back:  # mitmproxy: `stream` is True now, the chunk goes out as it is
             continue
         stream(chunk)
-    if not (handed and handed[-1]):
+    if not handed_back:
         stream(b"")
     exchange, _ = stream.end([], time.time())
     assert exchange.response is not None and exchange.response.body_length == total

@@ -188,7 +188,9 @@ class NginxUpstreams:
     (`grpc-status: 0`) of a real unary answer. Request bodies are read and dropped."""
 
     def __init__(self, ports: tuple[int, int, int], cert: Path, key: Path) -> None:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        binary = nginx_binary()
+        if binary is None:
+            raise RuntimeError("nginx is not installed (apt-get install nginx)")
         self.rest, self.grpc, self.h2c = ports
         self.root = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
         docs = self.root / "htdocs"
@@ -225,8 +227,13 @@ class NginxUpstreams:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def nginx_binary() -> str | None:
+    """nginx's path (Debian installs it in /usr/sbin, often not on a user's PATH), or None."""
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
 def nginx_installed() -> bool:
-    return shutil.which("nginx") is not None or os.path.exists("/usr/sbin/nginx")
+    return nginx_binary() is not None
 
 
 def _listening(port: int) -> bool:

@@ -33,6 +33,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
@@ -674,16 +675,7 @@ class InspectorAddon:
         inspector = self.live_inspector()
         metrics = inspector.metrics
         metrics.streams.labels(f"{side}_body").inc()
-        hand_back = None
-        declared = _enforced_length(flow) if side == "response" else None
-        if declared is not None:
-            def hand_back() -> bool:  # the rest to mitmproxy, once only counted (bodystream.py)
-                if flow.response is None or not body.hand_back(declared):
-                    return False
-                flow.response.stream = True
-                metrics.streams_handed_back.inc()
-                return True
-
+        hand_back = self._hand_back_for(flow, body) if side == "response" else None
         if not inspector.blocking_possible():
             return PassThroughStream(body, time.time, hand_back)
         head = body.head
@@ -696,6 +688,23 @@ class InspectorAddon:
                               time.time, hold_bytes=inspector.settings.limits.body_keep_bytes,
                               settled_at=settled if side == "response" else None,
                               ended=lambda ended_by: metrics.body_holds.labels(ended_by).inc(), hand_back=hand_back)
+
+    def _hand_back_for(self, flow: http.HTTPFlow, body: StreamedMessage) -> Callable[[], bool] | None:
+        """For an answer whose length mitmproxy enforces: the function that hands the rest of it
+        to mitmproxy once it is only counted (bodystream.py); else None."""
+        declared = _enforced_length(flow)
+        if declared is None:
+            return None
+        metrics = self.live_inspector().metrics
+
+        def hand_back() -> bool:
+            if flow.response is None or not body.hand_back(declared):
+                return False
+            flow.response.stream = True
+            metrics.streams_handed_back.inc()
+            return True
+
+        return hand_back
 
     def _should_stream(self, head: HttpMessage) -> bool:
         """Whether a body declares a length over the stream threshold."""

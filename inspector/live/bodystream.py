@@ -52,8 +52,8 @@ class HeldBodyStream:
                  settled_at: SettledAt | None = None, ended: Callable[[str], None] | None = None,
                  hand_back: Callable[[], bool] | None = None) -> None:
         self.body = body
-        #: Asked once the hold is over and the body only counted: True when mitmproxy takes the
-        #: rest over (see the module docstring).
+        #: Asked once, when the hold is over and the body only counted: True when mitmproxy takes
+        #: the rest over (see the module docstring).
         self._hand_back = hand_back
         self.inspect = inspect
         self.abort = abort
@@ -78,7 +78,8 @@ class HeldBodyStream:
         if data:
             self.body.feed(data, self.now())
         if self.decision is not None:
-            if self._hand_back is not None and self.body.counting_only and self._hand_back():
+            if self._hand_back is not None and self.body.counting_only:  # asked once: that stays so
+                self._hand_back()
                 self._hand_back = None
             return data
         if data:
@@ -160,7 +161,8 @@ class PassThroughStream:
         if not data:
             return []
         self.body.feed(data, self.now())
-        if self._hand_back is not None and self.body.counting_only and self._hand_back():
+        if self._hand_back is not None and self.body.counting_only:
+            self._hand_back()
             self._hand_back = None
         return data
 

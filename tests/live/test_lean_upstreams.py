@@ -11,7 +11,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from live_sidecar import free_port
 
-from benchmarks.lean_upstreams import LeanGrpcServer, LeanRestServer, NginxUpstreams, nginx_installed
+from benchmarks.lean_upstreams import LeanGrpcServer, LeanRestServer, NginxUpstreams
 
 A = np.arange(16, dtype=np.int32).reshape(1, 16)
 B = np.ones((1, 16), dtype=np.int32)
@@ -63,8 +63,8 @@ def test_grpc_answers_model_infer(tls, certs):
         server.stop()
 
 
-@pytest.mark.skipif(not nginx_installed(), reason="nginx is not installed (./dev test installs it)")
 def test_nginx_answers_rest_and_grpc_over_tls_and_h2c(certs):
+    """The test command installs nginx; without it this fails, saying so (NginxUpstreams)."""
     upstreams = NginxUpstreams((free_port(), free_port(), free_port()), certs.server_cert, certs.server_key)
     try:
         _rest_calls(upstreams.rest)
