@@ -8,9 +8,9 @@ and moto's S3 server holding a 64 MiB model object that boto3 GETs (both proxies
 over 1 MiB: plain mitmdump with stream_large_bodies=1m, inspector proxy holding the body until
 its first part is inspected: the first MiB, or, as here, a safetensors file's header when the
 block rules read nothing else of the body, inspector.live.settle). A third contender is plain
-mitmdump with the sidecar's hook dispatch (benchmarks/mitm_fast_dispatch.py,
-inspector/live/hookdispatch.py): `i/m` is what a user gets against stock mitmdump, `i/f` and the
-CPU column `i-f` the inspection's own cost. Runs alternate between the proxies scenario by
+mitmdump with the sidecar's tuning of mitmproxy (benchmarks/mitm_tuned.py: the hook dispatch,
+256 KiB reads, glibc's malloc thresholds): `i/m` is what a user gets against stock mitmdump,
+`i/f` and the CPU column `i-f` the inspection's own cost. Runs alternate between the proxies scenario by
 scenario so drift hits all of them.
 Besides requests/s and latency, each proxy process's CPU time per request is printed (from
 /proc): the least noisy figure on a shared machine, and the one the 8-client ratios follow.
@@ -73,7 +73,7 @@ class Mitmdump:
     upstream gets only the prior-knowledge switch, benchmarks/mitm_h2c.py)."""
 
     def __init__(self, workdir: Path, certs: Certs, rest_port: int, grpc_port: int, h2c_port: int | None = None,
-                 s3_port: int | None = None, *, fast_dispatch: bool = False) -> None:
+                 s3_port: int | None = None, *, tuned: bool = False) -> None:
         self.rest = free_port()
         self.grpc = free_port()
         self.h2c = free_port()
@@ -85,8 +85,8 @@ class Mitmdump:
                         "--set", "connection_strategy=lazy", "--set", f"ssl_verify_upstream_trusted_ca={certs.ca}",
                         "--set", "stream_large_bodies=1m", "--set", f"confdir={workdir}"]
         self._ports = [self.rest, self.grpc]
-        if fast_dispatch:
-            self.command += ["-s", str(HERE / "mitm_fast_dispatch.py")]
+        if tuned:
+            self.command += ["-s", str(HERE / "mitm_tuned.py")]
         if h2c_port is not None:
             self.command += ["--mode", f"reverse:http://127.0.0.1:{h2c_port}@127.0.0.1:{self.h2c}",
                              "-s", str(HERE / "mitm_h2c.py"), "--set", f"h2c_upstreams=127.0.0.1:{h2c_port}"]
@@ -263,9 +263,9 @@ def main() -> int:
                         args=[*routes, "--upstream-ca", str(certs.ca), "-q"], name="inspector")
     inspector.command = [arg for arg in inspector.command if arg != "--rules"]
     plain = Mitmdump(workdir, certs, rest.port, grpc_port, h2c_port, moto.port if moto is not None else None)
-    fast = Mitmdump(workdir, certs, rest.port, grpc_port, h2c_port, moto.port if moto is not None else None,
-                    fast_dispatch=True)
-    proxies = {"mitmdump": plain, "mitmdump_fast": fast, "inspector": inspector}
+    tuned = Mitmdump(workdir, certs, rest.port, grpc_port, h2c_port, moto.port if moto is not None else None,
+                     tuned=True)
+    proxies = {"mitmdump": plain, "mitmdump_tuned": tuned, "inspector": inspector}
     many = args.concurrency
     scenarios = [("REST infer, 1 client", "rest", 1), (f"REST infer, {many} clients", "rest", many),
                  ("gRPC ModelInfer, 1 client", "grpc", 1), (f"gRPC ModelInfer, {many} clients", "grpc", many),
@@ -278,9 +278,9 @@ def main() -> int:
     workers = {"rest": rest_worker, "grpc": grpc_worker, "h2c": grpc_worker, "s3": s3_worker}
     results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
     try:
-        with plain, fast, inspector:
+        with plain, tuned, inspector:
             ports = {name: {"rest": proxy.rest, "grpc": proxy.grpc, "h2c": proxy.h2c, "s3": proxy.s3}
-                     for name, proxy in (("mitmdump", plain), ("mitmdump_fast", fast))}
+                     for name, proxy in (("mitmdump", plain), ("mitmdump_tuned", tuned))}
             ports["inspector"] = {"rest": inspector.port, **listen}
             rules = inspector.health()["rules"]
             print(f"inspector proxy with {rules} shipped rules, every record to {inspector.eve.name}; "
@@ -307,7 +307,7 @@ def main() -> int:
             moto.stop()
 
     print("req/s and CPU ms per request of the proxy process, medians over the rounds; m = plain mitmdump, "
-          "f = mitmdump with the sidecar's hook dispatch, i = inspector proxy")
+          "f = mitmdump with the sidecar's tuning of mitmproxy, i = inspector proxy")
     print(f"{'scenario':36} {'req/s (m/f/i)':>20} {'i/m':>5} {'i/f':>5} {'p50 ms (m/i)':>13} {'added p50':>9} "
           f"{'p99 ms (m/i)':>13} {'CPU ms/req (m/f/i)':>19} {'i-f':>6}")
     for name, _, _ in scenarios:

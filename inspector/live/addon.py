@@ -49,6 +49,7 @@ from inspector.live.flowinfo import LiveFlowInfo, flow_info
 from inspector.live.grpcstream import GrpcRequestStream, GrpcResponseStream
 from inspector.live.hookdispatch import dispatch_name, set_fast_dispatch
 from inspector.live.inspection import FLUSH_INTERVAL, Connection, Decision, LiveInspector, LiveSettings, Transaction
+from inspector.live.malloctune import restore_malloc, tune_malloc
 from inspector.live.messages import (
     StreamedMessage,
     header_list,
@@ -63,6 +64,7 @@ from inspector.live.mtls import ClientCertVerifier
 from inspector.live.principal import principal_from_certificate
 from inspector.live.proxy import write_private
 from inspector.live.rawstream import RawStream, handle_results
+from inspector.live.readsize import read_size, set_read_size
 from inspector.live.runtime import Runtime, RuntimeSpec, describe_errors, load_policy_monitor, load_ruleset
 from inspector.live.watch import files_fingerprint
 from inspector.policy import PolicyLoadError
@@ -107,6 +109,7 @@ class InspectorAddon:
         self._watcher: asyncio.Task | None = None
         self._reload_interval = 0.0
         self._files: tuple = ()  # fingerprint of the rule, config and policy files last loaded
+        self._malloc = "glibc"  # malloc thresholds: "glibc" (its own), "tuned", "not glibc"
 
     # -- options --------------------------------------------------------------------------------
 
@@ -117,8 +120,8 @@ class InspectorAddon:
                               choices=spec.choices)
 
     def configure(self, updated: set[str]) -> None:
-        if "inspector_fast_dispatch" in updated:
-            set_fast_dispatch(ctx.master, ctx.options.inspector_fast_dispatch)
+        if updated & {"inspector_fast_dispatch", "inspector_read_size", "inspector_malloc_tuning"}:
+            self._tune_mitmproxy()
         if not any(name.startswith("inspector_") for name in updated) and self.runtime is not None:
             return
         spec = self._parse_options()
@@ -148,10 +151,29 @@ class InspectorAddon:
             ctx.options.update(stream_large_bodies=str(self._stream_threshold))
         self.runtime.inspector.baseline = self._baseline
         master = ctx.master
-        self.runtime.hook_dispatch = lambda: dispatch_name(master)
+        self.runtime.proxy_tuning = lambda: {"hook_dispatch": dispatch_name(master), "read_size": read_size(),
+                                             "malloc": self._malloc}
         if old is not None and old.listening:
             self.runtime.listening = True
             self._start_exporter()
+
+    def _tune_mitmproxy(self) -> None:
+        """Apply the options that tune mitmproxy and the process: the hook dispatch
+        (hookdispatch.py), the read size (readsize.py) and glibc's malloc thresholds
+        (malloctune.py: put back to glibc's starting ones when turned off after being set;
+        `_malloc` says which for /health). From `configure` when they change and from `running`,
+        as mitmproxy's first configure names only the options set away from their defaults."""
+        o = ctx.options
+        set_fast_dispatch(ctx.master, o.inspector_fast_dispatch)
+        try:
+            set_read_size(o.inspector_read_size)
+        except ValueError as exc:
+            raise exceptions.OptionsError(f"inspector: {exc}") from exc
+        if o.inspector_malloc_tuning:
+            self._malloc = "tuned" if tune_malloc() else "not glibc"
+        elif self._malloc == "tuned":
+            restore_malloc()
+            self._malloc = "glibc"
 
     def _parse_options(self) -> RuntimeSpec:
         o = ctx.options
@@ -202,7 +224,7 @@ class InspectorAddon:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def running(self) -> None:
-        set_fast_dispatch(ctx.master, ctx.options.inspector_fast_dispatch)
+        self._tune_mitmproxy()
         if self.runtime is None:
             return
         self.runtime.listening = True

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 DEFAULT_METRICS = "127.0.0.1:9464"
+DEFAULT_READ_SIZE = 256 * 1024  # inspector/live/readsize.py
 DEFAULT_STREAM_METHODS = ("/inference.GRPCInferenceService/ModelStreamInfer",)
 
 
@@ -99,6 +100,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "Dispatch mitmproxy's hooks without visiting the addons that do not handle them (same order, "
                "same error handling; inspector/live/hookdispatch.py). mitmproxy's own dispatch costs about "
                "0.5 ms of CPU per request with its default addons. Off: mitmproxy's dispatch."),
+    OptionSpec("inspector_read_size", int, DEFAULT_READ_SIZE,
+               "Bytes mitmproxy asks of a TCP connection per read (mitmproxy's own: 65535; up to 16 MiB). Each "
+               "read is one event through mitmproxy's layers, so larger reads make a large body cheaper: about "
+               "half the CPU of a 64 MiB model pull at 256 KiB (inspector/live/readsize.py). Applies to "
+               "connections opened after a change."),
+    OptionSpec("inspector_malloc_tuning", bool, True,
+               "Serve the proxy's buffers under 1 MiB from glibc's heap instead of fresh mmap pages, keeping up "
+               "to 16 MiB of freed heap for reuse (inspector/live/malloctune.py): without it, reads of a large "
+               "body can each cost page faults. Off: glibc's starting thresholds. No effect off glibc."),
 )
 
 

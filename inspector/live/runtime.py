@@ -66,8 +66,8 @@ class Runtime:
     def __init__(self, spec: RuntimeSpec, ruleset: RuleSet, metrics: Metrics | None = None,
                  policy: PolicyMonitor | None = None) -> None:
         self.spec = spec
-        #: Says which hook dispatch the proxy runs (set by the addon; None: not reported).
-        self.hook_dispatch: Callable[[], str] | None = None
+        #: How the addon tuned mitmproxy: hook dispatch, read size, malloc (set by the addon; None: not reported).
+        self.proxy_tuning: Callable[[], dict[str, Any]] | None = None
         self.metrics = metrics or Metrics()
         self._lock = threading.Lock()
         self.fallback = MemoryRateStore(ruleset.config.rate_max_keys)
@@ -119,8 +119,8 @@ class Runtime:
             backend = "redis" if self.redis.up else "memory-fallback"
         health = {"status": "ok" if self.listening else "starting", "rules": len(engine.ruleset.rules),
                   "ratelimit_backend": backend, "internal_errors": self.inspector.errors}
-        if self.hook_dispatch is not None:  # which hook dispatch the proxy runs (inspector/live/hookdispatch.py)
-            health["hook_dispatch"] = self.hook_dispatch()
+        if self.proxy_tuning is not None:  # hookdispatch.py, readsize.py, malloctune.py
+            health.update(self.proxy_tuning())
         if self.writer.failing:  # the EVE output cannot be written: records wait in memory
             health.update(eve="failing", eve_backlog=self.writer.backlog)
         return health

@@ -50,6 +50,7 @@ def configured(rules, tmp_path):
     ("inspector_client_ca", "/nonexistent/ca.pem", "inspector_client_ca"),
     ("inspector_block_message", "{foo} {sid}", r"unknown placeholder\(s\) \{foo\}"),
     ("inspector_block_message", "blocked {", "write {{ and }} for braces"),
+    ("inspector_read_size", 4096, "not between 65535"),
 ])
 def test_bad_option_values_are_refused(configured, option, value, message):
     addon, tctx = configured

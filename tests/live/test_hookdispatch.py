@@ -23,6 +23,7 @@ from mitmproxy.test import taddons, tflow
 
 from inspector.live.addon import InspectorAddon
 from inspector.live.hookdispatch import FastAddonManager, set_fast_dispatch
+from inspector.live.malloctune import glibc_version
 
 _ADDRESS = re.compile(r"0x[0-9a-f]+")  # object addresses differ between the two runs' instances
 
@@ -242,16 +243,26 @@ def _infer_passes_admin_is_blocked(base: str, context: ssl.SSLContext | None = N
     assert blocked.value.code == 403
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast_dispatch", "mitmproxy_dispatch"])
-def test_the_sidecar_inspects_and_blocks_alike_with_either_dispatch(fast, rest_upstream, certs, tmp_path):
+@pytest.mark.parametrize("fast", [True, False], ids=["tuned", "as_mitmproxy"])
+def test_the_sidecar_inspects_and_blocks_alike_with_or_without_tuning_mitmproxy(fast, rest_upstream, certs,
+                                                                                tmp_path):
+    """By default the sidecar tunes mitmproxy (the hook dispatch, 256 KiB reads, glibc's malloc
+    thresholds); with all three off it runs as mitmproxy does, and inspects the same."""
     rules = _block_and_alert_rules(tmp_path, 9300001)
     context = ssl.create_default_context(cafile=str(certs.ca))
+    args = [] if fast else ["--set", "inspector_fast_dispatch=false", "--set", "inspector_read_size=65535",
+                            "--set", "inspector_malloc_tuning=false"]
     with Sidecar(tmp_path, f"http://127.0.0.1:{rest_upstream.port}", rules, cert=certs.server_cert,
-                 key=certs.server_key, args=["--set", f"inspector_fast_dispatch={str(fast).lower()}"]) as sidecar:
+                 key=certs.server_key, args=args) as sidecar:
         _infer_passes_admin_is_blocked(f"https://localhost:{sidecar.port}", context)
         alerts = sidecar.wait_records(lambda rs: len({r["alert"]["signature_id"] for r in rs
                                                       if r["event_type"] == "alert"}) == 2 and rs)
-        assert sidecar.health()["hook_dispatch"] == ("fast" if fast else "mitmproxy")
+        health = sidecar.health()
+    if fast:
+        malloc = "tuned" if glibc_version() else "not glibc"
+        assert (health["hook_dispatch"], health["read_size"], health["malloc"]) == ("fast", 262144, malloc)
+    else:
+        assert (health["hook_dispatch"], health["read_size"], health["malloc"]) == ("mitmproxy", 65535, "glibc")
     actions = {r["alert"]["signature_id"]: r["alert"]["action"] for r in alerts if r["event_type"] == "alert"}
     assert actions == {9300001: "allowed", 9300002: "blocked"}
     assert not any(path.startswith("/admin") for _, path in rest_upstream.calls)

@@ -13,6 +13,8 @@ import tritonclient.http as httpclient
 from live_sidecar import Sidecar, write_rule
 from tritonclient.utils import InferenceServerException
 
+from inspector.live.malloctune import glibc_version
+
 SID_LOAD = 9200001
 SID_INFER = 9200002
 SID_ADMIN = 9200003
@@ -105,8 +107,9 @@ def test_metrics_and_health(sidecar, client):
     assert sidecar.metric("inspector_requests_total", protocol="http") >= 1
     assert sidecar.metric("inspector_inspection_seconds_count", phase="request") >= 1
     assert sidecar.metric("inspector_rules_loaded") == 3
+    malloc = "tuned" if glibc_version() else "not glibc"
     assert sidecar.health() == {"status": "ok", "rules": 3, "ratelimit_backend": "memory", "internal_errors": 0,
-                                "hook_dispatch": "fast"}
+                                "hook_dispatch": "fast", "read_size": 262144, "malloc": malloc}
 
 
 def test_upstream_errors_are_counted(certs, tmp_path):
