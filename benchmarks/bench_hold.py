@@ -1,5 +1,7 @@
 """What holding a large answer for inspection costs a model pull: time to first byte and time to
-the last, through `inspector proxy` (the shipped rules) against plain mitmdump, same invocation.
+the last, through `inspector proxy` (the shipped rules) against plain mitmdump and against
+mitmdump with the sidecar's tuning of mitmproxy (benchmarks/mitm_tuned.py: its 256 KiB reads and
+malloc thresholds, what a large body costs mitmproxy itself), same invocation.
 
 One upstream (its own process, HTTP/1.1, S3's response headers) serves three objects of about the
 same size: a safetensors model and a dataset (Parquet's magic), whose first bytes rule out a
@@ -7,9 +9,9 @@ pickle and so settle the shipped block rules (the hold ends after 300 bytes,
 inspector.live.settle), and a pickle, held until its first MiB is in and scanned (what every
 large answer got before). A client GETs each through each proxy in turn (alternating, so drift
 hits all of them), reading the body in 1 MiB reads; medians are printed with the sidecar's added
-time to first byte (`added`): the full hold's price is the difference between the rows; and
-each proxy's CPU per GET (its process's user + system time over all its GETs), where this
-machine's timing spread hides what a 64 MiB answer costs the sidecar beyond mitmdump.
+time to first byte (`i-m`): the full hold's price is the difference between the rows; and each
+proxy's CPU and minor page faults per GET (its process's user + system time and faults over all
+its GETs): `i-f`, the CPU the inspection adds to a 64 MiB answer beyond mitmproxy's own part.
 
     python benchmarks/bench_hold.py [--size-mib 64] [--rounds 8] [--gets 3]
 """
@@ -76,14 +78,17 @@ def serve(port: int, size: int) -> None:
 
 
 class Mitmdump:
-    """Plain mitmdump in reverse mode, streaming bodies over 1 MiB as the sidecar does."""
+    """Plain mitmdump in reverse mode, streaming bodies over 1 MiB as the sidecar does; `tuned`:
+    with the sidecar's tuning of mitmproxy and no inspection (benchmarks/mitm_tuned.py)."""
 
-    def __init__(self, workdir: Path, upstream: int) -> None:
+    def __init__(self, workdir: Path, upstream: int, *, tuned: bool = False) -> None:
         self.port = free_port()
         self.command = [str(Path(sys.executable).with_name("mitmdump")), "-q", "--mode",
                         f"reverse:http://127.0.0.1:{upstream}@127.0.0.1:{self.port}",
                         "--set", "stream_large_bodies=1m", "--set", "keep_host_header=true",
                         "--set", "connection_strategy=lazy", "--set", f"confdir={workdir}"]
+        if tuned:
+            self.command += ["-s", str(HERE / "mitm_tuned.py")]
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Mitmdump:
@@ -97,10 +102,10 @@ class Mitmdump:
         self.process.wait(15)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process so far."""
+def usage(pid: int) -> tuple[float, int]:
+    """(user + system CPU seconds, minor page faults) of one process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
 
 
 def _answers(port: int) -> bool:
@@ -147,13 +152,17 @@ def main() -> int:
     try:
         wait_for(lambda: _answers(upstream_port), timeout=30)
         plain = Mitmdump(workdir, upstream_port)
+        tuned = Mitmdump(workdir, upstream_port, tuned=True)
         inspector = Sidecar(workdir, f"http://127.0.0.1:{upstream_port}", [ROOT / "signatures"], args=["-q"],
                             name="inspector")
-        with plain, inspector:
-            ports = {"mitmdump": plain.port, "inspector": inspector.port}
-            assert plain.process is not None and inspector.process is not None
-            pids = {"mitmdump": plain.process.pid, "inspector": inspector.process.pid}
-            cpu: dict[tuple[str, str], float] = {}
+        with plain, tuned, inspector:
+            proxies = {"mitmdump": plain, "tuned": tuned, "inspector": inspector}
+            ports = {name: proxy.port for name, proxy in proxies.items()}
+            pids = {}
+            for name, proxy in proxies.items():
+                assert proxy.process is not None
+                pids[name] = proxy.process.pid
+            spent: dict[tuple[str, str], tuple[float, int]] = {}
             print(f"inspector proxy with {inspector.health()['rules']} shipped rules; {args.size_mib} MiB objects, "
                   f"{args.rounds} rounds x {args.gets} GETs per object and proxy")
             for path in OBJECTS:
@@ -162,30 +171,35 @@ def main() -> int:
             for _ in range(args.rounds):
                 for path in OBJECTS:
                     for proxy, port in ports.items():
-                        before = cpu_seconds(pids[proxy])
+                        before = usage(pids[proxy])
                         for _ in range(args.gets):
                             first_at, last_at, got = get(port, path)
                             if got != size:
                                 raise RuntimeError(f"{proxy} {path}: {got} bytes of {size}")
                             results.setdefault((path, proxy), []).append((first_at, last_at))
-                        cpu[(path, proxy)] = cpu.get((path, proxy), 0.0) + cpu_seconds(pids[proxy]) - before
+                        after = usage(pids[proxy])
+                        cpu, faults = spent.get((path, proxy), (0.0, 0))
+                        spent[(path, proxy)] = (cpu + after[0] - before[0], faults + after[1] - before[1])
             holds = {ended: inspector.metric("inspector_body_holds_total", ended_by=ended)
                      for ended in ("settled", "prefix", "end")}
             handed_back = inspector.metric("inspector_streams_handed_back_total")
     finally:
         upstream.terminate()
 
-    print(f"medians in ms; m = plain mitmdump, i = inspector proxy; holds ended by: {holds}; "
+    print(f"medians in ms; m = plain mitmdump, f = mitmdump with the sidecar's tuning of mitmproxy "
+          f"(mitm_tuned.py), i = inspector proxy; holds ended by: {holds}; "
           f"answers handed back to mitmproxy past their first MiB: {handed_back:.0f}")
-    print(f"{'object':40} {'first byte m/i':>16} {'added':>8} {'last byte m/i':>17} {'added':>8} "
-          f"{'CPU/GET m/i':>15} {'added':>7}")
+    print(f"{'object':36} {'first byte m/f/i':>20} {'i-m':>6} {'last byte m/f/i':>17} {'i-m':>7} "
+          f"{'CPU ms/GET m/f/i':>17} {'i-f':>6} {'page faults/GET m/f/i':>22}")
     gets = args.rounds * args.gets
     for path, label in OBJECTS.items():
-        m, i = ([statistics.median(r[k] for r in results[(path, proxy)]) * 1000 for k in range(2)]
-                for proxy in ("mitmdump", "inspector"))
-        cm, ci = (1000 * cpu[(path, proxy)] / gets for proxy in ("mitmdump", "inspector"))
-        print(f"{label:40} {m[0]:7.2f}/{i[0]:<8.2f} {i[0] - m[0]:+8.2f} {m[1]:8.1f}/{i[1]:<8.1f} {i[1] - m[1]:+8.1f} "
-              f"{cm:7.1f}/{ci:<7.1f} {ci - cm:+7.1f}")
+        m, f, i = ([statistics.median(r[k] for r in results[(path, proxy)]) * 1000 for k in range(2)]
+                   for proxy in proxies)
+        cm, cf, ci = (1000 * spent[(path, proxy)][0] / gets for proxy in proxies)
+        fm, ff, fi = (spent[(path, proxy)][1] / gets for proxy in proxies)
+        print(f"{label:36} {m[0]:6.2f}/{f[0]:6.2f}/{i[0]:<6.2f} {i[0] - m[0]:+6.2f} "
+              f"{m[1]:5.0f}/{f[1]:5.0f}/{i[1]:<5.0f} {i[1] - m[1]:+7.1f} "
+              f"{cm:5.0f}/{cf:5.0f}/{ci:<5.0f} {ci - cf:+6.1f} {fm:7.0f}/{ff:6.0f}/{fi:<6.0f}")
     return 0
 
 

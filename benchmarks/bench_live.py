@@ -308,12 +308,12 @@ def main() -> int:
 
     print("req/s and CPU ms per request of the proxy process, medians over the rounds; m = plain mitmdump, "
           "f = mitmdump with the sidecar's tuning of mitmproxy, i = inspector proxy")
-    print(f"{'scenario':36} {'req/s (m/f/i)':>20} {'i/m':>5} {'i/f':>5} {'p50 ms (m/i)':>13} {'added p50':>9} "
+    print(f"{'scenario':36} {'req/s (m/f/i)':>20} {'i/m':>5} {'i/f':>5} {'p50 ms (m/f/i)':>20} {'added p50':>9} "
           f"{'p99 ms (m/i)':>13} {'CPU ms/req (m/f/i)':>19} {'i-f':>6}")
     for name, _, _ in scenarios:
         m, f, i = ([statistics.median(r[k] for r in results[(name, proxy)]) for k in range(4)] for proxy in proxies)
         print(f"{name:36} {m[0]:6.0f}/{f[0]:6.0f}/{i[0]:<6.0f} {i[0] / m[0]:5.2f} {i[0] / f[0]:5.2f} "
-              f"{m[1]:5.2f}/{i[1]:<7.2f} {i[1] - m[1]:+9.2f} {m[2]:5.1f}/{i[2]:<7.1f} "
+              f"{m[1]:6.2f}/{f[1]:6.2f}/{i[1]:<6.2f} {i[1] - m[1]:+9.2f} {m[2]:5.1f}/{i[2]:<7.1f} "
               f"{m[3]:5.2f}/{f[3]:5.2f}/{i[3]:<7.2f} {i[3] - f[3]:+6.2f}")
     print(f"inspector wrote {records} EVE records; its peak RSS {peak:.0f} MiB")
     return 0
