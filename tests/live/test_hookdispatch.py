@@ -271,7 +271,7 @@ def test_the_sidecar_inspects_and_blocks_alike_with_or_without_tuning_mitmproxy(
 def test_the_addon_in_plain_mitmdump_inspects_with_the_fast_dispatch(rest_upstream, tmp_path):
     """`mitmdump -s addons/inspector_addon.py` (the addon a child of mitmproxy's script loader, so
     its own hooks take mitmproxy's path while the default addons are skipped): real traffic is
-    inspected, alerted on and blocked."""
+    inspected, alerted on and blocked, and mitmdump is tuned as `inspector proxy` is."""
     rules = _block_and_alert_rules(tmp_path, 9300101)
     port, metrics = free_port(), free_port()
     eve = tmp_path / "eve.json"
@@ -303,7 +303,9 @@ def test_the_addon_in_plain_mitmdump_inspects_with_the_fast_dispatch(rest_upstre
 
         assert wait_for(alerts, timeout=10) == {9300101: "allowed", 9300102: "blocked"}
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/healthz", timeout=5) as response:
-            assert json.loads(response.read())["hook_dispatch"] == "fast"
+            health = json.loads(response.read())
+        malloc = "tuned" if glibc_version() else "not glibc"
+        assert (health["hook_dispatch"], health["read_size"], health["malloc"]) == ("fast", 262144, malloc)
         assert not any(path.startswith("/admin") for _, path in rest_upstream.calls)
     finally:
         process.terminate()
