@@ -5,8 +5,9 @@ mitmproxy's `ConnectionHandler.handle_connection` reads every connection with
 stack (TLS, the HTTP/1 or HTTP/2 layer, h11's receive buffer, the body stream, the write to the
 other side). asyncio's transport already takes up to 256 KiB from the socket per `recv`, so a
 64 MiB model pull arrives in about 260 receives but is handed to mitmproxy as about 1,030 events.
-Reads of 256 KiB make it about 260 events: measured here, a 64 MiB GET through the sidecar
-took about half the CPU (benchmarks/README.md, "Larger reads").
+Reads of 256 KiB make it about 260 events: measured here, with glibc's malloc thresholds set
+for buffers that size (malloctune.py), a 64 MiB GET through the sidecar took about half the CPU
+(benchmarks/README.md, "Larger reads").
 
 `set_read_size(n)` wraps the handler's read loop once per process: for the connection it is about
 to read, an `asyncio.StreamReader` (any TCP connection, client or server side) is put behind
