@@ -64,7 +64,7 @@ from inspector.live.mtls import ClientCertVerifier
 from inspector.live.principal import principal_from_certificate
 from inspector.live.proxy import write_private
 from inspector.live.rawstream import RawStream, handle_results
-from inspector.live.readsize import read_size, set_read_size
+from inspector.live.readsize import parse_read_size, read_size, set_read_size
 from inspector.live.runtime import Runtime, RuntimeSpec, describe_errors, load_policy_monitor, load_ruleset
 from inspector.live.watch import files_fingerprint
 from inspector.policy import PolicyLoadError
@@ -164,11 +164,12 @@ class InspectorAddon:
         `_malloc` says which for /health). From `configure` when they change and from `running`,
         as mitmproxy's first configure names only the options set away from their defaults."""
         o = ctx.options
-        set_fast_dispatch(ctx.master, o.inspector_fast_dispatch)
         try:
-            set_read_size(o.inspector_read_size)
+            size = parse_read_size(o.inspector_read_size)  # first: a refused update changes nothing
         except ValueError as exc:
             raise exceptions.OptionsError(f"inspector: {exc}") from exc
+        set_fast_dispatch(ctx.master, o.inspector_fast_dispatch)
+        set_read_size(size)
         if o.inspector_malloc_tuning:
             self._malloc = "tuned" if tune_malloc() else "not glibc"
         elif self._malloc == "tuned":
