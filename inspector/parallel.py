@@ -57,8 +57,9 @@ flow-sharding worker has the whole cap for its share, so sharded runs evict late
 whose decoding raises (a bug the run contains and reports): its time is not counted by the flow
 table of the worker that decoded it, as in one process, but is by the others'. Frames and
 records cross processes pickled in batches; a worker's pipe holds at most `PIPE_BYTES` of frames
-and the reading worker queues at most its share of `FEED_QUEUE_BYTES` more (FeedQueue: a thread
-per worker writes its pipe, so one worker's full pipe does not stop the others' frames), the parent
+and the reading worker queues at most its share of `FEED_QUEUE_BYTES` more (FeedQueue: a message
+goes straight into a pipe with room, and what a full pipe does not take a thread per worker
+writes as it drains, so one worker's full pipe does not stop the others' frames), the parent
 reads a flow-sharding worker's batches as they come and holds at most
 `_Inbox.MAX_QUEUED_BATCHES` of them, so memory stays flat; a file's spool waits on disk only
 until the files before it are written.
@@ -73,6 +74,7 @@ import multiprocessing
 import os
 import pickle
 import re
+import select
 import signal
 import struct
 import tempfile
@@ -147,6 +149,9 @@ _U16 = struct.Struct("!H").unpack_from
 _U32_LE = struct.Struct("<I").unpack_from
 _U32_BE = struct.Struct("!I").unpack_from
 _I32 = struct.Struct("i").unpack_from
+#: multiprocessing.Connection's framing of a message (`recv_bytes` reads it): its size, then it.
+_MESSAGE_SIZE = struct.Struct("!i").pack
+_MAX_MESSAGE_BYTES = 0x7FFFFFFF  # larger ones get another header there; a feed batch is far smaller
 _IPV4 = struct.Struct("!BxHxxHxB2xII").unpack_from  # version/ihl, total length, fragment, proto, src, dst
 _IPV6 = struct.Struct("!6xB1xQQQQ").unpack_from  # next header, src (2 halves), dst (2 halves)
 _PORTS = struct.Struct("!HH").unpack_from
@@ -849,24 +854,31 @@ def _child_start(others: list[Any], parent: int | None) -> None:
 
 
 class FeedQueue:
-    """One worker's feed in the reading worker: messages queued here and written to the pipe by
-    a thread of their own, so that the reader waits for a worker only once `limit` bytes are
-    queued for it (beyond its pipe), not whenever its pipe is full. Measured on the 210 MB
-    capture, `--workers 2` with a reading process of its own: the workers waited for frames
-    0.5-1.0 s each of an 11-12 s run with the reader writing straight into the pipes, 0.16-0.43 s
-    with the queues (benchmarks/README.md).
+    """One worker's feed in the reading worker. A message goes straight into the worker's pipe,
+    by a write that does not block, when nothing is queued before it and the pipe has room: the
+    common case, which involves no other thread. What the pipe does not take is queued and
+    written by a thread of the queue's own, so the reader waits for a worker only once `limit`
+    bytes are queued for it (beyond its pipe), not whenever its pipe is full, and the queue
+    drains while the reader is busy or waits elsewhere (for the parent, or another worker).
+    Measured on the 210 MB capture, `--workers 2`: with the reader writing straight into the
+    pipes (blocking) the workers waited for frames 0.5-1.0 s each of an 11-12 s run, with every
+    message handed to the thread 0.16-0.43 s but about 11,000 context switches a run (the
+    thread and the reader passing the interpreter lock back and forth for each message), and
+    with the direct write first about 800 (benchmarks/README.md).
 
-    `on_wait()` is called before a send waits (the reading worker sends what records it has, so
-    the merge goes on). A failed write (the worker is gone) is raised by the next `send` and by
-    `close`."""
+    Messages are framed as `multiprocessing.Connection.send_bytes` frames them (the worker reads
+    them with `recv_bytes`). `on_wait()` is called before a send waits (the reading worker sends
+    what records it has, so the merge goes on). A failed write (the worker is gone) is raised by
+    the next `send` and by `close`."""
 
     def __init__(self, conn: Any, limit: int, on_wait: Callable[[], None] | None = None) -> None:
         self._conn = conn
         self._fd = conn.fileno()
+        os.set_blocking(self._fd, False)  # the file description of this write end: the reader's is its own
         self._limit = limit
         self._on_wait = on_wait
-        self._queue: deque[bytes] = deque()
-        self._queued = 0  # bytes queued or being written
+        self._queue: deque[memoryview] = deque()
+        self._queued = 0  # bytes queued or being written by the thread
         self._closing = False
         self._failure: OSError | None = None
         self._changed = threading.Condition()
@@ -877,20 +889,47 @@ class FeedQueue:
         return bool(self._queued) and self._queued + size > self._limit and self._failure is None
 
     def send(self, data: bytes) -> None:
+        if len(data) > _MAX_MESSAGE_BYTES:
+            raise ValueError(f"a feed message of {len(data)} bytes (at most {_MAX_MESSAGE_BYTES})")
+        header = _MESSAGE_SIZE(len(data))
         changed = self._changed
-        if self._on_wait is not None:
-            with changed:
-                full = self._full(len(data))
-            if full:
-                self._on_wait()  # not holding the lock: the writer goes on meanwhile
         with changed:
-            while self._full(len(data)):
+            if self._failure is not None:
+                raise self._failure
+            if not self._queued:
+                rest = self._write_now(header, data)
+                if not rest:
+                    return
+                self._queue.extend(rest)
+                self._queued += sum(len(part) for part in rest)
+                changed.notify_all()
+                return
+            full = self._on_wait is not None and self._full(len(header) + len(data))
+        if full:
+            self._on_wait()  # type: ignore[misc]  # not holding the lock: the writer goes on meanwhile
+        with changed:
+            while self._full(len(header) + len(data)):
                 changed.wait()
             if self._failure is not None:
                 raise self._failure
-            self._queue.append(data)
-            self._queued += len(data)
+            self._queue.append(memoryview(header))
+            self._queue.append(memoryview(data))
+            self._queued += len(header) + len(data)
             changed.notify_all()
+
+    def _write_now(self, header: bytes, data: bytes) -> list[memoryview]:
+        """Write a message without blocking (holding the lock, nothing queued); what the pipe did
+        not take. A failed write is kept for the next send, and raised."""
+        try:
+            written = os.writev(self._fd, (header, data))
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            self._failure = exc
+            raise
+        if written >= len(header):
+            return [memoryview(data)[written - len(header):]] if written < len(header) + len(data) else []
+        return [memoryview(header)[written:], memoryview(data)]
 
     def backlog(self) -> int:
         """Bytes written for the worker that it has not read: queued here and in its pipe."""
@@ -910,15 +949,20 @@ class FeedQueue:
 
     def _write(self) -> None:
         changed = self._changed
+        room = select.poll()
+        room.register(self._fd, select.POLLOUT)
         while True:
             with changed:
                 while not self._queue and not self._closing:
                     changed.wait()
                 if not self._queue:
                     return
-                data = self._queue.popleft()
+                view = self._queue[0]
             try:
-                self._conn.send_bytes(data)
+                room.poll()  # until the pipe has room (or the worker's end is closed: the write says)
+                written = os.write(self._fd, view)
+            except BlockingIOError:
+                continue
             except OSError as exc:
                 with changed:
                     self._failure = exc
@@ -927,7 +971,12 @@ class FeedQueue:
                     changed.notify_all()
                 return
             with changed:
-                self._queued -= len(data)
+                self._queued -= written
+                if self._queue and self._queue[0] is view:  # (a discarding close empties it)
+                    if written < len(view):
+                        self._queue[0] = view[written:]
+                    else:
+                        self._queue.popleft()
                 changed.notify_all()
 
 
@@ -949,10 +998,17 @@ class Feeds:
         share = FEED_QUEUE_BYTES // max(1, len(conns))
         self._queues: list[Any] = [None, *(FeedQueue(conn, share, on_wait) for conn in conns)]
         self._turn = 0
+        #: Each fed worker's backlog as last asked (None: a message went since): asked once per
+        #: message at most, not for every new flow (a system call each; about 10,000 a run on the
+        #: 210 MB capture). Between two messages a backlog only shrinks as the worker reads, so
+        #: the answer kept is never less than what is waiting: a worker may be thought busier
+        #: than it is until the reader's next message to it, never idler.
+        self._backlogs: list[int | None] = [None] * len(self._queues)
 
     def send(self, index: int, message: tuple) -> None:
         try:
             self._queues[index].send(pickle.dumps(message, protocol=5))
+            self._backlogs[index] = None
         except OSError as exc:  # that worker is gone (its own failure, or killed)
             raise FedWorkerGone(index) from exc
 
@@ -964,7 +1020,10 @@ class Feeds:
         others = len(self._queues) - 1
         for step in range(others):
             index = 1 + (self._turn + step) % others
-            if self._queues[index].backlog() < LOAD_BACKLOG_BYTES:
+            backlog = self._backlogs[index]
+            if backlog is None:
+                backlog = self._backlogs[index] = self._queues[index].backlog()
+            if backlog < LOAD_BACKLOG_BYTES:
                 self._turn = (self._turn + step + 1) % others
                 return index
         return 0

@@ -800,6 +800,27 @@ def test_a_feed_queue_holds_messages_for_a_worker_not_reading_up_to_its_limit():
         receiver.recv_bytes()
 
 
+def test_a_feed_message_goes_straight_into_a_pipe_with_room():
+    """A message the pipe has room for is in it when send returns (nothing queued for the
+    writing thread); one larger than the pipe leaves the rest queued, written as the worker
+    reads, and the worker gets both whole and in order."""
+    import multiprocessing
+
+    from inspector.parallel import FeedQueue, _pipe_bytes
+
+    receiver, sender = multiprocessing.Pipe(False)
+    queue = FeedQueue(sender, limit=8 << 20)
+    queue.send(b"m" * 1000)
+    assert queue._queued == 0 and _pipe_bytes(receiver.fileno()) == 4 + 1000
+    big = bytes(range(256)) * 8192  # 2 MiB: more than a pipe holds (64 KiB here, 1 MiB widened)
+    queue.send(big)
+    assert queue._queued > 0 and queue.backlog() == 4 + 1000 + 4 + len(big)
+    assert receiver.recv_bytes() == b"m" * 1000 and receiver.recv_bytes() == big
+    queue.close()
+    with pytest.raises(EOFError):
+        receiver.recv_bytes()
+
+
 def test_one_workers_full_pipe_does_not_stop_the_others_frames():
     """Nobody reads either worker's pipe and the capture is still read to its end, the messages
     held in the reading worker's queues; worker 1 gets every message while worker 0 has read
@@ -877,9 +898,9 @@ def test_a_feed_queue_says_when_it_is_about_to_wait():
 
 
 def test_load_placement_gives_new_flows_to_workers_keeping_up_in_turn_else_to_the_reader():
-    """Feeds.pick reads each fed worker's backlog (its pipe's unread bytes and its queue): under
-    LOAD_BACKLOG_BYTES it takes the next new flow, in turn; when no worker is under it, the
-    reading worker (0) keeps the flow."""
+    """Feeds.pick reads each fed worker's backlog (its pipe's unread bytes and its queue, asked
+    again after each message to it): under LOAD_BACKLOG_BYTES it takes the next new flow, in
+    turn; when no worker is under it, the reading worker (0) keeps the flow."""
     import multiprocessing
     import time
 
@@ -888,7 +909,7 @@ def test_load_placement_gives_new_flows_to_workers_keeping_up_in_turn_else_to_th
     def fill(index: int) -> int:  # a worker that reads nothing: over the backlog limit
         chunk, count = b"x" * 100_000, LOAD_BACKLOG_BYTES // 100_000 + 1
         for _ in range(count):
-            feeds._queues[index].send(chunk)
+            feeds.send(index, chunk)
         deadline = time.monotonic() + 10
         while feeds._queues[index].backlog() < LOAD_BACKLOG_BYTES and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -908,6 +929,8 @@ def test_load_placement_gives_new_flows_to_workers_keeping_up_in_turn_else_to_th
         deadline = time.monotonic() + 10
         while feeds._queues[1].backlog() and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert feeds.pick(0) == 0  # the backlog is asked again at the next message, not per flow
+        feeds.send(1, ("frames", 0, [], [], 0))
         assert feeds.pick(0) == 1
     finally:
         for receiver, _ in pipes:  # let the writers finish
