@@ -855,16 +855,16 @@ def _child_start(others: list[Any], parent: int | None) -> None:
 
 class FeedQueue:
     """One worker's feed in the reading worker. A message goes straight into the worker's pipe,
-    by a write that does not block, when nothing is queued before it and the pipe has room: the
-    common case, which involves no other thread. What the pipe does not take is queued and
-    written by a thread of the queue's own, so the reader waits for a worker only once `limit`
-    bytes are queued for it (beyond its pipe), not whenever its pipe is full, and the queue
-    drains while the reader is busy or waits elsewhere (for the parent, or another worker).
-    Measured on the 210 MB capture, `--workers 2`: with the reader writing straight into the
-    pipes (blocking) the workers waited for frames 0.5-1.0 s each of an 11-12 s run, with every
-    message handed to the thread 0.16-0.43 s but about 11,000 context switches a run (the
-    thread and the reader passing the interpreter lock back and forth for each message), and
-    with the direct write first about 800 (benchmarks/README.md).
+    by a write that does not block and without the queue's thread, when nothing is queued before
+    it and the pipe has room. What the pipe does not take is queued and written by the thread,
+    so the reader waits for a worker only once `limit` bytes are queued for it (beyond its
+    pipe), not whenever its pipe is full, and the queue drains while the reader is busy or waits
+    elsewhere (for the parent, or another worker). Measured on the 210 MB capture, `--workers
+    2`: with the reader writing straight into the pipes (blocking) the workers waited for frames
+    0.5-1.0 s each of an 11-12 s run; with every message handed to the thread 0.16-0.43 s, but
+    about 10,100 context switches a run (the thread and the reader passing the interpreter lock
+    back and forth for each message); with the direct write first about 3,900, as the load
+    placement keeps a fed worker's pipe nearly full (benchmarks/README.md).
 
     Messages are framed as `multiprocessing.Connection.send_bytes` frames them (the worker reads
     them with `recv_bytes`). `on_wait()` is called before a send waits (the reading worker sends
@@ -893,29 +893,29 @@ class FeedQueue:
             raise ValueError(f"a feed message of {len(data)} bytes (at most {_MAX_MESSAGE_BYTES})")
         header = _MESSAGE_SIZE(len(data))
         changed = self._changed
+        size = len(header) + len(data)
         with changed:
             if self._failure is not None:
                 raise self._failure
             if not self._queued:
-                rest = self._write_now(header, data)
-                if not rest:
-                    return
-                self._queue.extend(rest)
-                self._queued += sum(len(part) for part in rest)
-                changed.notify_all()
+                self._enqueue(self._write_now(header, data))
                 return
-            full = self._on_wait is not None and self._full(len(header) + len(data))
+            full = self._on_wait is not None and self._full(size)
         if full:
             self._on_wait()  # type: ignore[misc]  # not holding the lock: the writer goes on meanwhile
         with changed:
-            while self._full(len(header) + len(data)):
+            while self._full(size):
                 changed.wait()
             if self._failure is not None:
                 raise self._failure
-            self._queue.append(memoryview(header))
-            self._queue.append(memoryview(data))
-            self._queued += len(header) + len(data)
-            changed.notify_all()
+            self._enqueue([memoryview(header), memoryview(data)])
+
+    def _enqueue(self, parts: list[memoryview]) -> None:
+        """Parts of a message for the thread to write (holding the lock)."""
+        if parts:
+            self._queue.extend(parts)
+            self._queued += sum(len(part) for part in parts)
+            self._changed.notify_all()
 
     def _write_now(self, header: bytes, data: bytes) -> list[memoryview]:
         """Write a message without blocking (holding the lock, nothing queued); what the pipe did

@@ -38,15 +38,13 @@ def _libc() -> ctypes.CDLL | None:
         return None
     libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     libc.mallopt.restype = ctypes.c_int
+    libc.gnu_get_libc_version.restype = ctypes.c_char_p
     return libc
 
 
 def glibc_version() -> str | None:
     libc = _libc()
-    if libc is None:
-        return None
-    libc.gnu_get_libc_version.restype = ctypes.c_char_p
-    return libc.gnu_get_libc_version().decode()
+    return None if libc is None else libc.gnu_get_libc_version().decode()
 
 
 def _set(mmap_threshold: int, trim_threshold: int) -> bool:
