@@ -19,17 +19,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import dpkt
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+def dpkt_reader(fh: BinaryIO) -> dpkt.pcap.Reader | dpkt.pcapng.Reader:
+    """dpkt's reader of a pcap or, by its first block's type, a pcapng."""
+    pcapng = fh.read(4) == b"\x0a\x0d\x0d\x0a"  # a section header block
+    fh.seek(0)
+    return dpkt.pcapng.Reader(fh) if pcapng else dpkt.pcap.Reader(fh)
+
+
 def dpkt_loop(path: Path) -> int:
     """The baseline: Ethernet -> IP -> TCP payload length, nothing else."""
     packets = 0
     with open(path, "rb") as fh:
-        for _ts, buf in dpkt.pcap.Reader(fh):
+        for _ts, buf in dpkt_reader(fh):
             packets += 1
             eth = dpkt.ethernet.Ethernet(buf)
             ip = eth.data
@@ -92,7 +100,7 @@ def rotate(path: Path, parts: int, directory: Path) -> list[Path]:
     """The capture cut into `parts` consecutive files of about equal packet counts, as a rotating
     capture (tcpdump -C / -G) leaves them."""
     with open(path, "rb") as fh:
-        reader = dpkt.pcap.Reader(fh)
+        reader = dpkt_reader(fh)
         linktype, frames = reader.datalink(), list(reader)
     per_part = -(-len(frames) // parts)
     paths = []

@@ -29,3 +29,19 @@ def test_two_independent_processes_are_timed_against_one(capsys):
                       rf"\(each pair: {_RATIO}\)", out)
     assert found is not None, out
     assert float(found.group(1)) == float(found.group(2)) > 0  # one pair: its ratio is the median
+
+
+def test_the_dpkt_baseline_and_the_rotation_read_a_pcapng_as_the_pcap(tmp_path):
+    import dpkt
+
+    from benchmarks.bench_offline import dpkt_loop, rotate
+
+    copy = tmp_path / "grpc.pcapng"
+    with open(CAPTURE, "rb") as source, open(copy, "wb") as out:
+        reader = dpkt.pcap.Reader(source)
+        writer = dpkt.pcapng.Writer(out, linktype=reader.datalink())
+        for ts, buf in reader:
+            writer.writepkt(buf, ts=ts)
+    assert dpkt_loop(copy) == dpkt_loop(CAPTURE) > 0
+    parts = rotate(copy, 2, tmp_path)
+    assert sum(dpkt_loop(part) for part in parts) == dpkt_loop(CAPTURE)
