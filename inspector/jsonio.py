@@ -11,9 +11,11 @@ get exactly what ``json`` gives them:
   surrogate escape, nesting too deep) it asks ``json.loads``, so the value or the exception
   (``ValueError``, ``RecursionError``) is the standard library's.
 - :func:`dumps` writes compact UTF-8 JSON; what msgspec will not encode (a ``str`` subclass, a
-  lone surrogate) falls back to ``json``. Floats are written in their shortest form, the
-  exponent without a sign or zero padding (``1e16``, ``0.00001``), and NaN/infinity as ``null``
-  (``json`` writes ``NaN``, which is not JSON).
+  lone surrogate) falls back to ``json``, and a lone surrogate is written as its ``\\uXXXX``
+  escape, so every line encodes as UTF-8 and reads back as the same value (but for a high
+  and a low surrogate side by side, which JSON reads as the one character they pair into).
+  Floats are written in their shortest form, the exponent without a sign or zero padding
+  (``1e16``, ``0.00001``), and NaN/infinity as ``null`` (``json`` writes ``NaN``, not JSON).
 """
 
 from __future__ import annotations
@@ -39,8 +41,15 @@ def loads(data: bytes | bytearray | str) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """`value` as one compact line of JSON (non-ASCII text kept as UTF-8, no newline)."""
+    """`value` as one compact line of JSON (non-ASCII text kept as UTF-8, no newline) that
+    always encodes as UTF-8: a lone surrogate in a string (what a peer's ``"\\ud800"`` escape
+    decodes to) is written as that escape again, not as a character no UTF-8 writer takes."""
     try:
         return _encode(value).decode()
     except (TypeError, UnicodeEncodeError, OverflowError):
-        return _json_dumps(value)
+        line = _json_dumps(value)
+    if line.isascii():
+        return line
+    # Surrogates only occur inside string literals of the line; "backslashreplace" writes each
+    # as \udXXX, its JSON escape, and leaves every other character as it is.
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -92,6 +92,36 @@ def test_dumps_round_trips(value):
     assert repr(json.loads(line)) == repr(value)
 
 
+surrogate_text = st.lists(st.characters() | st.characters(categories=["Cs"]), max_size=12).map("".join)
+values_with_surrogates = st.recursive(
+    st.integers() | surrogate_text,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(surrogate_text, children, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(value=values_with_surrogates)
+def test_dumps_lines_always_encode_as_utf8_and_read_back_as_the_value(value):
+    """Text with lone surrogates (what `"\\ud800"` in a peer's JSON decodes to) included: the
+    line is written with their escapes, so a strict UTF-8 writer takes it."""
+    line = jsonio.dumps(value)
+    line.encode("utf-8")
+    assert repr(json.loads(line)) == repr(_paired(value))
+
+
+def _paired(value):
+    """`value` as JSON can carry it: a high surrogate then a low one are one character there
+    (their two escapes read back as the character they pair into)."""
+    if isinstance(value, str):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    if isinstance(value, list):
+        return [_paired(item) for item in value]
+    if isinstance(value, dict):
+        return {_paired(key): _paired(item) for key, item in value.items()}
+    return value
+
+
 def test_dumps_is_compact_utf8_like_the_eve_encoder():
     record = {"event_type": "alert", "alert": {"signature": "caf\u00e9 [x]", "severity": 1}, "n": [1, 2.5]}
     assert jsonio.dumps(record) == ('{"event_type":"alert","alert":{"signature":"caf\u00e9 [x]","severity":1},'
@@ -103,7 +133,7 @@ def test_dumps_falls_back_to_json_for_what_msgspec_refuses():
         pass
 
     assert jsonio.dumps({"a": Name("x")}) == '{"a":"x"}'
-    assert jsonio.dumps({"a": "\ud800"}) == '{"a":"\ud800"}'  # as json writes it; the writer decides
+    assert jsonio.dumps({"a": "\ud800"}) == '{"a":"\\ud800"}'  # the escape: a line any UTF-8 writer takes
     assert jsonio.dumps({"big": 2**70}) == f'{{"big":{2**70}}}'
 
 

@@ -169,3 +169,15 @@ def test_padding_past_the_kept_bytes_does_not_evade_a_block_rule(sidecar, certs)
     anomalies = [r["anomaly"]["message"] for r in sidecar.records() if r["event_type"] == "anomaly"
                  and r["anomaly"]["event"] == "llm_request_truncated"]
     assert any("decoded bytes kept (of" in message for message in anomalies)
+
+
+def test_a_lone_surrogate_escape_neither_evades_a_block_rule_nor_breaks_the_log(sidecar, certs):
+    """`"\\ud800"` is valid JSON for a character no UTF-8 writer takes: the request is still
+    blocked, and its record is written with the escape (a line any EVE reader parses)."""
+    body = b'{"model": "m\\ud800", "messages": [{"role": "user", "content": "\\udc80 exfiltrate-secrets"}]}'
+    assert _post(sidecar, certs, body, {}) == 403
+    found = sidecar.wait_records(lambda rs: [r for r in rs if r["event_type"] == "llm"
+                                             and r["llm"].get("model") == "m\ud800"])
+    assert found[-1]["llm"]["user_prompt"].endswith("\udc80 exfiltrate-secrets")
+    assert not [r for r in sidecar.records() if r["event_type"] == "anomaly"
+                and r["anomaly"]["event"] in ("parser_error", "internal_error")]
