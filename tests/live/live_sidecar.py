@@ -83,6 +83,15 @@ def write_rule(directory: Path, sid: int, title: str, event: str, selection: dic
     return path
 
 
+def eve_records(path: Path) -> list[dict[str, Any]]:
+    """The EVE records written to `path` so far: complete lines only (a sidecar may be in the
+    middle of writing the last one)."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    return [json.loads(line) for line in data[:data.rfind(b"\n") + 1].splitlines() if line.strip()]
+
+
 class Sidecar:
     """`inspector proxy` in its own process."""
 
@@ -165,10 +174,7 @@ class Sidecar:
         return 0.0
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.eve.exists():
-            return []
-        lines = self.eve.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        return eve_records(self.eve)
 
     def alerts(self, sid: int | None = None) -> list[dict[str, Any]]:
         return [r for r in self.records() if r["event_type"] == "alert"

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from live_sidecar import Sidecar, free_port, wait_for, write_rule
+from live_sidecar import Sidecar, eve_records, free_port, wait_for, write_rule
 from mitmproxy import addonmanager, exceptions
 from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.test import taddons, tflow
@@ -295,8 +295,7 @@ def test_the_addon_in_plain_mitmdump_inspects_with_the_fast_dispatch(rest_upstre
 
         def alerts() -> dict[int, str] | None:
             found = {}
-            for line in eve.read_text().splitlines() if eve.exists() else []:
-                record = json.loads(line)
+            for record in eve_records(eve):
                 if record["event_type"] == "alert":
                     found[record["alert"]["signature_id"]] = record["alert"]["action"]
             return found if len(found) == 2 else None

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from live_sidecar import Sidecar, wait_for, write_rule
+from live_sidecar import Sidecar, eve_records, wait_for, write_rule
 from test_redis_rate import RedisServer
 
 from inspector.live.processes import worker_eve, worker_metrics
@@ -31,7 +31,7 @@ def test_worker_names():
 
 
 def _records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return eve_records(path)
 
 
 def _health(port: int) -> dict:
