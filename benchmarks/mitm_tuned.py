@@ -1,6 +1,7 @@
 """mitmproxy addon for bench_live.py's third contender: plain mitmdump with the sidecar's tuning
 of mitmproxy and nothing else: its hook dispatch (inspector/live/hookdispatch.py), its 256 KiB
-reads (readsize.py) and glibc's malloc thresholds (malloctune.py). The benchmark can then tell
+reads (readsize.py), glibc's malloc thresholds (malloctune.py) and its start-up objects frozen
+out of the collector's full collections (gcfreeze.py). The benchmark can then tell
 the inspection's own cost (inspector proxy against this) from what the tuning saves (this
 against plain mitmdump).
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from mitmproxy import ctx
 
-from inspector.live import options
+from inspector.live import gcfreeze, options
 from inspector.live.hookdispatch import set_fast_dispatch
 from inspector.live.malloctune import tune_malloc
 from inspector.live.readsize import set_read_size
@@ -24,6 +25,7 @@ class TuneMitmproxy:
         set_fast_dispatch(ctx.master)
         set_read_size(options.DEFAULT_READ_SIZE)
         tune_malloc()
+        gcfreeze.freeze()
 
 
 addons = [TuneMitmproxy()]

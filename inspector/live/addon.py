@@ -42,6 +42,7 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 
 from inspector.engine import BLOCK
 from inspector.http import TO_CLIENT, TO_SERVER, HttpMessage, SessionAnomaly
+from inspector.live import gcfreeze
 from inspector.live import options as opts
 from inspector.live.blocking import BlockResponse, block_response, is_grpc_content_type
 from inspector.live.bodystream import HeldBodyStream, Inspect, PassThroughStream
@@ -110,6 +111,7 @@ class InspectorAddon:
         self._reload_interval = 0.0
         self._files: tuple = ()  # fingerprint of the rule, config and policy files last loaded
         self._malloc = "glibc"  # malloc thresholds: "glibc" (its own), "tuned", "not glibc"
+        self._gc = "collector"  # start-up objects: "frozen" out of full collections, or "collector"
 
     # -- options --------------------------------------------------------------------------------
 
@@ -120,7 +122,8 @@ class InspectorAddon:
                               choices=spec.choices)
 
     def configure(self, updated: set[str]) -> None:
-        if updated & {"inspector_fast_dispatch", "inspector_read_size", "inspector_malloc_tuning"}:
+        if updated & {"inspector_fast_dispatch", "inspector_read_size", "inspector_malloc_tuning",
+                      "inspector_gc_freeze"}:
             self._tune_mitmproxy()
         if not any(name.startswith("inspector_") for name in updated) and self.runtime is not None:
             return
@@ -152,7 +155,9 @@ class InspectorAddon:
         self.runtime.inspector.baseline = self._baseline
         master = ctx.master
         self.runtime.proxy_tuning = lambda: {"hook_dispatch": dispatch_name(master), "read_size": read_size(),
-                                             "malloc": self._malloc}
+                                             "malloc": self._malloc, "gc": self._gc}
+        if old is not None:
+            self._refreeze()
         if old is not None and old.listening:
             self.runtime.listening = True
             self._start_exporter()
@@ -161,7 +166,8 @@ class InspectorAddon:
         """Apply the options that tune mitmproxy and the process: the hook dispatch
         (hookdispatch.py), the read size (readsize.py) and glibc's malloc thresholds
         (malloctune.py: put back to glibc's starting ones when turned off after being set;
-        `_malloc` says which for /health). From `configure` when they change and from `running`,
+        `_malloc` says which for /health) and the start-up objects frozen out of the garbage
+        collector's full collections (gcfreeze.py). From `configure` when they change and from `running`,
         as mitmproxy's first configure names only the options set away from their defaults."""
         o = ctx.options
         try:
@@ -175,6 +181,17 @@ class InspectorAddon:
         elif self._malloc == "tuned":
             restore_malloc()
             self._malloc = "glibc"
+        if o.inspector_gc_freeze:
+            gcfreeze.freeze()
+            self._gc = "frozen"
+        elif self._gc == "frozen":
+            gcfreeze.thaw()
+            self._gc = "collector"
+
+    def _refreeze(self) -> None:
+        """After a rule set was replaced: its objects go back to the collector, the new ones are frozen."""
+        if self._gc == "frozen":
+            gcfreeze.refreeze()
 
     def _parse_options(self) -> RuntimeSpec:
         o = ctx.options
@@ -280,7 +297,10 @@ class InspectorAddon:
         assert self.runtime is not None
         self._save_baseline()
         self._files = files
-        return self.runtime.reload()
+        reloaded = self.runtime.reload()
+        if reloaded:
+            self._refreeze()
+        return reloaded
 
     def _save_baseline(self) -> None:
         """Write the baseline to inspector_baseline_save, once it is past its warm-up (a file that

@@ -109,6 +109,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "Serve the proxy's buffers under 1 MiB from glibc's heap instead of fresh mmap pages, keeping up "
                "to 16 MiB of freed heap for reuse (inspector/live/malloctune.py): without it, reads of a large "
                "body can each cost page faults. Off: glibc's starting thresholds. No effect off glibc."),
+    OptionSpec("inspector_gc_freeze", bool, True,
+               "Once the proxy runs (and after each rule reload), keep the objects it loaded out of the garbage "
+               "collector's full collections (gc.freeze; inspector/live/gcfreeze.py): a full collection then "
+               "walks what requests left, not the whole proxy, and pauses requests for a few ms instead of "
+               "tens. Off: the collector walks everything."),
 )
 
 

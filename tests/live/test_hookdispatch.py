@@ -247,11 +247,12 @@ def _infer_passes_admin_is_blocked(base: str, context: ssl.SSLContext | None = N
 def test_the_sidecar_inspects_and_blocks_alike_with_or_without_tuning_mitmproxy(fast, rest_upstream, certs,
                                                                                 tmp_path):
     """By default the sidecar tunes mitmproxy (the hook dispatch, 256 KiB reads, glibc's malloc
-    thresholds); with all three off it runs as mitmproxy does, and inspects the same."""
+    thresholds, start-up objects frozen out of full collections); with all four off it runs as
+    mitmproxy does, and inspects the same."""
     rules = _block_and_alert_rules(tmp_path, 9300001)
     context = ssl.create_default_context(cafile=str(certs.ca))
     args = [] if fast else ["--set", "inspector_fast_dispatch=false", "--set", "inspector_read_size=65535",
-                            "--set", "inspector_malloc_tuning=false"]
+                            "--set", "inspector_malloc_tuning=false", "--set", "inspector_gc_freeze=false"]
     with Sidecar(tmp_path, f"http://127.0.0.1:{rest_upstream.port}", rules, cert=certs.server_cert,
                  key=certs.server_key, args=args) as sidecar:
         _infer_passes_admin_is_blocked(f"https://localhost:{sidecar.port}", context)
@@ -260,9 +261,11 @@ def test_the_sidecar_inspects_and_blocks_alike_with_or_without_tuning_mitmproxy(
         health = sidecar.health()
     if fast:
         malloc = "tuned" if glibc_version() else "not glibc"
-        assert (health["hook_dispatch"], health["read_size"], health["malloc"]) == ("fast", 262144, malloc)
+        assert (health["hook_dispatch"], health["read_size"], health["malloc"], health["gc"]) == (
+            "fast", 262144, malloc, "frozen")
     else:
-        assert (health["hook_dispatch"], health["read_size"], health["malloc"]) == ("mitmproxy", 65535, "glibc")
+        assert (health["hook_dispatch"], health["read_size"], health["malloc"], health["gc"]) == (
+            "mitmproxy", 65535, "glibc", "collector")
     actions = {r["alert"]["signature_id"]: r["alert"]["action"] for r in alerts if r["event_type"] == "alert"}
     assert actions == {9300001: "allowed", 9300002: "blocked"}
     assert not any(path.startswith("/admin") for _, path in rest_upstream.calls)
@@ -304,7 +307,8 @@ def test_the_addon_in_plain_mitmdump_inspects_with_the_fast_dispatch(rest_upstre
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/healthz", timeout=5) as response:
             health = json.loads(response.read())
         malloc = "tuned" if glibc_version() else "not glibc"
-        assert (health["hook_dispatch"], health["read_size"], health["malloc"]) == ("fast", 262144, malloc)
+        assert (health["hook_dispatch"], health["read_size"], health["malloc"], health["gc"]) == (
+            "fast", 262144, malloc, "frozen")
         assert not any(path.startswith("/admin") for _, path in rest_upstream.calls)
     finally:
         process.terminate()

@@ -109,7 +109,7 @@ def test_metrics_and_health(sidecar, client):
     assert sidecar.metric("inspector_rules_loaded") == 3
     malloc = "tuned" if glibc_version() else "not glibc"
     assert sidecar.health() == {"status": "ok", "rules": 3, "ratelimit_backend": "memory", "internal_errors": 0,
-                                "hook_dispatch": "fast", "read_size": 262144, "malloc": malloc}
+                                "hook_dispatch": "fast", "read_size": 262144, "malloc": malloc, "gc": "frozen"}
 
 
 def test_upstream_errors_are_counted(certs, tmp_path):

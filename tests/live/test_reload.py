@@ -47,6 +47,7 @@ def test_sighup_reloads_rules_and_keeps_them_when_broken(rest_upstream, certs, t
         assert _status(sidecar, ca, "/admin/x") == 404
         assert _status(sidecar, ca, "/debug/x") == 403
         assert sidecar.metric("inspector_rules_loaded") == 1
+        assert sidecar.health()["gc"] == "frozen"  # the new rule set frozen again (gcfreeze.refreeze)
 
 
 def test_sighup_reopens_the_eve_file(rest_upstream, certs, tmp_path):
