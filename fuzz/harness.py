@@ -27,10 +27,19 @@ from inspector.http import TO_CLIENT, TO_SERVER, HttpExchange, SessionAnomaly
 from inspector.limits import DEFAULT_LIMITS, Limits
 from inspector.rawtcp import Transaction
 from inspector.records import anomaly_record, base_record
+from inspector.sinks.eve import encode_record
 
 Chunks = list[tuple[int, bytes]]
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+#: Only JSON's own types in a record (the standard library refuses bytes, sets, dataclasses, which
+#: msgspec, the writer's encoder, would write in a form of its own).
+_plain_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
+def serialize_like_eve(record: dict[str, Any]) -> None:
+    """Raise where the EVE writer could not write `record`, or where it holds more than JSON's types."""
+    _plain_json(record)
+    encode_record(record).encode("utf-8")  # what the EVE writer writes: strict UTF-8 JSON
 
 CLIENT_IP = bytes([10, 0, 0, 1])
 SERVER_IP = bytes([10, 0, 0, 2])
@@ -80,13 +89,13 @@ class RecordCheck:
         self._keep = keep
 
     def emit(self, record: dict[str, Any], ts: float) -> None:
-        _dumps(record).encode("utf-8")  # what the EVE writer does: strict UTF-8 JSON
+        serialize_like_eve(record)
         self.event_types[record["event_type"]] += 1
         if self._keep:
             self.records.append(record)
         if self.engine is not None and record["event_type"] not in ("anomaly", "flow"):
             for alert in self.engine.process(record, ts).alerts:
-                _dumps(alert)
+                serialize_like_eve(alert)
                 self.event_types["alert"] += 1
 
 

@@ -17,7 +17,8 @@ _INTERESTING = (0, 1, 0x7F, 0x80, 0xFF, 0x100, 0x3FFF, 0x4000, 0x7FFF, 0x8000, 0
 _TOKENS = (b"\r\n", b"\r\n\r\n", b"\n", b":", b" ", b"0\r\n\r\n", b"ffffffffffffffff\r\n", b"Content-Length: ",
            b"Transfer-Encoding: chunked\r\n", b"Content-Encoding: gzip\r\n", b"\x00\x00\x00\x00\x00",
            b"\x01\xff\xff\xff\xff", b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-           b'"', b"{", b"}", b"[", b"]", b"null", b"-1", b"1e999", b"\xc0", b"\xff\xfe", b"%", b"\\u0000")
+           b'"', b"{", b"}", b"[", b"]", b"null", b"-1", b"1e999", b"\xc0", b"\xff\xfe", b"%", b"\\u0000",
+           b"\\ud800", b"\\udfff")  # JSON escapes of lone surrogates: text no UTF-8 writer takes
 
 
 def _varint(value: int) -> bytes:

@@ -244,9 +244,9 @@ def run_model_file(data: bytes) -> Counter[str]:
     found = inspect_model(data[1:], name=name, body_complete=bool(data[0] & 0x80), total_size=len(data) - 1)
     if found is None:
         return Counter(none=1)
-    from fuzz.harness import _dumps
+    from fuzz.harness import serialize_like_eve
 
-    _dumps(found.record())
+    serialize_like_eve(found.record())
     return Counter({found.format: 1})
 
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzz import run as fuzz_run
-from fuzz.harness import decode_chunks, encode_chunks
+from fuzz.harness import decode_chunks, encode_chunks, serialize_like_eve
 from fuzz.mutate import mutate
 from fuzz.targets import TARGETS
 
@@ -83,3 +83,11 @@ def test_runner_saves_a_crashing_input_once_per_site(tmp_path, monkeypatch):
     saved = sorted(p.name for p in (tmp_path / "broken").iterdir())
     assert len(saved) == 2 and saved[0].endswith(".bin") and saved[1].endswith(".txt")
     assert (tmp_path / "broken" / saved[0]).read_bytes() == b"!a"
+
+
+def test_the_harness_serializes_as_the_eve_writer_and_refuses_what_is_not_json():
+    """Records are checked with the writer's encoder (a lone surrogate is written as its escape)
+    and against JSON's own types (bytes would otherwise pass as msgspec's base64)."""
+    serialize_like_eve({"event_type": "llm", "llm": {"model": "m\ud800"}})
+    with pytest.raises(TypeError):
+        serialize_like_eve({"event_type": "llm", "llm": {"model": b"m"}})
