@@ -11,9 +11,10 @@ get exactly what ``json`` gives them:
   surrogate escape, nesting too deep) it asks ``json.loads``, so the value or the exception
   (``ValueError``, ``RecursionError``) is the standard library's.
 - :func:`dumps` writes compact UTF-8 JSON; what msgspec will not encode (a ``str`` subclass, a
-  lone surrogate) falls back to ``json``, and a lone surrogate is written as its ``\\uXXXX``
-  escape, so every line encodes as UTF-8 and reads back as the same value (but for a high
-  and a low surrogate side by side, which JSON reads as the one character they pair into).
+  lone surrogate) falls back to ``json``, and a lone surrogate is written as its JSON escape
+  (U+D800 as ``\\ud800``), so every line encodes as UTF-8 and reads back as the same value
+  (but for a high and a low surrogate side by side, which JSON reads as the one character they
+  pair into).
   Floats are written in their shortest form, the exponent without a sign or zero padding
   (``1e16``, ``0.00001``), and NaN/infinity as ``null`` (``json`` writes ``NaN``, not JSON).
 """
@@ -51,5 +52,5 @@ def dumps(value: Any) -> str:
     if line.isascii():
         return line
     # Surrogates only occur inside string literals of the line; "backslashreplace" writes each
-    # as \udXXX, its JSON escape, and leaves every other character as it is.
+    # as its JSON escape (U+D800 as \ud800) and leaves every other character as it is.
     return line.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -35,10 +35,5 @@ def thaw() -> None:
 
 def refreeze() -> int:
     """After objects were replaced (a rule reload): thaw, collect, freeze again."""
-    gc.unfreeze()
+    thaw()
     return freeze()
-
-
-def frozen() -> int:
-    """Objects in the permanent generation now."""
-    return gc.get_freeze_count()
