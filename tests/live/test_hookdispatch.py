@@ -253,6 +253,7 @@ def test_the_sidecar_inspects_and_blocks_alike_with_or_without_tuning_mitmproxy(
     context = ssl.create_default_context(cafile=str(certs.ca))
     args = [] if fast else ["--set", "inspector_fast_dispatch=false", "--set", "inspector_read_size=65535",
                             "--set", "inspector_malloc_tuning=false", "--set", "inspector_gc_freeze=false"]
+    earlier = len(rest_upstream.calls)  # the upstream is the session's: other tests' calls come before
     with Sidecar(tmp_path, f"http://127.0.0.1:{rest_upstream.port}", rules, cert=certs.server_cert,
                  key=certs.server_key, args=args) as sidecar:
         _infer_passes_admin_is_blocked(f"https://localhost:{sidecar.port}", context)
@@ -268,7 +269,7 @@ def test_the_sidecar_inspects_and_blocks_alike_with_or_without_tuning_mitmproxy(
             "mitmproxy", 65535, "glibc", "collector")
     actions = {r["alert"]["signature_id"]: r["alert"]["action"] for r in alerts if r["event_type"] == "alert"}
     assert actions == {9300001: "allowed", 9300002: "blocked"}
-    assert not any(path.startswith("/admin") for _, path in rest_upstream.calls)
+    assert not any(path.startswith("/admin") for _, path in rest_upstream.calls[earlier:])
 
 
 def test_the_addon_in_plain_mitmdump_inspects_with_the_fast_dispatch(rest_upstream, tmp_path):
@@ -280,6 +281,7 @@ def test_the_addon_in_plain_mitmdump_inspects_with_the_fast_dispatch(rest_upstre
     eve = tmp_path / "eve.json"
     script = Path(__file__).resolve().parents[2] / "addons" / "inspector_addon.py"
     mitmdump = Path(sys.executable).with_name("mitmdump")
+    earlier = len(rest_upstream.calls)  # the upstream is the session's: other tests' calls come before
     process = subprocess.Popen([str(mitmdump), "-q", "-s", str(script),
                                 "--mode", f"reverse:http://127.0.0.1:{rest_upstream.port}@127.0.0.1:{port}",
                                 "--set", f"confdir={tmp_path}", "--set", f"inspector_rules={rules}",
@@ -309,7 +311,7 @@ def test_the_addon_in_plain_mitmdump_inspects_with_the_fast_dispatch(rest_upstre
         malloc = "tuned" if glibc_version() else "not glibc"
         assert (health["hook_dispatch"], health["read_size"], health["malloc"], health["gc"]) == (
             "fast", 262144, malloc, "frozen")
-        assert not any(path.startswith("/admin") for _, path in rest_upstream.calls)
+        assert not any(path.startswith("/admin") for _, path in rest_upstream.calls[earlier:])
     finally:
         process.terminate()
         _, errors = process.communicate(timeout=15)
